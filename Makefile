@@ -26,6 +26,7 @@ test: setup
 
 bench: setup
 	$(BIN)/python -m benchmarks.run
+	$(BIN)/python -m benchmarks.small_data
 
 clean:
 	rm -rf $(VENV) runs build src/*.egg-info .pytest_cache

@@ -10,7 +10,7 @@ import torch
 
 from neurosql import NeuroSQL, NeuroSQLError
 from neurosql.baselines import VAE
-from neurosql.benchmark import _resolved, add_benchmark_parser, plan_runs, run_benchmark
+from neurosql.benchmark import _resolved, _resolved_budget, add_benchmark_parser, plan_runs, run_benchmark
 from neurosql.benchmark_report import write_tables
 from neurosql.methods import load_model
 
@@ -44,7 +44,7 @@ def test_plan_multiplies_only_neurosql_by_the_ablations():
         (dict(methods=""), "methods is empty"),
         (dict(assignments=["hungarian"]), "unknown assignments"),
         (dict(budget=dict(momentum=0.5)), "not budget fields: momentum"),
-        (dict(budget=dict(epochs=0)), "epochs must be >= 1"),
+        (dict(budget=dict(epochs=0)), "epochs must be a whole number >= 1"),
         (dict(eval_n=1), "eval-n"),
     ],
 )
@@ -114,10 +114,15 @@ def test_rerun_skips_finished_runs_and_restarts_crashed_ones(bench):
 def test_preset_fills_what_the_flags_leave_open():
     parser = argparse.ArgumentParser()
     add_benchmark_parser(parser.add_subparsers(dest="command"))
-    preset = _resolved(parser.parse_args(["benchmark", "--out", "x", "--preset", "mnist-default", "--epochs", "3"]))
-    assert preset["epochs"] == 3 and preset["latent_dims"] == "2,16" and preset["methods"] == "neurosql,vae,gan,ddpm"
-    plain = _resolved(parser.parse_args(["benchmark", "--out", "x", "--methods", "vae"]))
-    assert plain["methods"] == "vae" and plain["limit"] is None and plain["latent_dims"] == "16"
+    args = parser.parse_args(["benchmark", "--out", "x", "--preset", "mnist-default", "--lr", "0.01"])
+    preset = _resolved(args)
+    assert preset["latent_dims"] == "2,16" and preset["methods"] == "neurosql,vae,gan,ddpm"
+    assert _resolved_budget(args) == {"epochs": 10, "lr": 0.01}  # the preset's epochs, the flag's lr
+    args = parser.parse_args(["benchmark", "--out", "x", "--preset", "mnist-default", "--steps", "50"])
+    assert _resolved_budget(args) == {"steps": 50}  # a given budget replaces the preset's
+    plain = parser.parse_args(["benchmark", "--out", "x", "--methods", "vae"])
+    assert _resolved(plain)["methods"] == "vae" and _resolved(plain)["limit"] is None
+    assert _resolved(plain)["latent_dims"] == "16" and _resolved_budget(plain) == {}
 
 
 def test_tables_average_over_dimensions_and_bold_the_best(tmp_path):

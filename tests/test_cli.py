@@ -1,5 +1,6 @@
 """The neurosql command: a tiny train → sample round trip and clean errors (exit 2)."""
 
+import dataclasses
 import json
 import subprocess
 import sys
@@ -87,6 +88,7 @@ def test_resume_continues_an_interrupted_run(tmp_path):
 
     model = NeuroSQL.load(out / "model.pt")
     model.config.epochs = 3
+    model.budget_ = dataclasses.replace(model.budget_, epochs=3)
     model.save(out / "model.pt")
     assert main(["train", "--resume", str(out), "--no-evaluate"]) == 0
     assert NeuroSQL.load(out / "model.pt").epochs_run_ == 3

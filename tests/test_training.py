@@ -9,11 +9,17 @@ import torch
 
 from neurosql.errors import NeuroSQLError
 from neurosql.training import (
+    AUTO_EPOCHS,
+    AUTO_STEPS,
+    Budget,
     EarlyStopping,
     EpochLog,
     Optimization,
     TrainConfig,
+    WeightAverage,
+    auto_batch_size,
     batches,
+    lr_factor,
     resolve_device,
     rng_state,
     set_rng_state,
@@ -21,24 +27,24 @@ from neurosql.training import (
 
 
 def test_cosine_schedule_decays_to_floor_and_restarts():
-    cfg = TrainConfig(epochs=4, lr=1e-3, restart_epochs=2)
+    cfg = TrainConfig(epochs=4, lr=1e-3, restart_epochs=2, warmup=0.0)
     p = torch.nn.Parameter(torch.zeros(3))
-    opt = Optimization([p], cfg, steps_per_epoch=5)
+    opt = Optimization([p], cfg, Budget(batch_size=1, steps_per_epoch=5, epochs=4))
     lrs = []
     for _ in range(20):
         opt.step((p - 1).pow(2).sum())
         lrs.append(opt.lr)
-    # The schedule restarts after 2 epochs = 10 steps, back to the initial lr.
-    assert lrs[9] == pytest.approx(1e-3)
-    assert min(lrs[:9]) < 2e-4
-    assert all(a >= b for a, b in zip(lrs[:9], lrs[1:9]))  # monotone within a period
+    # lrs[t] is the rate of update t: the schedule restarts after 2 epochs = 10 updates.
+    assert lrs[0] == pytest.approx(1e-3) and lrs[10] == pytest.approx(1e-3)
+    assert min(lrs[:10]) < 2e-4
+    assert all(a >= b for a, b in zip(lrs[:10], lrs[1:10]))  # monotone within a period
     assert opt.updates == 20
 
 
 def test_clipping_bounds_the_update():
     cfg = TrainConfig(lr=1.0, weight_decay=0.0, grad_clip=0.5)
     p = torch.nn.Parameter(torch.zeros(4))
-    opt = Optimization([p], cfg, steps_per_epoch=1)
+    opt = Optimization([p], cfg, cfg.budget(1))
     norm = opt.step((p * 1000).sum())
     assert norm == pytest.approx(2000.0)
     assert p.grad.norm() == pytest.approx(0.5, rel=1e-5)
@@ -67,7 +73,8 @@ def test_batches_cover_every_index_once_and_avoid_singletons():
 
 
 @pytest.mark.parametrize(
-    "kwargs", [{"epochs": 0}, {"batch_size": 0}, {"lr": 0.0}, {"val_fraction": 1.0}, {"device": "tpu"}]
+    "kwargs", [{"epochs": -1}, {"steps": -5}, {"batch_size": -1}, {"epochs": 3, "steps": 100}, {"lr": 0.0},
+               {"warmup": 1.0}, {"ema": 1.0}, {"ema": -0.1}, {"val_fraction": 1.0}, {"device": "tpu"}]
 )
 def test_bad_config_is_rejected(kwargs):
     with pytest.raises(NeuroSQLError):
@@ -94,7 +101,59 @@ def test_epoch_log_csv_has_union_of_columns(tmp_path):
 def test_single_cosine_decay_ends_near_the_floor():
     cfg = TrainConfig(epochs=3, lr=1e-3)
     p = torch.nn.Parameter(torch.zeros(2))
-    opt = Optimization([p], cfg, steps_per_epoch=4)
+    opt = Optimization([p], cfg, Budget(batch_size=1, steps_per_epoch=4, epochs=3))
     for _ in range(12):
         opt.step(p.pow(2).sum())
     assert opt.lr < 1e-4  # no restart at the very end of the run
+
+
+def test_warmup_rises_linearly_then_cosine_decays_to_one_percent():
+    budget = Budget(batch_size=8, steps_per_epoch=10, epochs=10)  # 100 updates, 10 of warm-up
+    f = [lr_factor(t, budget, warmup=0.1) for t in range(100)]
+    assert f[:10] == pytest.approx([(t + 1) / 10 for t in range(10)])
+    assert f[10] == pytest.approx(1.0)
+    # the cosine part follows its closed form over the 90 remaining updates
+    assert f[55] == pytest.approx(0.01 + 0.99 * 0.5 * (1 + math.cos(math.pi * 45 / 90)))
+    assert all(a >= b for a, b in zip(f[10:], f[11:])) and f[-1] < 0.02
+
+
+@pytest.mark.parametrize("n, expected", [(20, 8), (50, 8), (90, 8), (200, 8), (270, 16), (300, 16),
+                                         (900, 32), (1800, 64), (60000, 64)])
+def test_auto_batch_size_is_n_over_16_as_a_power_of_two(n, expected):
+    assert auto_batch_size(n) == expected
+
+
+def test_auto_budget_gives_small_sets_enough_updates_and_caps_large_ones():
+    for n in (20, 45, 90, 270, 900):
+        b = TrainConfig().budget(n)
+        # a sane batch, at least ~a dozen updates per epoch once n allows it, and the update floor
+        assert 2 <= b.batch_size <= max(8, n // 8)
+        assert b.steps >= AUTO_STEPS[0] and b.steps < AUTO_STEPS[0] + b.steps_per_epoch
+    large = TrainConfig().budget(60_000)
+    assert large.batch_size == 64 and AUTO_STEPS[1] <= large.steps < AUTO_STEPS[1] + large.steps_per_epoch
+    per_epoch = AUTO_STEPS[0] // AUTO_EPOCHS + 10  # AUTO_EPOCHS epochs of these lie between the floor and the cap
+    mid = TrainConfig().budget(64 * per_epoch)
+    assert (mid.epochs, mid.steps_per_epoch) == (AUTO_EPOCHS, per_epoch)
+
+
+def test_explicit_budget_is_used_as_given():
+    assert TrainConfig(epochs=7, batch_size=16).budget(100) == Budget(16, 7, 7)
+    b = TrainConfig(steps=500, batch_size=16).budget(100)  # ceil(100/16) = 7 updates per epoch
+    assert b.epochs == 72 and b.steps == 504
+    assert TrainConfig(epochs=2).budget(100, batch_size=10) == Budget(10, 10, 2)
+
+
+def test_weight_average_follows_its_recursion_and_swaps_back():
+    net = torch.nn.Linear(2, 1)
+    average = WeightAverage(net, decay=0.5)
+    expected = net.weight.detach().clone()
+    with torch.no_grad():
+        for t, value in enumerate((1.0, 3.0, 5.0, 7.0)):
+            net.weight.fill_(value)
+            average.update()
+            beta = min(0.5, (1 + t) / (10 + t))  # 0.1, 0.18, 0.25, 0.31 → 0.5 cap not reached
+            expected = beta * expected + (1 - beta) * value
+    assert torch.allclose(average.average["weight"], expected)
+    with average.applied():
+        assert torch.allclose(net.weight, expected)
+    assert (net.weight == 7.0).all()  # its own weights are back after the block

@@ -23,7 +23,7 @@ import subprocess
 import sys
 import time
 import traceback
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
@@ -35,12 +35,14 @@ from .generators import GENERATORS, count_parameters, supported_resolutions
 from .losses import LOSSES
 from .methods import METHODS, build_method
 from .persistence import atomic_write, ensure_writable_dir, environment_info, write_json
+from .options import add_config_arguments, given_values
 from .training import TrainConfig
 
 DATA_FILE = "data/images.pt"  # inside OUT
 SAMPLES_SHOWN = 36  # images per method in the side-by-side grids (Fig. 4)
 BUDGET_FIELDS = (  # the TrainConfig fields every run shares
-    "epochs", "batch_size", "lr", "weight_decay", "grad_clip", "restart_epochs", "patience", "val_fraction", "device",
+    "epochs", "steps", "batch_size", "lr", "warmup", "ema", "weight_decay", "grad_clip", "restart_epochs", "patience",
+    "val_fraction", "device",
 )
 
 # mnist-default, measured on the shared 2-core CPU (1,800 training images, d = 16, s per epoch):
@@ -51,12 +53,12 @@ BUDGET_FIELDS = (  # the TrainConfig fields every run shares
 PRESETS = {
     "mnist-default": dict(
         data="mnist5k", methods="neurosql,vae,gan,ddpm", generators="convnet", latent_dims="2,16",
-        seeds="11", epochs=10, limit=2000, eval_n=300,
+        seeds="11", limit=2000, eval_n=300, budget={"epochs": 10},
     ),
 }
 DEFAULTS = dict(
     data=None, methods=",".join(METHODS), generators="convnet", latent_dims="16",
-    seeds="11", epochs=TrainConfig.epochs, limit=None, eval_n=2048,
+    seeds="11", limit=None, eval_n=2048,
 )
 
 
@@ -337,11 +339,7 @@ def add_benchmark_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--downstream", action=argparse.BooleanOptionalAction, default=False,
                    help="also train the downstream classifier on generated images (methods with codes; default: off)")
     p.add_argument("--progress", action=argparse.BooleanOptionalAction, default=True, help="overall progress bar with ETA")
-    p.add_argument("--epochs", type=int, default=None, help=f"epochs for every run (default: {TrainConfig.epochs})")
-    for f in fields(TrainConfig):  # the rest of the shared budget, with TrainConfig's defaults and help
-        if f.name in BUDGET_FIELDS and f.name != "epochs":
-            p.add_argument("--" + f.name.replace("_", "-"), type=type(f.default), default=f.default,
-                           help=f"{f.metadata['help']} (default: {f.default})")
+    add_config_arguments(p, TrainConfig, only=BUDGET_FIELDS)  # the shared budget, with TrainConfig's defaults and help
     return p
 
 
@@ -352,10 +350,16 @@ def _resolved(args: argparse.Namespace) -> dict:
             for key, default in DEFAULTS.items()}
 
 
+def _resolved_budget(args: argparse.Namespace) -> dict:
+    """The budget flags given, over the preset's budget (which a given --steps replaces)."""
+    given = given_values(args, TrainConfig, only=BUDGET_FIELDS)
+    preset = {} if "steps" in given else PRESETS.get(args.preset, {}).get("budget", {})
+    return {**preset, **given}
+
+
 def cmd_benchmark(args: argparse.Namespace) -> None:
     options = _resolved(args)
-    budget = {name: getattr(args, name) for name in BUDGET_FIELDS if name != "epochs"}
-    budget["epochs"] = options.pop("epochs")
+    budget = _resolved_budget(args)
     start = time.perf_counter()
     results = run_benchmark(
         args.out, **options, assignments=args.assignments, costs=args.costs, budget=budget,

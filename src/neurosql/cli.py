@@ -8,7 +8,6 @@ from __future__ import annotations
 import argparse
 import sys
 import time
-from dataclasses import MISSING, fields
 from pathlib import Path
 
 import numpy as np
@@ -16,28 +15,14 @@ import numpy as np
 from .benchmark import add_benchmark_parser, cmd_benchmark
 from .errors import NeuroSQLError
 from .model import NeuroSQL, NeuroSQLConfig
+from .options import add_config_arguments, given_values
+from .training import PRESETS
 
 DATA_HELP = (
     "data spec: omitted or 'mnist5k' = the embedded 5,000 real MNIST digits; "
     "KIND:PATH with KIND in mnist, folder, celeba, afhq, oasis, nifti, npy; "
     "or a bare PATH whose layout is detected"
 )
-
-
-def add_config_arguments(parser: argparse.ArgumentParser, config_cls) -> None:
-    """One ``--flag`` per config field, with the field's default and help (no second list)."""
-    for f in fields(config_cls):
-        default = f.default if f.default is not MISSING else None
-        flag = "--" + f.name.replace("_", "-")
-        help_text = f"{f.metadata.get('help', '')} (default: {default})"
-        if isinstance(default, bool):
-            parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=default, help=help_text)
-        else:
-            parser.add_argument(flag, type=type(default), default=default, choices=f.metadata.get("choices"), help=help_text)
-
-
-def config_from_args(args: argparse.Namespace, config_cls):
-    return config_cls(**{f.name: getattr(args, f.name) for f in fields(config_cls)})
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -54,6 +39,9 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--out", default="runs/neurosql", help="run directory to write (default: runs/neurosql)")
     train.add_argument("--resume", default=None, metavar="RUN_DIR",
                        help="continue an interrupted run from its last checkpoint (its own options and data are used)")
+    train.add_argument("--preset", choices=tuple(PRESETS), default=None,
+                       help="paper: the paper's MNIST schedule (120 epochs, batch 64, lr 2e-4, no warm-up, no weight "
+                            "average); flags given beside it override it (default: the automatic budget)")
     train.add_argument("--evaluate", action=argparse.BooleanOptionalAction, default=True,
                        help="end with a light evaluation on the test split: metrics.json, report.md (default: on)")
     add_config_arguments(train, NeuroSQLConfig)
@@ -102,10 +90,10 @@ def cmd_train(args: argparse.Namespace) -> None:
         out = ensure_writable_dir(args.resume)
         data = load_run_data(out, "train")
         start = time.perf_counter()
-        model = NeuroSQL.resume(out / "model.pt", data.images, device=args.device)
+        model = NeuroSQL.resume(out / "model.pt", data.images, device=getattr(args, "device", "auto"))
         config = model.config
     else:
-        config = config_from_args(args, NeuroSQLConfig)
+        config = NeuroSQLConfig(**{**PRESETS.get(args.preset, {}), **given_values(args, NeuroSQLConfig)})
         config.validate()
         if args.limit is not None and args.limit < 2:
             raise NeuroSQLError(f"--limit must be >= 2, got {args.limit}")

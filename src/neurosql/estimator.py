@@ -27,10 +27,13 @@ from .generators import GENERATORS, build_generator
 from .losses import LOSSES, loss_per_sample
 from .persistence import load_checkpoint, save_checkpoint
 from .training import (
+    Budget,
     EarlyStopping,
     EpochLog,
     Optimization,
     TrainConfig,
+    WeightAverage,
+    averaged,
     batches,
     option,
     progress_bar,
@@ -167,54 +170,60 @@ class Estimator:
         self._shuffle = torch.Generator().manual_seed(cfg.seed)
         X, X_val, self.train_index_ = split_validation(X, X_val, cfg.val_fraction, self._shuffle)
         self.image_shape_ = tuple(X.shape[1:])  # (C, H, W)
-        steps = len(batches(len(X), cfg.batch_size, torch.Generator().manual_seed(0)))
+        self.budget_ = cfg.budget(len(X))
         self.networks_: dict[str, nn.Module] = {}
         self._optimizations: list[Optimization] = []
-        self._build(steps)
+        self._build(self.budget_)
         X = X.to(self.device_)
-        self._train(X, None if X_val is None else X_val.to(self.device_), steps)
+        self._train(X, None if X_val is None else X_val.to(self.device_))
         self._after_fit(X)
         return self
 
-    def _train(self, X: torch.Tensor, X_val: torch.Tensor | None, steps: int) -> None:
-        """The epoch loop: train steps on seeded batches, validate, stop early, keep the best weights."""
-        cfg = self.config
-        stopping, best = EarlyStopping(cfg.patience), None
+    def _train(self, X: torch.Tensor, X_val: torch.Tensor | None) -> None:
+        """The epoch loop: train steps on seeded batches, validate, stop early, keep the best
+        weights; validation, the best snapshot and the result use the weight averages."""
+        cfg, budget = self.config, self.budget_
+        stopping, best = EarlyStopping(cfg.patience, min_epoch=budget.epochs // 2), None
+        averages = [WeightAverage(net, cfg.ema) for net in self.networks_.values()] if cfg.ema else []
         self.log_ = EpochLog()
         self.epochs_run_ = 0
-        bar = progress_bar(cfg.epochs * steps, self.kind.upper(), cfg.progress)
-        for epoch in range(1, cfg.epochs + 1):
+        bar = progress_bar(budget.steps, self.kind.upper(), cfg.progress)
+        for epoch in range(1, budget.epochs + 1):
             start = time.perf_counter()
             for net in self.networks_.values():
                 net.train()
             totals: dict[str, float] = {}
-            for idx in batches(len(X), cfg.batch_size, self._shuffle):
+            for idx in batches(len(X), budget.batch_size, self._shuffle):
                 x = X[idx.to(X.device)]  # (b, C, H, W)
                 for key, value in self._train_step(x).items():
                     totals[key] = totals.get(key, 0.0) + value * len(idx)
+                for average in averages:
+                    average.update()
                 bar.update(1)
             row = {"epoch": epoch, **{k: v / len(X) for k, v in totals.items()}}
             row.update(lr=self._optimizations[0].lr, time_generator=time.perf_counter() - start)
             if not math.isfinite(row["train_loss"]):
                 bar.close()
                 raise NeuroSQLError(f"{self.kind} training diverged at epoch {epoch} (loss {row['train_loss']}); lower --lr")
-            if X_val is not None:
-                start = time.perf_counter()
-                row.update(val_loss=self._validation_loss(X_val), time_val=time.perf_counter() - start)
+            with averaged(averages):
+                if X_val is not None:
+                    start = time.perf_counter()
+                    row.update(val_loss=self._validation_loss(X_val), time_val=time.perf_counter() - start)
+                if "val_loss" in row and stopping.update(epoch, row["val_loss"]):
+                    best = {name: copy.deepcopy(net.state_dict()) for name, net in self.networks_.items()}
             self.log_.append(row)
             self.epochs_run_ = epoch
             show_losses(bar, self.log_.rows)
-            if "val_loss" in row and stopping.update(epoch, row["val_loss"]):
-                best = {name: copy.deepcopy(net.state_dict()) for name, net in self.networks_.items()}
             if stopping.should_stop(epoch):
                 break
         bar.close()
-        if best is not None:
-            for name, net in self.networks_.items():
-                net.load_state_dict(best[name])
+        with averaged(averages):
+            final = best or {name: copy.deepcopy(net.state_dict()) for name, net in self.networks_.items()}
+        for name, net in self.networks_.items():
+            net.load_state_dict(final[name])
         self.updates_ = self._optimizations[0].updates
 
-    def _build(self, steps_per_epoch: int) -> None:
+    def _build(self, budget: Budget) -> None:
         raise NotImplementedError
 
     def _backbone(self) -> nn.Module:

@@ -7,6 +7,7 @@ Symbols: ``Q`` lattice (``lattice_.points``), ``Ẑ`` codes (``codes_``),
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import math
 import time
@@ -27,9 +28,11 @@ from .lattice import LATTICES, Lattice, make_lattice
 from .losses import LOSSES, loss_per_sample, pairwise_cost
 from .persistence import load_checkpoint, save_checkpoint
 from .training import (
+    Budget,
     EarlyStopping,
     EpochLog,
     Optimization,
+    WeightAverage,
     batches,
     option,
     progress_bar,
@@ -133,8 +136,8 @@ class NeuroSQL:
         Q = self.lattice_.points[self._local].to(self.device_)  # (n_local, d)
         self.perm_ = self._initial_assignment(X_local, Q)  # indices into the local lattice
         self.codes_ = Q[torch.as_tensor(self.perm_, device=self.device_)].clone()  # Ẑ: (n_local, d)
-        self._optimization = Optimization(self.generator_.parameters(), cfg, self._steps_per_epoch())
-        self._stopping = EarlyStopping(cfg.patience)
+        self.budget_ = cfg.budget(len(X), cfg.assign_batch or None, self._shard.n_batches)
+        self._build_optimization()
         self._best = None
         self.log_ = EpochLog()
         self.epochs_run_ = 0
@@ -170,13 +173,12 @@ class NeuroSQL:
             return check_lazy_images(X)
         return check_images(X)
 
-    def _steps_per_epoch(self) -> int:
-        return self._shard.n_batches(self.lattice_.n, self._batch_size)
-
-    @property
-    def _batch_size(self) -> int:
-        """Alg. 2 uses the assignment batch m for the generator steps too (App. F)."""
-        return self.config.assign_batch or self.config.batch_size
+    def _build_optimization(self) -> None:
+        """Optimiser, weight average and early stopping for ``budget_`` (Alg. 2 steps with m images, App. F)."""
+        cfg = self.config
+        self._optimization = Optimization(self.generator_.parameters(), cfg, self.budget_)
+        self._average = WeightAverage(self.generator_, cfg.ema) if cfg.ema else None
+        self._stopping = EarlyStopping(cfg.patience, min_epoch=self.budget_.epochs // 2)
 
     def _epoch_batches(self, epoch: int) -> tuple[list[torch.Tensor], torch.Generator]:
         """This epoch's batches of local indices, and its generator for further draws.
@@ -186,7 +188,7 @@ class NeuroSQL:
         """
         seed = int(np.random.SeedSequence([self.config.seed, self._shard.rank, epoch]).generate_state(1)[0])
         generator = torch.Generator().manual_seed(seed)
-        return batches(len(self._local), self._batch_size, generator, self._steps_per_epoch()), generator
+        return batches(len(self._local), self.budget_.batch_size, generator, self.budget_.steps_per_epoch), generator
 
     def _train(self, X, X_val, checkpoint, callback=None) -> "NeuroSQL":
         """The epoch loop from ``epochs_run_ + 1``: train, assign every K epochs, validate, stop early.
@@ -200,12 +202,12 @@ class NeuroSQL:
         self._net = self.generator_
         if self._shard.active:
             self._net = torch.nn.parallel.DistributedDataParallel(self.generator_)
-        steps = self._steps_per_epoch()
-        bar = progress_bar(cfg.epochs * steps, "NeuroSQL", cfg.progress and self._shard.is_main)
+        epochs, steps = self.budget_.epochs, self.budget_.steps_per_epoch
+        bar = progress_bar(epochs * steps, "NeuroSQL", cfg.progress and self._shard.is_main)
         bar.update(self.epochs_run_ * steps)
         stopped = self.epochs_run_ > 0 and self._stopping.should_stop(self.epochs_run_)
-        for epoch in range(self.epochs_run_ + 1, 0 if stopped else cfg.epochs + 1):
-            last = epoch == cfg.epochs
+        for epoch in range(self.epochs_run_ + 1, 0 if stopped else epochs + 1):
+            last = epoch == epochs
             assign_now = epoch % cfg.assign_every == 0 and not last
             if cfg.assign_batch:
                 row = self._minibatch_epoch(X, Q, bar, epoch, assign_now)
@@ -220,26 +222,32 @@ class NeuroSQL:
                 bar.close()
                 kept = f"; the last good checkpoint is {checkpoint}" if checkpoint else ""
                 raise NeuroSQLError(f"training diverged at epoch {epoch} (loss {row['train_loss']}){kept}; lower --lr")
-            if X_val is not None and (epoch % cfg.assign_every == 0 or last):
-                row.update(self._validate(X_val))
+            with self._averaged():  # validation and the best snapshot see the weights sampling will use
+                if X_val is not None and (epoch % cfg.assign_every == 0 or last):
+                    row.update(self._validate(X_val))
+                if "val_loss" in row and self._stopping.update(epoch, row["val_loss"]):
+                    self._best = self._snapshot()
             self.log_.append(row)
             if callback is not None:
                 callback(self, row)
             self.epochs_run_ = epoch
             show_losses(bar, self.log_.rows)
-            if "val_loss" in row and self._stopping.update(epoch, row["val_loss"]):
-                self._best = self._snapshot()
             stop = self._stopping.should_stop(epoch)
             if checkpoint is not None and (epoch % cfg.checkpoint_every == 0 or last or stop):
                 self.save(checkpoint)
             if stop:
                 break
         bar.close()
-        snapshot = self._best if self._best is not None else self._snapshot()
+        with self._averaged():
+            snapshot = self._best if self._best is not None else self._snapshot()
         self.generator_.load_state_dict(snapshot["generator"])
         self.codes_, self.perm_ = snapshot["codes"].to(self.device_), snapshot["perm"].numpy().copy()
         self._local = np.arange(self.lattice_.n)  # the whole bank is here now
         return self
+
+    def _averaged(self):
+        """Context in which the generator holds its weight average (a no-op without one)."""
+        return self._average.applied() if self._average is not None else contextlib.nullcontext()
 
     def _gather_bank(self) -> tuple[torch.Tensor, torch.Tensor]:
         """Codes Ẑ (n, d) and global lattice indices π (n,) of all training images, on the CPU."""
@@ -285,6 +293,8 @@ class NeuroSQL:
         """One regression step of X on its codes (Alg. 1 step 4, Alg. 2 line 7)."""
         loss = loss_per_sample(self._net(z), x, self.config.loss).mean()  # DDP all-reduces the gradients
         self._optimization.step(loss)
+        if self._average is not None:
+            self._average.update()
         return float(loss.detach())
 
     def _train_epoch(self, X, bar, epoch) -> dict:
@@ -464,7 +474,9 @@ class NeuroSQL:
             "train_index": torch.as_tensor(self.train_index_),
             "log": self.log_.rows,
             "epochs_run": self.epochs_run_,
+            "budget": vars(self.budget_),
             "optimization": self._optimization.state_dict(),
+            "average": None if self._average is None else self._average.state_dict(),
             "early_stopping": self._stopping.state_dict(),
             "best": self._best,
             "rng": rng_state(),
@@ -488,9 +500,12 @@ class NeuroSQL:
         model.log_ = EpochLog(state["log"])
         model.epochs_run_ = state["epochs_run"]
         model._shard = Shard()
-        model._optimization = Optimization(model.generator_.parameters(), config, model._steps_per_epoch())
+        # checkpoints of release 0.1 carry no budget: theirs was the configured epochs and batch
+        model.budget_ = Budget(**state["budget"]) if "budget" in state else config.budget(model.lattice_.n, config.assign_batch or None, model._shard.n_batches)
+        model._build_optimization()
         model._optimization.load_state_dict(state["optimization"])
-        model._stopping = EarlyStopping(config.patience)
+        if model._average is not None and state.get("average"):
+            model._average.load_state_dict(state["average"])
         model._stopping.load_state_dict(state["early_stopping"])
         model._best = state["best"]
         model._local = np.arange(model.lattice_.n)

@@ -7,9 +7,12 @@ methods (paper §3.1, App. I: AdamW, cosine schedule, clipping, early stopping).
 
 from __future__ import annotations
 
+import contextlib
+import copy
 import csv
 import io
 import math
+import numbers
 import random
 from dataclasses import dataclass, field, fields
 from pathlib import Path
@@ -28,17 +31,49 @@ def option(default: Any, help: str, **metadata: Any) -> Any:
     return field(default=default, metadata={"help": help, **metadata})
 
 
+# The automatic budget (issue 10; measurements in benchmarks/small_data.md): small data sets need
+# far more passes than the paper's epoch counts give them, large ones fewer.
+AUTO_BATCH = (8, 64)  # smallest and largest automatic batch size
+AUTO_BATCH_DIVISOR = 16  # automatic batch ≈ n / 16, so an epoch is at least ~16 updates
+AUTO_EPOCHS = 30  # automatic budget: this many epochs ...
+AUTO_STEPS = (2000, 20000)  # ... but at least / at most this many generator updates
+PRESETS = {
+    # App. I: AdamW at 2e-4, batch 64, cosine decay, 120–250 epochs, no warm-up, no weight averaging.
+    "paper": {"epochs": 120, "batch_size": 64, "lr": 2e-4, "warmup": 0.0, "ema": 0.0},
+}
+
+
+@dataclass(frozen=True)
+class Budget:
+    """A run's resolved budget: ``epochs`` passes of ``steps_per_epoch`` updates of ``batch_size`` images."""
+
+    batch_size: int
+    steps_per_epoch: int
+    epochs: int
+
+    @property
+    def steps(self) -> int:
+        return self.epochs * self.steps_per_epoch
+
+
 @dataclass
 class TrainConfig:
     """The optimisation budget shared by every method (App. I, J)."""
 
-    epochs: int = option(60, "maximum number of training epochs")
-    batch_size: int = option(64, "images per generator step (paper: 32–64 for MNIST)")
-    lr: float = option(2e-4, "AdamW learning rate (paper: 1e-4 to 3e-4)")
+    epochs: int | None = option(None, "training epochs; None = auto, see steps", type=int)
+    steps: int | None = option(None, f"budget in generator updates, rounded up to whole epochs; None (with epochs "
+                                     f"None) = auto: {AUTO_EPOCHS} epochs, at least {AUTO_STEPS[0]} and at most "
+                                     f"{AUTO_STEPS[1]} updates", type=int)
+    batch_size: int | None = option(None, f"images per generator step; None = auto: n/{AUTO_BATCH_DIVISOR} rounded "
+                                          f"down to a power of two in [{AUTO_BATCH[0]}, {AUTO_BATCH[1]}]", type=int)
+    lr: float = option(2e-3, "peak AdamW learning rate (paper: 1e-4 to 3e-4 over 120–250 epochs: --preset paper)")
+    warmup: float = option(0.05, "fraction of the updates over which the learning rate rises linearly from 0")
+    ema: float = option(0.999, "decay of the moving average of the weights that sampling uses; 0 = off")
     weight_decay: float = option(1e-4, "AdamW weight decay (paper: ~1e-4)")
     grad_clip: float = option(1.0, "gradient-norm clipping threshold (paper: 1.0)")
     restart_epochs: int = option(0, "cosine warm-restart period in epochs; 0 = one cosine decay over all epochs")
-    patience: int = option(25, "early stopping: epochs without validation improvement (paper: 25–30)")
+    patience: int = option(25, "early stopping: epochs without validation improvement (paper: 25–30), "
+                               "counted only in the last half of the budget")
     val_fraction: float = option(0.1, "fraction of training images held out for validation when none are given")
     seed: int = option(0, "random seed for initialisation, shuffling and the lattice")
     device: str = option("auto", "'auto' (CUDA when present), 'cpu', 'cuda' or 'cuda:N'")
@@ -46,11 +81,17 @@ class TrainConfig:
 
     def validate(self) -> None:
         """Raise NeuroSQLError for values no run can use."""
-        for name in ("epochs", "batch_size"):
-            if getattr(self, name) < 1:
-                raise NeuroSQLError(f"{name.replace('_', '-')} must be >= 1, got {getattr(self, name)}")
+        for name in ("epochs", "steps", "batch_size"):
+            value = getattr(self, name)
+            if value is not None and (isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1):
+                raise NeuroSQLError(f"{name.replace('_', '-')} must be a whole number >= 1, or omitted for the "
+                                    f"automatic budget; got {value!r}")
+        if self.epochs and self.steps:
+            raise NeuroSQLError(f"give the budget once: --epochs {self.epochs} or --steps {self.steps}, not both")
         if not self.lr > 0:
             raise NeuroSQLError(f"lr must be > 0, got {self.lr}")
+        if not (0 <= self.warmup < 1 and 0 <= self.ema < 1):
+            raise NeuroSQLError(f"warmup and ema must be in [0, 1), got {self.warmup} and {self.ema}")
         if self.weight_decay < 0 or self.grad_clip <= 0 or self.restart_epochs < 0 or self.patience < 1:
             raise NeuroSQLError(
                 "weight-decay and restart-epochs must be >= 0, grad-clip > 0 and patience >= 1"
@@ -58,6 +99,24 @@ class TrainConfig:
         if not 0 <= self.val_fraction < 1:
             raise NeuroSQLError(f"val-fraction must be in [0, 1), got {self.val_fraction}")
         resolve_device(self.device)
+
+    def budget(self, n: int, batch_size: int | None = None, n_batches=None) -> Budget:
+        """The budget for ``n`` training images.
+
+        ``batch_size`` overrides the configured one (Alg. 2 steps with m images);
+        ``n_batches(n, batch_size)`` counts the updates of an epoch (default:
+        ceil(n / batch_size); data-parallel runs count per process). The
+        automatic batch keeps ≥ ~16 updates per epoch on small sets; the
+        automatic budget keeps ≥ AUTO_STEPS[0] updates however small n is.
+        """
+        b = batch_size or self.batch_size or auto_batch_size(n)
+        per_epoch = n_batches(n, b) if n_batches else max(1, -(-n // b))
+        if self.epochs:
+            epochs = self.epochs
+        else:
+            steps = self.steps or min(max(AUTO_EPOCHS * per_epoch, AUTO_STEPS[0]), AUTO_STEPS[1])
+            epochs = -(-steps // per_epoch)
+        return Budget(b, per_epoch, epochs)
 
     def to_dict(self) -> dict:
         return {f.name: getattr(self, f.name) for f in fields(self)}
@@ -69,6 +128,12 @@ class TrainConfig:
         if unknown:
             raise NeuroSQLError(f"unknown {cls.__name__} fields: {sorted(unknown)}")
         return cls(**values)
+
+
+def auto_batch_size(n: int) -> int:
+    """n / AUTO_BATCH_DIVISOR rounded down to a power of two, clamped to AUTO_BATCH."""
+    target = max(n // AUTO_BATCH_DIVISOR, 1)
+    return min(max(1 << (target.bit_length() - 1), AUTO_BATCH[0]), AUTO_BATCH[1])
 
 
 def resolve_device(name: str) -> torch.device:
@@ -115,32 +180,39 @@ def set_rng_state(state: dict) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
-class Optimization:
-    """AdamW + cosine schedule (optionally with warm restarts) + gradient clipping.
+def lr_factor(update: int, budget: Budget, warmup: float, restart_epochs: int = 0) -> float:
+    """The learning-rate multiplier before update ``update`` (0-based): a linear warm-up over
+    ``warmup`` of the updates, then cosine decay to 1 % (restarting every ``restart_epochs``)."""
+    warm = int(round(warmup * budget.steps))
+    if update < warm:
+        return (update + 1) / warm
+    period = restart_epochs * budget.steps_per_epoch or budget.steps - warm
+    t = ((update - warm) % period) / period if period > 0 else 0.0
+    return 0.01 + 0.99 * 0.5 * (1 + math.cos(math.pi * t))
 
-    ``step(loss)`` does one update; the schedule advances per step, in
-    fractional epochs, as ``CosineAnnealingWarmRestarts`` expects.
+
+class Optimization:
+    """AdamW + warm-up and cosine schedule (optionally with warm restarts) + gradient clipping.
+
+    ``step(loss)`` does one update at the scheduled rate (:func:`lr_factor`);
+    the schedule is a function of the update count, so only that count needs saving.
     """
 
-    def __init__(self, params: Iterable[torch.nn.Parameter], cfg: TrainConfig, steps_per_epoch: int):
+    def __init__(self, params: Iterable[torch.nn.Parameter], cfg: TrainConfig, budget: Budget):
         self.params = [p for p in params if p.requires_grad]
         self.cfg = cfg
-        self.steps_per_epoch = steps_per_epoch
+        self.budget = budget
         self.optimizer = torch.optim.AdamW(self.params, lr=cfg.lr, weight_decay=cfg.weight_decay)
-        # Without restarts one period spans the run; +1 keeps its last step from wrapping to a restart.
-        period = cfg.restart_epochs * steps_per_epoch or cfg.epochs * steps_per_epoch + 1
-        self.scheduler = torch.optim.lr_scheduler.CosineAnnealingWarmRestarts(
-            self.optimizer, T_0=period, eta_min=cfg.lr * 0.01
-        )
         self.updates = 0
 
     def step(self, loss: torch.Tensor) -> float:
-        """Backward, clip, update, advance the schedule; returns the pre-clip gradient norm."""
+        """Backward, clip, update at the scheduled rate; returns the pre-clip gradient norm."""
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         norm = torch.nn.utils.clip_grad_norm_(self.params, self.cfg.grad_clip)
+        for group in self.optimizer.param_groups:
+            group["lr"] = self.cfg.lr * lr_factor(self.updates, self.budget, self.cfg.warmup, self.cfg.restart_epochs)
         self.optimizer.step()
-        self.scheduler.step()
         self.updates += 1
         return float(norm)
 
@@ -149,23 +221,67 @@ class Optimization:
         return self.optimizer.param_groups[0]["lr"]
 
     def state_dict(self) -> dict:
-        return {
-            "optimizer": self.optimizer.state_dict(),
-            "scheduler": self.scheduler.state_dict(),
-            "updates": self.updates,
-        }
+        return {"optimizer": self.optimizer.state_dict(), "updates": self.updates}
 
     def load_state_dict(self, state: dict) -> None:
         self.optimizer.load_state_dict(state["optimizer"])
-        self.scheduler.load_state_dict(state["scheduler"])
         self.updates = state["updates"]
+
+
+class WeightAverage:
+    """Exponential moving average of a module's parameters, as GANs and diffusion models
+    sample from: w̄ ← β_t·w̄ + (1 − β_t)·w after each update, with β_t = min(β, (1 + t)/(10 + t))
+    so that the average forgets its start on short runs. Buffers (BatchNorm statistics) are
+    the module's own: data-parallel ranks synchronise those, and the average stays identical.
+    """
+
+    def __init__(self, module: torch.nn.Module, decay: float):
+        self.module, self.decay = module, decay
+        self.updates = 0
+        self.average = {k: v.detach().clone() for k, v in module.named_parameters()}
+
+    @torch.no_grad()
+    def update(self) -> None:
+        beta = min(self.decay, (1 + self.updates) / (10 + self.updates))
+        for key, value in self.module.named_parameters():
+            self.average[key].lerp_(value, 1 - beta)
+        self.updates += 1
+
+    @contextlib.contextmanager
+    def applied(self):
+        """Within the block the module holds the averaged parameters; its own are restored after."""
+        own = {k: v.detach().clone() for k, v in self.module.named_parameters()}
+        self.module.load_state_dict(self.average, strict=False)
+        try:
+            yield self.module
+        finally:
+            self.module.load_state_dict(own, strict=False)
+
+    def state_dict(self) -> dict:
+        return {"average": self.average, "updates": self.updates}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.average = {k: v.to(self.average[k].device) for k, v in state["average"].items()}
+        self.updates = state["updates"]
+
+
+@contextlib.contextmanager
+def averaged(averages: Iterable[WeightAverage]):
+    """Every module of ``averages`` holds its averaged weights within the block."""
+    with contextlib.ExitStack() as stack:
+        for average in averages:
+            stack.enter_context(average.applied())
+        yield
 
 
 @dataclass
 class EarlyStopping:
-    """Stop when the validation loss has not improved for ``patience`` epochs."""
+    """Stop when the validation loss has not improved for ``patience`` epochs, and
+    never before ``min_epoch``: the first half of a cosine schedule runs at high
+    rates, where a small validation set's noise should not end the run."""
 
     patience: int
+    min_epoch: int = 0
     best: float = math.inf
     best_epoch: int = 0
 
@@ -177,7 +293,7 @@ class EarlyStopping:
         return False
 
     def should_stop(self, epoch: int) -> bool:
-        return epoch - self.best_epoch >= self.patience
+        return epoch >= self.min_epoch and epoch - self.best_epoch >= self.patience
 
     def state_dict(self) -> dict:
         return {"best": self.best, "best_epoch": self.best_epoch}

@@ -17,7 +17,7 @@ import torch
 from ..errors import NeuroSQLError
 from ..estimator import BackboneConfig, Estimator
 from ..generators import build_generator, count_parameters
-from ..training import Optimization, option
+from ..training import Budget, Optimization, option
 from .unet_denoiser import UNetDenoiser
 
 PARAM_TOLERANCE = 0.10  # paper §3.1: denoiser within ±10% of the compared generator's parameters
@@ -129,7 +129,7 @@ class DDPM(Estimator):
     builders = {"denoiser": UNetDenoiser}
     supports_reconstruction = False
 
-    def _build(self, steps_per_epoch: int) -> None:
+    def _build(self, budget: Budget) -> None:
         cfg, (C, R, _) = self.config, self.image_shape_
         with torch.device("meta"):
             target = count_parameters(
@@ -145,7 +145,7 @@ class DDPM(Estimator):
             "denoiser_parameters": n,
             "ratio": n / target,
         }
-        self._optimizations.append(Optimization(self.networks_["denoiser"].parameters(), cfg, steps_per_epoch))
+        self._optimizations.append(Optimization(self.networks_["denoiser"].parameters(), cfg, budget))
 
     @property
     def _alpha_bars(self) -> torch.Tensor:

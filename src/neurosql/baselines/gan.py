@@ -19,7 +19,7 @@ from ..errors import NeuroSQLError
 from ..estimator import LatentGeneratorConfig, LatentGenerator, optimise_latents
 from ..generators import build_generator
 from ..losses import pairwise_cost
-from ..training import Optimization, option
+from ..training import Budget, Optimization, option
 
 POOL = 256  # fixed prior draws behind the validation loss and the starting codes of encode
 
@@ -78,12 +78,12 @@ class GAN(LatentGenerator):
     config_class = GANConfig
     builders = {"generator": build_generator, "discriminator": Discriminator}
 
-    def _build(self, steps_per_epoch: int) -> None:
+    def _build(self, budget: Budget) -> None:
         cfg, (C, R, _) = self.config, self.image_shape_
         self.networks_["generator"] = self._backbone()
         self.networks_["discriminator"] = Discriminator(R, C, cfg.disc_width).to(self.device_)
         for net in self.networks_.values():
-            self._optimizations.append(Optimization(net.parameters(), cfg, steps_per_epoch))
+            self._optimizations.append(Optimization(net.parameters(), cfg, budget))
 
     def _train_step(self, x: torch.Tensor) -> dict[str, float]:
         G, D = self.generator_, self.networks_["discriminator"]

@@ -16,7 +16,7 @@ from ..errors import NeuroSQLError
 from ..estimator import LatentGeneratorConfig, LatentGenerator, optimise_latents
 from ..generators import build_generator
 from ..losses import loss_per_sample
-from ..training import Optimization, option
+from ..training import Budget, Optimization, option
 
 LOGVAR_RANGE = (-12.0, 8.0)  # keeps exp(logvar) finite while the encoder is still untrained
 
@@ -81,12 +81,12 @@ class VAE(LatentGenerator):
     config_class = VAEConfig
     builders = {"generator": build_generator, "encoder": MLPEncoder}
 
-    def _build(self, steps_per_epoch: int) -> None:
+    def _build(self, budget: Budget) -> None:
         cfg, (C, R, _) = self.config, self.image_shape_
         self.networks_["generator"] = self._backbone()
         self.networks_["encoder"] = MLPEncoder(C * R * R, cfg.latent_dim, cfg.encoder_hidden).to(self.device_)
         params = [p for net in self.networks_.values() for p in net.parameters()]
-        self._optimizations.append(Optimization(params, cfg, steps_per_epoch))
+        self._optimizations.append(Optimization(params, cfg, budget))
 
     def _objective(self, x: torch.Tensor, eps: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Per-image reconstruction ℓ and KL, (B,) each, with the noise ε (B, d) given."""

@@ -1,0 +1,199 @@
+"""Quality out of the box on small data sets that ship offline (issue 10).
+
+Every set is trained once with the default configuration (nothing but the
+data) and on a small grid of learning rate × batch size × budget, and scored on
+held-out images: proxy-FID, KID, precision, recall (App. E features), plus the
+reconstruction SSIM of the training images and the wall time of ``fit``.
+
+    python -m benchmarks.small_data                    # every set, defaults and grid
+    python -m benchmarks.small_data --sets mnist-100 --no-grid
+
+Results are cached per (set, configuration) in ``benchmarks/small_data.json``
+(a changed configuration is a new key), so an interrupted sweep continues; the
+table goes to ``benchmarks/small_data.md``.
+
+Sets: the embedded MNIST digits at n ∈ {100, 300, 1,000, 3,500} (28 px) and
+n = 300 at 64 px, held out on the 1,000 test digits; scikit-learn's 8×8
+``load_digits`` resized to 32 px; the 100 LFW faces of scikit-image at 32 px;
+64-px grayscale patches of a fundus photograph, brick, grass, gravel and a
+camera picture; 32-px RGB patches of scikit-image's colour photographs.
+Non-MNIST sets hold out a seeded 20 %.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+
+from neurosql import NeuroSQL
+from neurosql.data import load_data
+from neurosql.metrics import evaluate_images, reconstruction_ssim
+
+HERE = Path(__file__).resolve().parent
+SEED = 0
+
+
+def _resize(images: np.ndarray, size: int) -> np.ndarray:
+    """(n, H, W[, C]) floats in [0, 1] → (n, C, size, size), antialiased Lanczos."""
+    out = []
+    for x in images:
+        img = Image.fromarray((np.clip(x, 0, 1) * 255).round().astype(np.uint8))
+        out.append(np.asarray(img.resize((size, size), Image.LANCZOS), dtype=np.float32) / 255)
+    out = np.stack(out)
+    return out[:, None] if out.ndim == 3 else out.transpose(0, 3, 1, 2)
+
+
+def _holdout(X: np.ndarray, fraction: float = 0.2) -> tuple[torch.Tensor, torch.Tensor]:
+    order = np.random.default_rng(SEED).permutation(len(X))
+    n_test = int(round(fraction * len(X)))
+    return torch.from_numpy(X[order[n_test:]]), torch.from_numpy(X[order[:n_test]])
+
+
+def _patches(pictures: list[np.ndarray], per_picture: int, crop: int, size: int) -> np.ndarray:
+    """``per_picture`` seeded random crop×crop patches of each picture, resized to size×size."""
+    rng = np.random.default_rng(SEED)
+    out = []
+    for pic in pictures:
+        pic = pic.astype(np.float32) / 255
+        for _ in range(per_picture):
+            i, j = rng.integers(0, pic.shape[0] - crop + 1), rng.integers(0, pic.shape[1] - crop + 1)
+            out.append(pic[i : i + crop, j : j + crop])
+    return _resize(np.stack(out), size)
+
+
+def mnist(n: int, resolution: int = 28):
+    def load():
+        train = load_data(None, "train", limit=n, resolution=resolution, progress=False).images
+        return train, load_data(None, "test", resolution=resolution, progress=False).images
+    return load
+
+
+def digits32():
+    from sklearn.datasets import load_digits
+
+    return _holdout(_resize(load_digits().images / 16.0, 32))
+
+
+def faces32():
+    from skimage import data
+
+    return _holdout(_resize(data.lfw_subset()[:100], 32))  # the first 100 of the subset are faces
+
+
+def gray64():
+    from skimage import data
+
+    retina = data.retina()[::2, ::2, 1]  # the green channel carries a fundus photograph's contrast
+    pictures = [retina, data.brick(), data.grass(), data.gravel(), data.camera()]
+    return _holdout(_patches(pictures, 72, 96, 64))
+
+
+def rgb32():
+    from skimage import data
+
+    pictures = [data.astronaut(), data.chelsea(), data.coffee(), data.rocket(), data.immunohistochemistry()]
+    return _holdout(_patches(pictures, 72, 64, 32))
+
+
+SETS = {
+    "mnist-100": mnist(100),
+    "mnist-300": mnist(300),
+    "mnist-1000": mnist(1000),
+    "mnist-3500": mnist(3500),
+    "mnist-300@64": mnist(300, 64),
+    "digits@32": digits32,
+    "faces@32": faces32,
+    "gray-patches@64": gray64,
+    "rgb-patches@32": rgb32,
+}
+
+# The grid around the defaults: the paper's and a 10× learning rate, two batch sizes, two budgets.
+GRID = [
+    {"lr": lr, "batch_size": b, "steps": s}
+    for lr in (2e-4, 2e-3) for b in (16, 64) for s in (1000, 3000)
+]
+
+
+def run_one(name: str, params: dict) -> dict:
+    """Fit NeuroSQL with ``params`` (on top of the defaults) on one set and score it."""
+    train, test = SETS[name]()
+    torch.manual_seed(SEED)
+    start = time.perf_counter()
+    model = NeuroSQL(**params, seed=SEED, progress=False, device="cpu").fit(train)
+    wall = time.perf_counter() - start
+    fake = model.sample(max(len(test), 2), seed=SEED)
+    m = evaluate_images(test, fake, n=len(test), seed=SEED, n_nearest=1, kid_subsets=20, kid_subset_size=min(1000, len(test) // 2))
+    recon = reconstruction_ssim(train[torch.as_tensor(model.train_index_)], model.reconstruct())
+    return {
+        "set": name, "params": params, "n_train": len(train), "n_test": len(test),
+        "pfid": m["pfid"], "kid": m["kid"], "precision": m["precision"], "recall": m["recall"],
+        "recon_ssim": recon, "wall_s": wall, "epochs_run": model.epochs_run_, "updates": model.updates_,
+        "resolved": {k: model.config.to_dict()[k] for k in ("lr", "batch_size", "epochs")},
+    }
+
+
+def key(name: str, params: dict) -> str:
+    return name + " " + json.dumps(params, sort_keys=True)
+
+
+def write_table(results: dict, path: Path) -> None:
+    """Per set: the default row, the best grid row by pFID and the ratio of the two pFIDs."""
+    lines = [
+        "| set | n | run | lr · batch · updates | pFID ↓ | KID ↓ | precision ↑ | recall ↑ | recon SSIM ↑ | wall s |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for name in SETS:
+        rows = [r for r in results.values() if r["set"] == name]
+        default = next((r for r in rows if not r["params"]), None)
+        grid = [r for r in rows if r["params"]]
+        best = min(grid, key=lambda r: r["pfid"]) if grid else None
+        for label, r in (("defaults", default), ("best of grid", best)):
+            if r is None:
+                continue
+            res = r["resolved"]
+            lines.append(
+                f"| {name} | {r['n_train']} | {label} | {res['lr']:g} · {res['batch_size']} · {r['updates']} | "
+                f"{r['pfid']:.3f} | {r['kid']:.4f} | {r['precision']:.2f} | {r['recall']:.2f} | "
+                f"{r['recon_ssim']:.2f} | {r['wall_s']:.0f} |"
+            )
+        if default and best:
+            lines.append(f"| {name} | | defaults / best pFID | | **{default['pfid'] / best['pfid']:.2f}×** | | | | | |")
+    path.write_text("\n".join(lines) + "\n")
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--sets", default=",".join(SETS), help="comma-separated set names")
+    parser.add_argument("--grid", action=argparse.BooleanOptionalAction, default=True, help="also run the grid")
+    parser.add_argument("--params", default=None, help="one extra configuration as JSON, e.g. '{\"lr\": 0.001}'")
+    parser.add_argument("--cache", default=str(HERE / "small_data.json"))
+    parser.add_argument("--table", default=str(HERE / "small_data.md"))
+    args = parser.parse_args(argv)
+    torch.set_num_threads(2)
+    cache = Path(args.cache)
+    results = json.loads(cache.read_text()) if cache.is_file() else {}
+    configs = [{}] + (GRID if args.grid else []) + ([json.loads(args.params)] if args.params else [])
+    for name in args.sets.split(","):
+        if name not in SETS:
+            raise SystemExit(f"error: unknown set '{name}'; choose from {', '.join(SETS)}")
+        for params in configs:
+            k = key(name, params)
+            if k in results:
+                continue
+            results[k] = run_one(name, params)
+            r = results[k]
+            print(f"{name:<16} {json.dumps(params):<48} pFID {r['pfid']:.3f} P {r['precision']:.2f} "
+                  f"R {r['recall']:.2f} recon {r['recon_ssim']:.2f} {r['wall_s']:.0f} s", flush=True)
+            cache.write_text(json.dumps(results, indent=1) + "\n")
+    write_table(results, Path(args.table))
+    print(Path(args.table).read_text())
+
+
+if __name__ == "__main__":
+    main()
