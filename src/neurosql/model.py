@@ -21,11 +21,11 @@ from .assignment import ASSIGNMENTS, assign, exact_solution
 from .data import check_images, check_lazy_images, take
 from .distributed import Shard, device_for, init_from_environment
 from .errors import NeuroSQLError
-from .estimator import LatentGeneratorConfig, decode_in_batches, optimise_latents, split_validation
+from .estimator import LatentGeneratorConfig, check_count, decode_in_batches, optimise_latents, split_validation
 from .generators import build_generator, count_parameters
 from .lattice import LATTICES, Lattice, make_lattice
 from .losses import LOSSES, loss_per_sample, pairwise_cost
-from .persistence import load_checkpoint, save_checkpoint
+from .persistence import images_digest, load_checkpoint, remove_temporaries, restoring, save_checkpoint
 from .training import (
     EarlyStopping,
     EpochLog,
@@ -98,7 +98,7 @@ class NeuroSQL:
     def __init__(self, config: NeuroSQLConfig | None = None, **params):
         if config is not None and params:
             raise NeuroSQLError("pass either a NeuroSQLConfig or keyword parameters, not both")
-        self.config = config if config is not None else NeuroSQLConfig(**params)
+        self.config = config if config is not None else NeuroSQLConfig.from_dict(params)
 
     # ------------------------------------------------------------------ fit
     def fit(self, X, X_val=None, checkpoint: str | Path | None = None, callback=None) -> "NeuroSQL":
@@ -121,6 +121,7 @@ class NeuroSQL:
             raise NeuroSQLError(f"images must be square, got {tuple(X.shape[-2:])}; crop or resize them")
         self._shard = init_from_environment()
         self.device_ = device_for(self._shard, resolve_device(cfg.device))
+        self.data_digest_ = images_digest(X)  # resume refuses other data, even of the same shape
         seed_everything(cfg.seed)
         X, X_val, self.train_index_ = split_validation(X, X_val, cfg.val_fraction, torch.Generator().manual_seed(cfg.seed))
         self.image_shape_ = tuple(X.shape[1:])  # (C, H, W)
@@ -151,7 +152,14 @@ class NeuroSQL:
         In deterministic CPU mode the result equals an uninterrupted run.
         """
         model = cls.load(checkpoint, device=device)
+        checkpoint = Path(checkpoint) / "model.pt" if Path(checkpoint).is_dir() else Path(checkpoint)
+        remove_temporaries(checkpoint.parent, checkpoint.name)  # left by a process killed while saving
         X = model._as_images(X)
+        if model.data_digest_ is not None and images_digest(X) != model.data_digest_:
+            raise NeuroSQLError(
+                f"resume needs the same training data, but these images differ from the ones {checkpoint} was trained on; "
+                "pass the original data"
+            )
         X_train, X_val, _ = split_validation(X, X_val, model.config.val_fraction, torch.Generator().manual_seed(model.config.seed))
         if len(X_train) != model.lattice_.n:
             raise NeuroSQLError(
@@ -216,9 +224,10 @@ class NeuroSQL:
                 if assign_now:
                     row.update(self._assignment_round(X, Q))
             row = {k: v if k in ("epoch", "lr") or k.startswith("time") else self._shard.mean(v) for k, v in row.items()}
-            if not math.isfinite(row["train_loss"]):
+            if not math.isfinite(row["train_loss"]) or not self._finite():
                 bar.close()
-                kept = f"; the last good checkpoint is {checkpoint}" if checkpoint else ""
+                # the check comes before this epoch's save, so a checkpoint on disk holds finite weights
+                kept = f"; the last good checkpoint is {checkpoint}" if checkpoint and Path(checkpoint).is_file() else ""
                 raise NeuroSQLError(f"training diverged at epoch {epoch} (loss {row['train_loss']}){kept}; lower --lr")
             if X_val is not None and (epoch % cfg.assign_every == 0 or last):
                 row.update(self._validate(X_val))
@@ -240,6 +249,11 @@ class NeuroSQL:
         self.codes_, self.perm_ = snapshot["codes"].to(self.device_), snapshot["perm"].numpy().copy()
         self._local = np.arange(self.lattice_.n)  # the whole bank is here now
         return self
+
+    def _finite(self) -> bool:
+        """Whether the weights and codes are finite: an update can poison them while the loss it saw was finite."""
+        tensors = [*self.generator_.parameters(), *self.generator_.buffers(), self.codes_]
+        return all(bool(torch.isfinite(t).all()) for t in tensors if t.is_floating_point())
 
     def _gather_bank(self) -> tuple[torch.Tensor, torch.Tensor]:
         """Codes Ẑ (n, d) and global lattice indices π (n,) of all training images, on the CPU."""
@@ -400,8 +414,7 @@ class NeuroSQL:
     def sample_latent(self, m: int, seed: int | None = None) -> torch.Tensor:
         """m codes z (m, d) drawn from the lattice's prior; a seed makes them reproducible."""
         self._check_fitted()
-        if m < 1:
-            raise NeuroSQLError(f"number of samples must be >= 1, got {m}")
+        check_count(m)
         generator = torch.Generator().manual_seed(seed) if seed is not None else None
         return self.lattice_.sample_prior(m, generator)
 
@@ -462,6 +475,7 @@ class NeuroSQL:
             "codes": codes,
             "perm": perm,
             "train_index": torch.as_tensor(self.train_index_),
+            "data_digest": self.data_digest_,
             "log": self.log_.rows,
             "epochs_run": self.epochs_run_,
             "optimization": self._optimization.state_dict(),
@@ -475,6 +489,11 @@ class NeuroSQL:
     def load(cls, path: str | Path, device: str = "auto") -> "NeuroSQL":
         """Rebuild a saved model; ``device`` overrides where it runs."""
         state = load_checkpoint(path, cls.kind)
+        with restoring(path):
+            return cls._restore(state, device)
+
+    @classmethod
+    def _restore(cls, state: dict, device: str) -> "NeuroSQL":
         config = NeuroSQLConfig.from_dict({**state["config"], "device": device})
         model = cls(config)
         model.device_ = resolve_device(device)
@@ -485,6 +504,7 @@ class NeuroSQL:
         model.codes_ = state["codes"].to(model.device_)
         model.perm_ = state["perm"].numpy()
         model.train_index_ = state["train_index"].numpy()
+        model.data_digest_ = state.get("data_digest")  # None in checkpoints written before it was recorded
         model.log_ = EpochLog(state["log"])
         model.epochs_run_ = state["epochs_run"]
         model._shard = Shard()

@@ -10,6 +10,7 @@ from __future__ import annotations
 import csv
 import io
 import math
+import numbers
 import random
 from dataclasses import dataclass, field, fields
 from pathlib import Path
@@ -46,6 +47,10 @@ class TrainConfig:
 
     def validate(self) -> None:
         """Raise NeuroSQLError for values no run can use."""
+        for f in fields(self):
+            check_type(f.name, getattr(self, f.name), type(f.default))
+        if not 0 <= self.seed <= MAX_SEED:
+            raise NeuroSQLError(f"seed must be in [0, {MAX_SEED}], got {self.seed}")
         for name in ("epochs", "batch_size"):
             if getattr(self, name) < 1:
                 raise NeuroSQLError(f"{name.replace('_', '-')} must be >= 1, got {getattr(self, name)}")
@@ -69,6 +74,25 @@ class TrainConfig:
         if unknown:
             raise NeuroSQLError(f"unknown {cls.__name__} fields: {sorted(unknown)}")
         return cls(**values)
+
+
+MAX_SEED = 2**32 - 1  # every RNG seeded from it (NumPy's legacy one included) takes this range
+TYPE_NAMES = {bool: "true or false", int: "an integer", float: "a finite number", str: "a string"}
+
+
+def check_type(name: str, value: Any, kind: type) -> None:
+    """Raise NeuroSQLError unless ``value`` suits a config field of type ``kind``
+    (no bool for a number, no string for anything else, no NaN or Inf)."""
+    if kind is bool:
+        ok = isinstance(value, (bool, np.bool_))
+    elif kind is int:
+        ok = isinstance(value, numbers.Integral) and not isinstance(value, (bool, np.bool_))
+    elif kind is float:
+        ok = isinstance(value, numbers.Real) and not isinstance(value, (bool, np.bool_)) and math.isfinite(value)
+    else:
+        ok = isinstance(value, kind)
+    if not ok:
+        raise NeuroSQLError(f"{name.replace('_', '-')} must be {TYPE_NAMES.get(kind, kind.__name__)}, got {value!r}")
 
 
 def resolve_device(name: str) -> torch.device:
