@@ -221,14 +221,11 @@ class NeuroSQL:
             else:
                 row = self._train_epoch(X, bar, epoch)
                 self._shard.sync_buffers(self.generator_)
+                self._stop_if_diverged(epoch, row["train_loss"], checkpoint, bar)  # before G(Q) feeds a cost
                 if assign_now:
                     row.update(self._assignment_round(X, Q))
             row = {k: v if k in ("epoch", "lr") or k.startswith("time") else self._shard.mean(v) for k, v in row.items()}
-            if not math.isfinite(row["train_loss"]) or not self._finite():
-                bar.close()
-                # the check comes before this epoch's save, so a checkpoint on disk holds finite weights
-                kept = f"; the last good checkpoint is {checkpoint}" if checkpoint and Path(checkpoint).is_file() else ""
-                raise NeuroSQLError(f"training diverged at epoch {epoch} (loss {row['train_loss']}){kept}; lower --lr")
+            self._stop_if_diverged(epoch, row["train_loss"], checkpoint, bar)
             if X_val is not None and (epoch % cfg.assign_every == 0 or last):
                 row.update(self._validate(X_val))
             self.log_.append(row)
@@ -250,10 +247,18 @@ class NeuroSQL:
         self._local = np.arange(self.lattice_.n)  # the whole bank is here now
         return self
 
-    def _finite(self) -> bool:
-        """Whether the weights and codes are finite: an update can poison them while the loss it saw was finite."""
+    def _stop_if_diverged(self, epoch: int, loss: float, checkpoint, bar) -> None:
+        """Raise when the loss or the weights and codes are not finite (an update can poison
+        the weights while the loss it saw was finite); called before the epoch's save, so a
+        checkpoint on disk always holds finite weights."""
         tensors = [*self.generator_.parameters(), *self.generator_.buffers(), self.codes_]
-        return all(bool(torch.isfinite(t).all()) for t in tensors if t.is_floating_point())
+        finite = all(bool(torch.isfinite(t).all()) for t in tensors if t.is_floating_point())
+        if math.isfinite(loss) and finite:
+            return
+        bar.close()
+        kept = f"; the last good checkpoint is {checkpoint}" if checkpoint and Path(checkpoint).is_file() else ""
+        what = f"loss {loss}" if not math.isfinite(loss) else "weights or codes became NaN or Inf"
+        raise NeuroSQLError(f"training diverged at epoch {epoch} ({what}){kept}; lower --lr")
 
     def _gather_bank(self) -> tuple[torch.Tensor, torch.Tensor]:
         """Codes Ẑ (n, d) and global lattice indices π (n,) of all training images, on the CPU."""
