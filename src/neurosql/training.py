@@ -48,7 +48,8 @@ class TrainConfig:
     def validate(self) -> None:
         """Raise NeuroSQLError for values no run can use."""
         for f in fields(self):
-            check_type(f.name, getattr(self, f.name), type(f.default))
+            if isinstance(f.default, (bool, int, float, str)):  # the scalar fields the CLI parses
+                check_type(f.name, getattr(self, f.name), type(f.default))
         if not 0 <= self.seed <= MAX_SEED:
             raise NeuroSQLError(f"seed must be in [0, {MAX_SEED}], got {self.seed}")
         for name in ("epochs", "batch_size"):
