@@ -30,43 +30,46 @@ TARGET = 1.5  # exact (warm) time / greedy time
 REPEATS = 5
 
 
-def real_costs(n: int) -> dict[str, np.ndarray]:
-    """Two consecutive assignment rounds of a short MNIST fit, cached as .npy under CACHE.
+def real_costs(n: int, cache: Path = CACHE, **fit_options) -> dict[str, np.ndarray]:
+    """Two consecutive assignment rounds of a short MNIST fit, cached as .npy under ``cache``.
 
     Returns cost_prev (n, n) float32, the cost the fit solved at epoch 3;
     perm_prev (n,), its exact solution (the model's perm_); and cost (n, n)
-    float32, the next round's cost after epochs 4-6.
+    float32, the next round's cost after epochs 4-6. ``fit_options`` change
+    the NeuroSQL parameters (tests use a narrow generator).
     """
-    files = {key: CACHE / f"{key}_{n}.npy" for key in ("cost_prev", "perm_prev", "cost")}
+    files = {key: cache / f"{key}_{n}.npy" for key in ("cost_prev", "perm_prev", "cost")}
     if not all(f.exists() for f in files.values()):
         import torch
 
-        import neurosql.model
         from neurosql import NeuroSQL
         from neurosql.data import load_data
         from neurosql.losses import pairwise_cost
 
         print(f"building the n={n} cost matrices (MNIST fit + pairwise SSIM+L1, minutes on a CPU) ...", flush=True)
         X = load_data(None, "train" if n <= 3500 else "all", limit=n, progress=False).images
-        # Record what the fit solves: its PCA initialisation, then the round at epoch 3.
-        calls, solve = [], neurosql.model.assign
+        recorded = {}
 
-        def record(cost, *args, **options):
-            calls.append((cost, solve(cost, *args, **options)))
-            return calls[-1][1]
+        def record(model, row):
+            """After epoch 3's round: its cost C = ℓ(X, G(Q)) (G is unchanged since) and its π."""
+            if "assign_cost" in row and not recorded:
+                with torch.no_grad():
+                    C = pairwise_cost(X, model.decode(model.lattice_.points))  # (n, n)
+                perm = np.asarray(model.perm_, dtype=np.int64).copy()
+                matched = float(C[torch.arange(len(perm)), torch.as_tensor(perm)].mean())
+                if not np.isclose(matched, row["assign_cost"], rtol=1e-4):
+                    raise RuntimeError(f"recomputed cost {matched} is not the one the fit solved ({row['assign_cost']})")
+                recorded.update(cost_prev=C, perm_prev=perm)
 
-        neurosql.model.assign = record
-        try:
-            model = NeuroSQL(latent_dim=16, epochs=6, assign_every=3, progress=False, val_fraction=0).fit(X)
-        finally:
-            neurosql.model.assign = solve
-        if len(calls) != 2:
-            raise RuntimeError(f"expected the initial and one epoch-3 assignment, recorded {len(calls)}")
+        options = {**dict(latent_dim=16, epochs=6, assign_every=3, progress=False, val_fraction=0), **fit_options}
+        model = NeuroSQL(**options).fit(X, callback=record)
+        if not recorded:
+            raise RuntimeError("the fit made no assignment round at epoch 3")
         with torch.no_grad():
             cost = pairwise_cost(X, model.decode(model.lattice_.points))  # (n, n)
-        CACHE.mkdir(parents=True, exist_ok=True)
-        np.save(files["cost_prev"], calls[1][0].cpu().numpy().astype(np.float32))
-        np.save(files["perm_prev"], np.asarray(calls[1][1], dtype=np.int64))
+        cache.mkdir(parents=True, exist_ok=True)
+        np.save(files["cost_prev"], recorded["cost_prev"].numpy().astype(np.float32))
+        np.save(files["perm_prev"], recorded["perm_prev"])
         np.save(files["cost"], cost.numpy().astype(np.float32))
     return {key: np.load(f) for key, f in files.items()}
 

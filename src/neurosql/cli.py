@@ -1,6 +1,7 @@
 """The ``neurosql`` command: parses arguments and wires the library together.
 
-Bad input ends with ``error: <message>`` on stderr and exit code 2, no traceback.
+Bad input ends with ``error: <message>`` on stderr and exit code 2, no traceback,
+and leaves every file as it was (see :mod:`neurosql.runs`).
 """
 
 from __future__ import annotations
@@ -18,6 +19,10 @@ from .model import NeuroSQL, NeuroSQLConfig
 from .options import add_config_arguments, given_values
 from .training import PRESETS
 
+DEFAULT_OUT = "runs/neurosql"
+SAMPLE_SUFFIXES = (".png", ".jpg", ".jpeg", ".npy")
+RESUME_FLAGS = ("device",)  # what --resume may change: where it runs, not what it trains
+DATA_FLAGS = ("data", "resolution", "channels", "limit", "out")
 DATA_HELP = (
     "data spec: omitted or 'mnist5k' = the embedded 5,000 real MNIST digits; "
     "KIND:PATH with KIND in mnist, folder, celeba, afhq, oasis, nifti, npy; "
@@ -25,8 +30,15 @@ DATA_HELP = (
 )
 
 
+class Parser(argparse.ArgumentParser):
+    """argparse with the CLI's error style: one ``error:`` line and exit code 2 (the usage stays under --help)."""
+
+    def error(self, message: str):
+        self.exit(2, f"error: {message}; see '{self.prog} --help'\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = Parser(
         prog="neurosql", description="Generative models by quantile assignment: no encoder, no discriminator."
     )
     sub = parser.add_subparsers(dest="command", required=True)
@@ -36,9 +48,12 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--resolution", type=int, default=None, help="resize images to this square size (default: the layout's: 28 MNIST, 64 CelebA, 128 AFHQ/OASIS, else native)")
     train.add_argument("--channels", type=int, choices=(1, 3), default=None, help="1 = grayscale, 3 = RGB (default: the layout's)")
     train.add_argument("--limit", type=int, default=None, help="cap on training images, a seeded stratified choice (paper: ~2000)")
-    train.add_argument("--out", default="runs/neurosql", help="run directory to write (default: runs/neurosql)")
+    train.add_argument("--out", help=f"run directory to write (default: {DEFAULT_OUT})")
+    train.add_argument("--overwrite", action="store_true",
+                       help="replace the run already in --out (only once the new run has written its first checkpoint)")
     train.add_argument("--resume", default=None, metavar="RUN_DIR",
-                       help="continue an interrupted run from its last checkpoint (its own options and data are used)")
+                       help="continue an interrupted run from its last checkpoint, with its own options and data "
+                       "(only --device, --evaluate may be given)")
     train.add_argument("--preset", choices=tuple(PRESETS), default=None,
                        help="paper: the paper's MNIST schedule (120 epochs, batch 64, lr 2e-4, no warm-up, no weight "
                             "average); flags given beside it override it (default: the automatic budget)")
@@ -50,7 +65,9 @@ def build_parser() -> argparse.ArgumentParser:
     sample.add_argument("--checkpoint", required=True, help="run directory or model.pt")
     sample.add_argument("-n", "--num", type=int, default=64, help="number of images (default: 64)")
     sample.add_argument("--seed", type=int, default=0, help="sampling seed (default: 0)")
-    sample.add_argument("--out", default="samples.png", help="PNG grid to write; the images also go to the same name .npy")
+    sample.add_argument("--out", default="samples.png",
+                        help="file to write, by suffix: .png or .jpg/.jpeg = a grid (the images also go to the same "
+                        "name .npy), .npy = the images (n, C, H, W) only")
     sample.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
 
     evaluate = sub.add_parser("evaluate", help="evaluate a trained model: metrics.json, report.md and pictures")
@@ -82,42 +99,76 @@ def print_metrics(metrics: dict) -> None:
 def cmd_train(args: argparse.Namespace) -> None:
     from .data import load_data
     from .distributed import init_from_environment
-    from .persistence import ensure_writable_dir
-    from .runs import load_run_data, write_config, write_run
+    from .runs import check_new_run, check_trainable, new_run, write_config
 
     main_process = init_from_environment().is_main  # under torchrun, only rank 0 writes the run
     if args.resume:
-        out = ensure_writable_dir(args.resume)
-        data = load_run_data(out, "train")
-        start = time.perf_counter()
-        model = NeuroSQL.resume(out / "model.pt", data.images, device=getattr(args, "device", "auto"))
-        config = model.config
-    else:
-        config = NeuroSQLConfig(**{**PRESETS.get(args.preset, {}), **given_values(args, NeuroSQLConfig)})
-        config.validate()
-        if args.limit is not None and args.limit < 2:
-            raise NeuroSQLError(f"--limit must be >= 2, got {args.limit}")
-        out = ensure_writable_dir(args.out)
-        data = load_data(
-            args.data, "train", resolution=args.resolution, channels=args.channels, limit=args.limit,
-            seed=config.seed, progress=config.progress,
-        )
-        data_info = {"spec": data.source, "split": "train", "n": len(data), "resolution": args.resolution,
-                     "channels": args.channels, "limit": args.limit}
-        if main_process:
-            write_config(out, NeuroSQL.kind, config, data_info)  # first, so that --resume finds the data
+        return resume_training(args, main_process)
+    config = NeuroSQLConfig(**{**PRESETS.get(args.preset, {}), **given_values(args, NeuroSQLConfig)})
+    config.validate()
+    if args.limit is not None and args.limit < 2:
+        raise NeuroSQLError(f"--limit must be >= 2, got {args.limit}")
+    out_text = DEFAULT_OUT if args.out is None else args.out
+    out = check_new_run(out_text, args.overwrite) if main_process else Path(out_text)
+    data = load_data(
+        args.data, "train", resolution=args.resolution, channels=args.channels, limit=args.limit,
+        seed=config.seed, progress=config.progress,
+    )
+    check_trainable(config, data.images)
+    data_info = {"spec": data.source, "split": "train", "n": len(data), "resolution": args.resolution,
+                 "channels": args.channels, "limit": args.limit}
+    if not main_process:
+        NeuroSQL(config).fit(data.images, checkpoint=out / "model.pt")
+        return
+    with new_run(out):
+        write_config(out, NeuroSQL.kind, config, data_info)  # first, so that --resume finds the data
         start = time.perf_counter()
         model = NeuroSQL(config).fit(data.images, checkpoint=out / "model.pt")
-    if not main_process:
-        return
+        finish_training(model, out, data, args.evaluate, start)
+
+
+def resume_training(args: argparse.Namespace, main_process: bool) -> None:
+    """``train --resume RUN``: the run's own settings and data; flags that would change them are refused."""
+    from .persistence import remove_temporaries
+    from .runs import check_run_dir, load_run_data
+
+    given = [name for name in given_values(args, NeuroSQLConfig) if name not in RESUME_FLAGS]
+    given += [name for name in DATA_FLAGS if getattr(args, name) is not None] + ["overwrite"] * args.overwrite
+    given += ["preset"] * (args.preset is not None)
+    if given:
+        flags = ", ".join("--" + name.replace("_", "-") for name in given)
+        raise NeuroSQLError(
+            f"--resume continues a run with its own settings and data, so {flags} cannot be given; "
+            "drop them, or start a new run with --out"
+        )
+    out = check_run_dir(args.resume)
+    data = load_run_data(out, "train")
+    if main_process:
+        remove_temporaries(out)  # left by a process killed while writing
+    start = time.perf_counter()
+    model = NeuroSQL.resume(out / "model.pt", data.images, device=getattr(args, "device", "auto"))
+    if main_process:
+        finish_training(model, out, data, args.evaluate, start)
+
+
+def finish_training(model: NeuroSQL, out: Path, data, evaluate: bool, start: float) -> None:
+    """The rest of the run directory, the light evaluation (skipped with a warning when the data are too few), a summary."""
+    from .runs import load_run_data, write_run
+
     write_run(model, out, data.images, wall_time=time.perf_counter() - start)
-    if args.evaluate:
+    if evaluate:
         from .evaluation import evaluate_model, write_evaluation
+        from .persistence import write_json
 
         test = load_run_data(out, "test", progress=False)
-        metrics = evaluate_model(model, test.images, seed=config.seed, light=True)
-        write_evaluation(model, out, metrics, test.images, data.labels, seed=config.seed)
-        print_metrics(metrics)
+        try:
+            metrics = evaluate_model(model, test.images, seed=model.config.seed, light=True)
+        except NeuroSQLError as exc:  # e.g. a test split of a few images: the model is fine, the metrics are not defined
+            write_json(out / "metrics.json", {"skipped": str(exc)})
+            print(f"warning: evaluation skipped, the model is saved: {exc}", file=sys.stderr)
+        else:
+            write_evaluation(model, out, metrics, test.images, data.labels, seed=model.config.seed)
+            print_metrics(metrics)
     last = model.log_.rows[-1]
     print(
         f"trained {model.epochs_run_} epochs on {len(data)} images ({model.n_parameters:,} parameters) "
@@ -127,36 +178,50 @@ def cmd_train(args: argparse.Namespace) -> None:
 
 def cmd_sample(args: argparse.Namespace) -> None:
     from .methods import load_model
-    from .persistence import atomic_write
-    from .report import save_grid
+    from .persistence import write_files
+    from .report import grid_bytes
+    from .runs import check_memory
+    from .training import MAX_SEED
 
     if args.num < 1:
         raise NeuroSQLError(f"--num must be >= 1, got {args.num}")
-    model = load_model(args.checkpoint, device=args.device)
+    if not 0 <= args.seed <= MAX_SEED:
+        raise NeuroSQLError(f"--seed must be in [0, {MAX_SEED}], got {args.seed}")
     out = Path(args.out)
+    if out.is_dir():
+        raise NeuroSQLError(f"--out {out} is a directory; name a file in it, e.g. {out / 'samples.png'}")
+    if out.suffix.lower() not in SAMPLE_SUFFIXES:
+        raise NeuroSQLError(f"--out {out}: unknown suffix '{out.suffix}'; use .png, .jpg, .jpeg or .npy")
     if not out.parent.is_dir():
         raise NeuroSQLError(f"output folder {out.parent} does not exist; create it or choose another --out")
+    model = load_model(args.checkpoint, device=args.device)
+    check_memory(8 * args.num * int(np.prod(model.image_shape_)), f"{args.num:,} images", "lower -n")
     images = model.sample(args.num, seed=args.seed)
-    save_grid(images, out)
-    atomic_write(out.with_suffix(".npy"), lambda f: np.save(f, images.numpy()))
-    print(f"wrote {args.num} samples to {out} and {out.with_suffix('.npy')}")
+    files = {out.with_suffix(".npy"): lambda f: np.save(f, images.numpy())}
+    if out.suffix.lower() != ".npy":
+        picture = grid_bytes(images, out.suffix)
+        files = {out: lambda f: f.write(picture), **files}
+    written = write_files(files)  # all or none
+    print(f"wrote {args.num} samples to {' and '.join(map(str, written))}")
 
 
 def cmd_evaluate(args: argparse.Namespace) -> None:
     from .evaluation import evaluate_model, write_evaluation
     from .methods import load_model
-    from .persistence import ensure_writable_dir
-    from .runs import load_run_data
+    from .persistence import images_digest
+    from .runs import check_writable, created_dir, load_run_data
 
     if args.num < 2 or args.n_synthetic < 10 or args.classifier_epochs < 1 or args.refine_steps < 0:
         raise NeuroSQLError("--num must be >= 2, --n-synthetic >= 10, --classifier-epochs >= 1, --refine-steps >= 0")
     model = load_model(args.checkpoint, device=args.device)
     run_dir = Path(args.checkpoint) if Path(args.checkpoint).is_dir() else Path(args.checkpoint).parent
-    out = ensure_writable_dir(args.out or run_dir / "eval")
+    out = Path(args.out or run_dir / "eval")
+    check_writable(out)
     test = load_run_data(run_dir, args.split, spec=args.data)
     train = load_run_data(run_dir, "train", progress=False)
-    if len(train) <= model.train_index_.max():
-        raise NeuroSQLError("the run's training data changed since training; pass the original --data")
+    digest = getattr(model, "data_digest_", None)
+    if len(train) <= model.train_index_.max() or (digest is not None and images_digest(train.images) != digest):
+        raise NeuroSQLError("the run's training data changed since training; restore the original data")
     if tuple(test.images.shape[1:]) != tuple(model.image_shape_):
         raise NeuroSQLError(
             f"--data images are {tuple(test.images.shape[1:])} but the model makes {tuple(model.image_shape_)}; "
@@ -168,7 +233,8 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
         n=args.num, seed=args.seed, downstream=args.downstream and labelled, n_synthetic=args.n_synthetic,
         classifier_epochs=args.classifier_epochs, refine_steps=args.refine_steps,
     )
-    write_evaluation(model, out, metrics, test.images, train.labels, seed=args.seed)
+    with created_dir(out):  # only now, and removed again if writing fails
+        write_evaluation(model, out, metrics, test.images, train.labels, seed=args.seed)
     print_metrics(metrics)
     print(f"report written to {out / 'report.md'}")
 
@@ -177,11 +243,17 @@ COMMANDS = {"train": cmd_train, "sample": cmd_sample, "evaluate": cmd_evaluate, 
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    try:
+        args = build_parser().parse_args(argv)
+    except SystemExit as exc:  # --help (0) or a parse error, already printed as one line (2)
+        return exc.code
     try:
         COMMANDS[args.command](args)
     except NeuroSQLError as exc:
         print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except MemoryError:
+        print("error: out of memory; lower --limit, --resolution, --width, --batch-size or -n", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)

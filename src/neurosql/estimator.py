@@ -25,7 +25,7 @@ from .data import check_images, take
 from .errors import NeuroSQLError
 from .generators import GENERATORS, build_generator
 from .losses import LOSSES, loss_per_sample
-from .persistence import load_checkpoint, save_checkpoint
+from .persistence import load_checkpoint, restoring, save_checkpoint
 from .training import (
     Budget,
     EarlyStopping,
@@ -94,12 +94,23 @@ def split_validation(X: torch.Tensor, X_val, val_fraction: float, shuffle: torch
     return take(X, train_index), X[np.sort(order[:n_val].numpy())], train_index
 
 
+def check_count(m) -> None:
+    """A number of images to draw must be an integer >= 1."""
+    if not isinstance(m, numbers.Integral) or isinstance(m, bool) or m < 1:
+        raise NeuroSQLError(f"number of samples must be an integer >= 1, got {m!r}")
+
+
 @torch.no_grad()
 def decode_in_batches(generator: nn.Module, z, device, batch_size: int = 512, to_cpu: bool = True) -> torch.Tensor:
     """G(z) in evaluation mode, ``batch_size`` codes at a time: (m, d) → (m, C, H, W)."""
-    z = torch.as_tensor(z, dtype=torch.float32)
+    try:
+        z = torch.as_tensor(z, dtype=torch.float32)
+    except (TypeError, ValueError, RuntimeError):
+        raise NeuroSQLError(f"codes must be a numeric (m, {generator.latent_dim}) array or tensor, got {type(z).__name__}") from None
     if z.ndim != 2 or z.shape[1] != generator.latent_dim:
         raise NeuroSQLError(f"codes must have shape (m, {generator.latent_dim}), got {tuple(z.shape)}")
+    if not bool(torch.isfinite(z).all()):
+        raise NeuroSQLError("codes contain NaN or Inf; pass finite codes")
     generator.eval()
     out = torch.cat([generator(chunk.to(device)) for chunk in z.split(batch_size)])
     return out.cpu() if to_cpu else out
@@ -154,7 +165,7 @@ class Estimator:
     def __init__(self, config: TrainConfig | None = None, **params):
         if config is not None and params:
             raise NeuroSQLError(f"pass either a {self.config_class.__name__} or keyword parameters, not both")
-        self.config = config if config is not None else self.config_class(**params)
+        self.config = config if config is not None else self.config_class.from_dict(params)
 
     # ------------------------------------------------------------------ fit
     def fit(self, X, X_val=None):
@@ -246,10 +257,6 @@ class Estimator:
             name = type(self).__name__
             raise NeuroSQLError(f"this {name} model is not fitted yet; call fit(X) or {name}.load(path)")
 
-    def _check_count(self, m: int) -> None:
-        if not isinstance(m, numbers.Integral) or isinstance(m, bool) or m < 1:
-            raise NeuroSQLError(f"number of samples must be an integer >= 1, got {m!r}")
-
     @property
     def n_parameters(self) -> int:
         """Trainable scalars of every network the method trains (generator, encoder, critic, denoiser)."""
@@ -284,6 +291,11 @@ class Estimator:
     def load(cls, path: str | Path, device: str = "auto"):
         """Rebuild a saved model for inference; ``device`` overrides where it runs."""
         state = load_checkpoint(path, cls.kind)
+        with restoring(path):
+            return cls._restore(state, device)
+
+    @classmethod
+    def _restore(cls, state: dict, device: str):
         model = cls(cls.config_class.from_dict({**state["config"], "device": device}))
         model.device_ = resolve_device(device)
         model.networks_ = {}
@@ -326,7 +338,7 @@ class LatentGenerator(Estimator):
     def sample_latent(self, m: int, seed: int | None = None) -> torch.Tensor:
         """m codes z ~ N(0, I), (m, d) on the CPU; a seed makes them reproducible."""
         self._check_fitted()
-        self._check_count(m)
+        check_count(m)
         generator = torch.Generator().manual_seed(seed) if seed is not None else None
         return torch.randn(m, self.latent_dim, generator=generator)
 

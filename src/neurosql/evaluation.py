@@ -17,7 +17,7 @@ import torch
 from .metrics import METRIC_DEFINITIONS, downstream_score, evaluate_images, knn_label, reconstruction_ssim
 from .persistence import write_json
 from .report import plot_latents, save_grid, write_markdown_report
-from .runs import reconstruction_pairs
+from .runs import picture_rows, reconstruction_pairs
 
 EXTRA_DEFINITIONS = {
     "recon_ssim": "mean SSIM between held-out real images and their reconstructions G(encode(x)), "
@@ -85,7 +85,7 @@ def write_evaluation(model, out: str | Path, metrics: dict, real_test: torch.Ten
     save_grid(model.sample(64, seed=seed), out / "samples.png", nrow=8)
     images = [("Samples", "samples.png")]
     if getattr(model, "supports_reconstruction", True):
-        shown = real_test[:32]
+        shown = real_test[picture_rows(len(real_test), seed=seed)]  # the test split may be sorted by class
         save_grid(reconstruction_pairs(shown, model.reconstruct(shown)), out / "reconstructions_test.png", nrow=8)
         images.append(("Held-out images (odd rows) and reconstructions (even rows)", "reconstructions_test.png"))
     if hasattr(model, "codes_"):

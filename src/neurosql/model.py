@@ -22,11 +22,11 @@ from .assignment import ASSIGNMENTS, assign, exact_solution
 from .data import check_images, check_lazy_images, take
 from .distributed import Shard, device_for, init_from_environment
 from .errors import NeuroSQLError
-from .estimator import LatentGeneratorConfig, decode_in_batches, optimise_latents, split_validation
+from .estimator import LatentGeneratorConfig, check_count, decode_in_batches, optimise_latents, split_validation
 from .generators import build_generator, count_parameters
 from .lattice import LATTICES, Lattice, make_lattice
 from .losses import LOSSES, loss_per_sample, pairwise_cost
-from .persistence import load_checkpoint, save_checkpoint
+from .persistence import images_digest, load_checkpoint, remove_temporaries, restoring, save_checkpoint
 from .training import (
     Budget,
     EarlyStopping,
@@ -101,7 +101,7 @@ class NeuroSQL:
     def __init__(self, config: NeuroSQLConfig | None = None, **params):
         if config is not None and params:
             raise NeuroSQLError("pass either a NeuroSQLConfig or keyword parameters, not both")
-        self.config = config if config is not None else NeuroSQLConfig(**params)
+        self.config = config if config is not None else NeuroSQLConfig.from_dict(params)
 
     # ------------------------------------------------------------------ fit
     def fit(self, X, X_val=None, checkpoint: str | Path | None = None, callback=None) -> "NeuroSQL":
@@ -124,6 +124,7 @@ class NeuroSQL:
             raise NeuroSQLError(f"images must be square, got {tuple(X.shape[-2:])}; crop or resize them")
         self._shard = init_from_environment()
         self.device_ = device_for(self._shard, resolve_device(cfg.device))
+        self.data_digest_ = images_digest(X)  # resume refuses other data, even of the same shape
         seed_everything(cfg.seed)
         X, X_val, self.train_index_ = split_validation(X, X_val, cfg.val_fraction, torch.Generator().manual_seed(cfg.seed))
         self.image_shape_ = tuple(X.shape[1:])  # (C, H, W)
@@ -154,7 +155,14 @@ class NeuroSQL:
         In deterministic CPU mode the result equals an uninterrupted run.
         """
         model = cls.load(checkpoint, device=device)
+        checkpoint = Path(checkpoint) / "model.pt" if Path(checkpoint).is_dir() else Path(checkpoint)
+        remove_temporaries(checkpoint.parent, checkpoint.name)  # left by a process killed while saving
         X = model._as_images(X)
+        if model.data_digest_ is not None and images_digest(X) != model.data_digest_:
+            raise NeuroSQLError(
+                f"resume needs the same training data, but these images differ from the ones {checkpoint} was trained on; "
+                "pass the original data"
+            )
         X_train, X_val, _ = split_validation(X, X_val, model.config.val_fraction, torch.Generator().manual_seed(model.config.seed))
         if len(X_train) != model.lattice_.n:
             raise NeuroSQLError(
@@ -215,13 +223,11 @@ class NeuroSQL:
             else:
                 row = self._train_epoch(X, bar, epoch)
                 self._shard.sync_buffers(self.generator_)
+                self._stop_if_diverged(epoch, row["train_loss"], checkpoint, bar)  # before G(Q) feeds a cost
                 if assign_now:
                     row.update(self._assignment_round(X, Q))
             row = {k: v if k in ("epoch", "lr") or k.startswith("time") else self._shard.mean(v) for k, v in row.items()}
-            if not math.isfinite(row["train_loss"]):
-                bar.close()
-                kept = f"; the last good checkpoint is {checkpoint}" if checkpoint else ""
-                raise NeuroSQLError(f"training diverged at epoch {epoch} (loss {row['train_loss']}){kept}; lower --lr")
+            self._stop_if_diverged(epoch, row["train_loss"], checkpoint, bar)
             with self._averaged():  # validation and the best snapshot see the weights sampling will use
                 if X_val is not None and (epoch % cfg.assign_every == 0 or last):
                     row.update(self._validate(X_val))
@@ -248,6 +254,19 @@ class NeuroSQL:
     def _averaged(self):
         """Context in which the generator holds its weight average (a no-op without one)."""
         return self._average.applied() if self._average is not None else contextlib.nullcontext()
+
+    def _stop_if_diverged(self, epoch: int, loss: float, checkpoint, bar) -> None:
+        """Raise when the loss or the weights and codes are not finite (an update can poison
+        the weights while the loss it saw was finite); called before the epoch's save, so a
+        checkpoint on disk always holds finite weights."""
+        tensors = [*self.generator_.parameters(), *self.generator_.buffers(), self.codes_]
+        finite = all(bool(torch.isfinite(t).all()) for t in tensors if t.is_floating_point())
+        if math.isfinite(loss) and finite:
+            return
+        bar.close()
+        kept = f"; the last good checkpoint is {checkpoint}" if checkpoint and Path(checkpoint).is_file() else ""
+        what = f"loss {loss}" if not math.isfinite(loss) else "weights or codes became NaN or Inf"
+        raise NeuroSQLError(f"training diverged at epoch {epoch} ({what}){kept}; lower --lr")
 
     def _gather_bank(self) -> tuple[torch.Tensor, torch.Tensor]:
         """Codes Ẑ (n, d) and global lattice indices π (n,) of all training images, on the CPU."""
@@ -410,8 +429,7 @@ class NeuroSQL:
     def sample_latent(self, m: int, seed: int | None = None) -> torch.Tensor:
         """m codes z (m, d) drawn from the lattice's prior; a seed makes them reproducible."""
         self._check_fitted()
-        if m < 1:
-            raise NeuroSQLError(f"number of samples must be >= 1, got {m}")
+        check_count(m)
         generator = torch.Generator().manual_seed(seed) if seed is not None else None
         return self.lattice_.sample_prior(m, generator)
 
@@ -472,6 +490,7 @@ class NeuroSQL:
             "codes": codes,
             "perm": perm,
             "train_index": torch.as_tensor(self.train_index_),
+            "data_digest": self.data_digest_,
             "log": self.log_.rows,
             "epochs_run": self.epochs_run_,
             "budget": vars(self.budget_),
@@ -487,6 +506,11 @@ class NeuroSQL:
     def load(cls, path: str | Path, device: str = "auto") -> "NeuroSQL":
         """Rebuild a saved model; ``device`` overrides where it runs."""
         state = load_checkpoint(path, cls.kind)
+        with restoring(path):
+            return cls._restore(state, device)
+
+    @classmethod
+    def _restore(cls, state: dict, device: str) -> "NeuroSQL":
         config = NeuroSQLConfig.from_dict({**state["config"], "device": device})
         model = cls(config)
         model.device_ = resolve_device(device)
@@ -497,6 +521,7 @@ class NeuroSQL:
         model.codes_ = state["codes"].to(model.device_)
         model.perm_ = state["perm"].numpy()
         model.train_index_ = state["train_index"].numpy()
+        model.data_digest_ = state.get("data_digest")  # None in checkpoints written before it was recorded
         model.log_ = EpochLog(state["log"])
         model.epochs_run_ = state["epochs_run"]
         model._shard = Shard()

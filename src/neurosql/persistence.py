@@ -1,17 +1,22 @@
-"""Files that are never half-written: atomic writes and validated checkpoints.
+"""Files that are never half-written: atomic writes and checksummed, validated checkpoints.
 
 Every output goes to a temporary file in the destination folder, is flushed
 and fsync'ed, then renamed over the target (`os.replace` is atomic on POSIX
-and Windows), so a crash leaves either the old file or the new one.
+and Windows), so a crash leaves either the old file or the new one. A
+checkpoint carries the SHA-256 of its payload, so a flipped bit is refused
+instead of loading silently.
 """
 
 from __future__ import annotations
 
+import hashlib
 import io
 import json
 import os
 import platform
+import re
 import tempfile
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Callable
 
@@ -19,24 +24,56 @@ import torch
 
 from .errors import NeuroSQLError
 
-CHECKPOINT_FORMAT = 1  # bump when the checkpoint layout changes
+CHECKPOINT_FORMAT = 2  # bump when the checkpoint layout changes; 2: payload + SHA-256
+LEGACY_FORMATS = (1,)  # older layouts still read (without a checksum)
+TEMPORARY = re.compile(r"^\..+\.[A-Za-z0-9_]+\.tmp$")  # names atomic_write gives its temporaries
 
 
 def atomic_write(path: str | Path, write: Callable[[io.BufferedWriter], None]) -> Path:
-    """Call ``write(f)`` on a temporary binary file, then rename it to ``path``."""
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    """Call ``write(f)`` on a temporary binary file, then rename it to ``path``.
+
+    A missing folder, a full disk or a read-only folder raise NeuroSQLError; the
+    temporary is removed and an existing ``path`` is left as it was.
+    """
+    return write_files({Path(path): write})[0]
+
+
+def write_files(writers: dict[Path, Callable[[io.BufferedWriter], None]]) -> list[Path]:
+    """Write several files all or none: each ``writers[path](f)`` to a temporary, then all renamed."""
+    for path in writers:
+        if not path.parent.is_dir():
+            raise NeuroSQLError(f"folder {path.parent} does not exist; create it or choose another path")
+    temporaries: dict[Path, str] = {}
     try:
-        with os.fdopen(fd, "wb") as f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp creates 0600; give the file the usual mode
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
+        for path, write in writers.items():
+            fd, temporaries[path] = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+            with os.fdopen(fd, "wb") as f:
+                write(f)
+                f.flush()
+                os.fsync(f.fileno())
+            os.chmod(temporaries[path], 0o666 & ~_umask())  # mkstemp creates 0600; give the file the usual mode
+    except BaseException as exc:
+        for tmp in temporaries.values():
+            Path(tmp).unlink(missing_ok=True)
+        if isinstance(exc, OSError):
+            raise NeuroSQLError(
+                f"cannot write {path} ({exc.strerror or exc}); free some space, check permissions or choose another path"
+            ) from None
         raise
-    return path
+    for path, tmp in temporaries.items():
+        os.replace(tmp, path)
+    return list(temporaries)
+
+
+def remove_temporaries(folder: str | Path, name: str = "") -> list[Path]:
+    """Delete the temporaries a killed process left in ``folder`` (``.NAME.XXXX.tmp``), of ``name`` only when given."""
+    removed = [
+        p for p in Path(folder).iterdir()
+        if p.is_file() and TEMPORARY.match(p.name) and (not name or p.name.startswith(f".{name}."))
+    ]
+    for p in removed:
+        p.unlink(missing_ok=True)
+    return removed
 
 
 def _umask() -> int:
@@ -52,9 +89,35 @@ def write_json(path: str | Path, obj: Any) -> Path:
 
 
 def save_checkpoint(state: dict, path: str | Path) -> Path:
-    """Save a checkpoint dict (tensors, numbers, strings, lists, dicts) atomically."""
-    state = {"format": CHECKPOINT_FORMAT, **state}
-    return atomic_write(path, lambda f: torch.save(state, f))
+    """Save a checkpoint dict (tensors, numbers, strings, lists, dicts) atomically.
+
+    The file is itself a ``torch.save`` dict: ``payload``, the serialised state
+    as a uint8 tensor, and ``sha256``, its digest, checked on every load.
+    """
+    payload = _serialise(state)
+    wrapped = {
+        "format": CHECKPOINT_FORMAT,
+        "sha256": hashlib.sha256(payload).hexdigest(),
+        "payload": torch.frombuffer(bytearray(payload), dtype=torch.uint8),
+    }
+    data = _serialise(wrapped)  # in memory first, so that a full disk fails in f.write as an OSError
+    return atomic_write(path, lambda f: f.write(data))
+
+
+def _serialise(obj) -> bytes:
+    buffer = io.BytesIO()
+    torch.save(obj, buffer)
+    return buffer.getvalue()
+
+
+def _unpickle(source, path: Path):
+    try:
+        return torch.load(source, map_location="cpu", weights_only=True)
+    except Exception as exc:  # torch raises many types for truncated/corrupt files
+        raise NeuroSQLError(
+            f"checkpoint {path} is corrupt or not a NeuroSQL checkpoint ({type(exc).__name__}); "
+            "retrain or restore it from a backup"
+        ) from None
 
 
 def load_checkpoint(path: str | Path, kind: str | None = None) -> dict:
@@ -69,20 +132,65 @@ def load_checkpoint(path: str | Path, kind: str | None = None) -> dict:
         path = path / "model.pt"
     if not path.is_file():
         raise NeuroSQLError(f"checkpoint not found: {path}; pass a run directory or its model.pt")
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # torch raises many types for truncated/corrupt files
-        raise NeuroSQLError(
-            f"checkpoint {path} is corrupt or not a NeuroSQL checkpoint ({type(exc).__name__}); "
-            "retrain or restore it from a backup"
-        ) from None
-    if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT:
+    state = _unpickle(path, path)
+    if isinstance(state, dict) and state.get("format") == CHECKPOINT_FORMAT:
+        payload = state.get("payload")
+        if not isinstance(payload, torch.Tensor) or payload.dtype != torch.uint8:
+            raise NeuroSQLError(f"checkpoint {path} is corrupt (no payload); retrain or restore it from a backup")
+        data = payload.numpy().tobytes()
+        if hashlib.sha256(data).hexdigest() != state.get("sha256"):
+            raise NeuroSQLError(
+                f"checkpoint {path} is corrupt (its SHA-256 checksum does not match); retrain or restore it from a backup"
+            )
+        state = _unpickle(io.BytesIO(data), path)
+    elif not isinstance(state, dict) or state.get("format") not in LEGACY_FORMATS:
         raise NeuroSQLError(f"{path} is not a NeuroSQL checkpoint of format {CHECKPOINT_FORMAT}")
+    if not _all_finite(state):
+        raise NeuroSQLError(f"checkpoint {path} holds NaN or Inf weights (training diverged); retrain with a lower --lr")
     if kind is not None and state.get("kind") != kind:
         raise NeuroSQLError(
             f"{path} holds a '{state.get('kind')}' model, not '{kind}'; load it with the matching class"
         )
     return state
+
+
+def _all_finite(obj) -> bool:
+    """Whether every floating tensor in a nested dict/list is finite."""
+    if isinstance(obj, torch.Tensor):
+        return not obj.is_floating_point() or bool(torch.isfinite(obj).all())
+    if isinstance(obj, dict):
+        return all(_all_finite(v) for v in obj.values())
+    if isinstance(obj, (list, tuple)):
+        return all(_all_finite(v) for v in obj)
+    return True
+
+
+@contextmanager
+def restoring(path: str | Path):
+    """Turn a checkpoint whose contents do not fit its model (a missing key, a
+    wrong shape or type) into a NeuroSQLError naming the file."""
+    try:
+        yield
+    except NeuroSQLError:
+        raise
+    except (KeyError, RuntimeError, TypeError, ValueError, IndexError, AttributeError) as exc:
+        detail = str(exc).strip().splitlines()[0][:120] if str(exc).strip() else ""
+        raise NeuroSQLError(
+            f"checkpoint {path} is incomplete or inconsistent ({type(exc).__name__}: {detail}); "
+            "retrain or restore it from a backup"
+        ) from None
+
+
+def images_digest(images, chunk: int = 4096) -> str:
+    """SHA-256 of images (n, C, H, W) as float32, ``chunk`` rows at a time (a memory map is read once).
+
+    Recorded by fit and checked by resume, so other data of the same shape is refused.
+    """
+    digest = hashlib.sha256(repr(tuple(images.shape)).encode())
+    for start in range(0, len(images), chunk):
+        block = images[torch.arange(start, min(start + chunk, len(images)))]
+        digest.update(block.detach().to("cpu", torch.float32).contiguous().numpy().tobytes())
+    return digest.hexdigest()
 
 
 def ensure_writable_dir(path: str | Path) -> Path:

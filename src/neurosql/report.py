@@ -32,19 +32,34 @@ def make_grid(images: torch.Tensor, nrow: int | None = None, padding: int = 2) -
     return grid
 
 
-def save_image(array: np.ndarray, path: str | Path, scale: int = 1) -> Path:
-    """Write a (H, W, C) uint8 array as PNG, optionally enlarged (nearest) for small images."""
+IMAGE_FORMATS = {".png": "PNG", ".jpg": "JPEG", ".jpeg": "JPEG"}  # suffix -> Pillow format; PNG otherwise
+
+
+def encode_image(array: np.ndarray, suffix: str = ".png", scale: int = 1) -> bytes:
+    """A (H, W, C) uint8 array as the bytes of a PNG or JPEG file (by ``suffix``), optionally enlarged (nearest)."""
     image = Image.fromarray(array[..., 0] if array.shape[-1] == 1 else array)
     if scale > 1:
         image = image.resize((image.width * scale, image.height * scale), Image.NEAREST)
     buffer = io.BytesIO()
-    image.save(buffer, format="PNG")
-    return atomic_write(path, lambda f: f.write(buffer.getvalue()))
+    image.save(buffer, format=IMAGE_FORMATS.get(suffix.lower(), "PNG"))
+    return buffer.getvalue()
+
+
+def save_image(array: np.ndarray, path: str | Path, scale: int = 1) -> Path:
+    """Write a (H, W, C) uint8 array as PNG (or JPEG for .jpg/.jpeg), optionally enlarged for small images."""
+    data = encode_image(array, Path(path).suffix, scale)
+    return atomic_write(path, lambda f: f.write(data))
+
+
+def grid_bytes(images: torch.Tensor, suffix: str = ".png", nrow: int | None = None) -> bytes:
+    """Images as one grid picture's file bytes; images under 64 px are enlarged 2× for legibility."""
+    return encode_image(make_grid(images, nrow), suffix, scale=2 if images.shape[-1] < 64 else 1)
 
 
 def save_grid(images: torch.Tensor, path: str | Path, nrow: int | None = None) -> Path:
-    """Save images as one PNG grid; images under 64 px are enlarged 2× for legibility."""
-    return save_image(make_grid(images, nrow), path, scale=2 if images.shape[-1] < 64 else 1)
+    """Save images as one grid picture (PNG, or JPEG for .jpg/.jpeg)."""
+    data = grid_bytes(images, Path(path).suffix, nrow)
+    return atomic_write(path, lambda f: f.write(data))
 
 
 def save_figure(fig: plt.Figure, path: str | Path) -> Path:

@@ -3,21 +3,162 @@
 ``model.pt`` (checkpoint), ``config.json`` (resolved config and data),
 ``run.json`` (versions, device, timings), ``log.csv`` and ``training.png``
 (per-epoch numbers and curves), ``samples.png`` and ``reconstructions.png``.
+
+A failed command never modifies a previous run: a new run is checked
+(settings, data, output directory) before anything is written, replaces an
+existing run only with ``overwrite`` and is undone if it fails before its
+first checkpoint.
 """
 
 from __future__ import annotations
 
 import json
+import os
+import shutil
+import tempfile
 import time
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Callable, Iterator
 
 import numpy as np
 import torch
 
 from .data import ImageData, load_data
 from .errors import NeuroSQLError
+from .generators import build_generator, count_parameters
+from .losses import loss_per_sample
 from .persistence import environment_info, write_json
 from .report import plot_training, save_grid
+
+RUN_FILES = ("config.json", "model.pt")  # what makes a directory a run
+
+
+def physical_memory() -> int | None:
+    """Bytes of RAM on this machine, None where the OS does not say."""
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (AttributeError, ValueError, OSError):
+        return None
+
+
+def check_memory(nbytes: float, what: str, fix: str) -> None:
+    """Refuse work that would need more memory than the machine has (instead of a MemoryError later)."""
+    total = physical_memory()
+    if total is not None and nbytes > total:
+        raise NeuroSQLError(f"{what} need about {nbytes / 1e9:,.1f} GB, more than this machine's {total / 1e9:.0f} GB; {fix}")
+
+
+def check_trainable(config, images: torch.Tensor) -> None:
+    """Refuse, before anything is written, settings and data that fit would fail on:
+    a backbone that cannot make these images, one too big for memory, images the loss cannot compare."""
+    channels, height, width = images.shape[1:]
+    if height != width:
+        raise NeuroSQLError(f"images must be square, got {(height, width)}; crop or resize them")
+    with torch.device("meta"):  # shapes only: no memory, however wide
+        generator = build_generator(
+            config.generator, config.latent_dim, resolution=height, channels=channels, width=config.width or None
+        )
+    n = count_parameters(generator)
+    check_memory(16 * n, f"a generator of {n:,} parameters with its gradients and AdamW moments would", "lower --width")
+    loss_per_sample(images[:1], images[:1], config.loss)  # e.g. images smaller than the SSIM window
+
+
+def _probe_writable(folder: Path, shown: Path) -> None:
+    """Prove ``folder`` accepts new files (permissions, read-only mounts) by creating and removing one."""
+    try:
+        with tempfile.TemporaryFile(dir=folder):
+            pass
+    except OSError as exc:
+        raise NeuroSQLError(f"cannot write to output directory {shown} ({exc.strerror or exc}); choose another --out") from None
+
+
+def check_writable(path: Path) -> None:
+    """Prove that directory ``path`` (existing or not) can be made and written, leaving nothing behind."""
+    existing = path.absolute()
+    while not existing.exists():
+        existing = existing.parent
+    if not existing.is_dir():
+        raise NeuroSQLError(f"cannot write to output directory {path} ({existing} is a file); choose another --out")
+    _probe_writable(existing, path)
+
+
+def check_new_run(out: str, overwrite: bool) -> Path:
+    """The directory a new run may be written to, checked without writing anything.
+
+    An existing directory with files must be a run and needs ``overwrite``.
+    """
+    if not str(out).strip():
+        raise NeuroSQLError("--out is empty; name a directory for the run, e.g. --out runs/mnist")
+    path = Path(out)
+    if path.exists() and not path.is_dir():
+        raise NeuroSQLError(f"--out {path} is a file, not a directory; choose another --out")
+    if path.is_dir() and any(path.iterdir()):
+        if not any((path / name).is_file() for name in RUN_FILES):
+            raise NeuroSQLError(f"{path} holds files but no run; choose another --out (--overwrite only replaces runs)")
+        if not overwrite:
+            raise NeuroSQLError(
+                f"{path} already holds a run; pass --overwrite to replace it, --resume {path} to continue it, "
+                "or choose another --out"
+            )
+    check_writable(path)
+    if path.is_dir():
+        _probe_writable(path.absolute().parent, path)  # a replaced run is moved aside there
+    return path
+
+
+def check_run_dir(path: str | Path) -> Path:
+    """A run directory that ``train --resume`` may continue, checked without writing anything."""
+    path = Path(path)
+    missing = [name for name in RUN_FILES if not (path / name).is_file()]
+    if not path.is_dir() or missing:
+        why = "no such directory" if not path.is_dir() else "no " + " or ".join(missing)
+        raise NeuroSQLError(f"cannot resume {path} ({why}); pass a run directory written by 'neurosql train'")
+    _probe_writable(path, path)
+    return path
+
+
+@contextmanager
+def created_dir(path: Path, keep: Callable[[], bool] = lambda: False) -> Iterator[Path]:
+    """Make ``path`` and its missing parents; if the block fails, remove what was made unless ``keep()``."""
+    top = None
+    for folder in (path.absolute(), *path.absolute().parents):
+        if folder.exists():
+            break
+        top = folder
+    path.mkdir(parents=True, exist_ok=True)
+    try:
+        yield path
+    except BaseException:
+        if top is not None and not keep():
+            shutil.rmtree(top, ignore_errors=True)
+        raise
+
+
+@contextmanager
+def new_run(out: Path) -> Iterator[Path]:
+    """The directory of a new run, for the block that writes it.
+
+    A previous run in ``out`` is moved aside and deleted once the block ends
+    with a checkpoint written; if the block fails before (bad data found late,
+    divergence in the first epoch, a full disk, Ctrl-C), the new files are
+    removed and the previous run (or empty directory) is put back.
+    """
+    previous = None
+    if out.is_dir():
+        previous = Path(tempfile.mkdtemp(prefix=f".{out.absolute().name}.previous-", dir=out.absolute().parent))
+        os.replace(out, previous)
+    try:
+        with created_dir(out, keep=lambda: (out / "model.pt").is_file()):
+            yield out
+    except BaseException:
+        if previous is not None and out.exists():
+            shutil.rmtree(previous, ignore_errors=True)
+        elif previous is not None:
+            os.replace(previous, out)
+        raise
+    if previous is not None:
+        shutil.rmtree(previous, ignore_errors=True)
 
 
 def reconstruction_pairs(real: torch.Tensor, recon: torch.Tensor, per_row: int = 8) -> torch.Tensor:
@@ -25,6 +166,11 @@ def reconstruction_pairs(real: torch.Tensor, recon: torch.Tensor, per_row: int =
     n = len(real) - len(real) % per_row
     real, recon = real[:n].view(-1, per_row, *real.shape[1:]), recon[:n].view(-1, per_row, *recon.shape[1:])
     return torch.stack([real, recon], dim=1).flatten(0, 2)
+
+
+def picture_rows(n: int, k: int = 32, seed: int = 0) -> torch.Tensor:
+    """k seeded random rows of n images for a picture: data sorted by class still shows every class."""
+    return torch.randperm(n, generator=torch.Generator().manual_seed(seed))[: min(k, n)]
 
 
 def timing_summary(rows: list[dict], assign_every: int) -> dict:
@@ -55,9 +201,9 @@ def write_run(model, out: str | Path, X_train: torch.Tensor, wall_time: float, n
     plot_training(model.log_.rows, out / "training.png")
     samples = model.sample(n_samples, seed=model.config.seed)
     save_grid(samples, out / "samples.png", nrow=8)
-    rows = np.linspace(0, len(model.train_index_) - 1, min(32, len(model.train_index_))).astype(int)  # spread over the set
-    recon = model.decode(model.codes_[torch.as_tensor(rows, device=model.codes_.device)].cpu())
-    save_grid(reconstruction_pairs(X_train[torch.as_tensor(model.train_index_[rows])], recon), out / "reconstructions.png", nrow=8)
+    rows = picture_rows(len(model.train_index_), seed=model.config.seed)
+    recon = model.decode(model.codes_[rows.to(model.codes_.device)].cpu())
+    save_grid(reconstruction_pairs(X_train[torch.as_tensor(model.train_index_[rows.numpy()])], recon), out / "reconstructions.png", nrow=8)
     write_json(
         out / "run.json",
         {

@@ -81,11 +81,16 @@ class TrainConfig:
 
     def validate(self) -> None:
         """Raise NeuroSQLError for values no run can use."""
+        for f in fields(self):
+            kind, value = f.metadata.get("type", type(f.default)), getattr(self, f.name)
+            if kind in TYPE_NAMES and not (value is None and f.default is None):  # None = automatic
+                check_type(f.name, value, kind)
+        if not 0 <= self.seed <= MAX_SEED:
+            raise NeuroSQLError(f"seed must be in [0, {MAX_SEED}], got {self.seed}")
         for name in ("epochs", "steps", "batch_size"):
-            value = getattr(self, name)
-            if value is not None and (isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1):
-                raise NeuroSQLError(f"{name.replace('_', '-')} must be a whole number >= 1, or omitted for the "
-                                    f"automatic budget; got {value!r}")
+            if getattr(self, name) is not None and getattr(self, name) < 1:
+                raise NeuroSQLError(f"{name.replace('_', '-')} must be >= 1, or omitted for the automatic budget; "
+                                    f"got {getattr(self, name)}")
         if self.epochs and self.steps:
             raise NeuroSQLError(f"give the budget once: --epochs {self.epochs} or --steps {self.steps}, not both")
         if not self.lr > 0:
@@ -134,6 +139,25 @@ def auto_batch_size(n: int) -> int:
     """n / AUTO_BATCH_DIVISOR rounded down to a power of two, clamped to AUTO_BATCH."""
     target = max(n // AUTO_BATCH_DIVISOR, 1)
     return min(max(1 << (target.bit_length() - 1), AUTO_BATCH[0]), AUTO_BATCH[1])
+
+
+MAX_SEED = 2**32 - 1  # every RNG seeded from it (NumPy's legacy one included) takes this range
+TYPE_NAMES = {bool: "true or false", int: "an integer", float: "a finite number", str: "a string"}
+
+
+def check_type(name: str, value: Any, kind: type) -> None:
+    """Raise NeuroSQLError unless ``value`` suits a config field of type ``kind``
+    (no bool for a number, no string for anything else, no NaN or Inf)."""
+    if kind is bool:
+        ok = isinstance(value, (bool, np.bool_))
+    elif kind is int:
+        ok = isinstance(value, numbers.Integral) and not isinstance(value, (bool, np.bool_))
+    elif kind is float:
+        ok = isinstance(value, numbers.Real) and not isinstance(value, (bool, np.bool_)) and math.isfinite(value)
+    else:
+        ok = isinstance(value, kind)
+    if not ok:
+        raise NeuroSQLError(f"{name.replace('_', '-')} must be {TYPE_NAMES.get(kind, kind.__name__)}, got {value!r}")
 
 
 def resolve_device(name: str) -> torch.device:

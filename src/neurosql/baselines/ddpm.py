@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import torch
 
 from ..errors import NeuroSQLError
-from ..estimator import BackboneConfig, Estimator
+from ..estimator import BackboneConfig, Estimator, check_count
 from ..generators import build_generator, count_parameters
 from ..training import Budget, Optimization, option
 from .unet_denoiser import UNetDenoiser
@@ -181,7 +181,7 @@ class DDPM(Estimator):
         """m images (m, C, H, W) in [0, 1] on the CPU: x_T ~ N(0, I) (seeded), then
         ``sample_steps`` DDIM steps; deterministic given the seed."""
         self._check_fitted()
-        self._check_count(m)
+        check_count(m)
         generator = torch.Generator().manual_seed(seed) if seed is not None else None
         noise = torch.randn((m, *self.image_shape_), generator=generator)  # x_T: (m, C, H, W)
         denoiser = self.networks_["denoiser"].eval()

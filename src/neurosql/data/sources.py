@@ -14,6 +14,7 @@ from .preprocess import is_image_file
 from .splits import SPLITS
 
 SOURCES = ("mnist5k", "mnist", "folder", "celeba", "afhq", "oasis", "nifti", "npy")
+MAX_RESOLUTION = 4096  # largest resize target: bounds the memory of one image before any is read
 OPTIONS = {"nifti": {"axis"}}  # layout-specific keyword options of load_data
 _PREFIX = re.compile(r"^([A-Za-z][A-Za-z0-9_]+):(.*)$", re.DOTALL)  # two letters at least: "C:\" is a path
 
@@ -109,8 +110,8 @@ def load_data(
         raise NeuroSQLError(f"unknown split '{split}'; use one of {', '.join(SPLITS)}")
     if limit is not None and limit < 1:
         raise NeuroSQLError(f"limit must be >= 1, got {limit}")
-    if resolution is not None and resolution < 1:
-        raise NeuroSQLError(f"resolution must be >= 1, got {resolution}")
+    if resolution is not None and not 1 <= resolution <= MAX_RESOLUTION:
+        raise NeuroSQLError(f"resolution must be in [1, {MAX_RESOLUTION}], got {resolution}")
     if channels not in (None, 1, 3):
         raise NeuroSQLError(f"channels must be 1 (gray) or 3 (RGB), got {channels}")
     kind, path = parse_spec(spec)
