@@ -22,7 +22,7 @@ from neurosql.baselines import VAE
 from neurosql.cli import main
 from neurosql.persistence import load_checkpoint, save_checkpoint
 
-TINY = ["--limit", "40", "--epochs", "2", "--latent-dim", "2", "--width", "8", "--assign-every", "1",
+TINY = ["--limit", "40", "--epochs", "2", "--batch-size", "64", "--latent-dim", "2", "--width", "8", "--assign-every", "1",
         "--no-progress", "--device", "cpu", "--no-evaluate"]
 
 
@@ -86,6 +86,13 @@ CLI_CASES = [  # (id, argv, words the one error line must contain)
     # settings, refused before any data is read
     ("epochs-0", [*T, "--epochs", "0", "--out", "new"], "epochs"),
     ("epochs-text", [*T, "--epochs", "abc", "--out", "new"], "invalid int"),
+    ("epochs-negative", [*T, "--epochs", "-3", "--out", "new"], "epochs must be >= 1"),
+    ("steps-0", [*T, "--steps", "0", "--out", "new"], "steps must be >= 1"),
+    ("steps-text", [*T, "--steps", "1.5", "--out", "new"], "invalid int"),
+    ("steps-and-epochs", [*T, "--steps", "100", "--out", "new"], "not both"),
+    ("ema-1", [*T, "--ema", "1", "--out", "new"], "ema must be in"),
+    ("warmup-nan", [*T, "--warmup", "nan", "--out", "new"], "warmup must be a finite"),
+    ("preset-unknown", [*T, "--preset", "fast", "--out", "new"], "invalid choice"),
     ("batch-size-0", [*T, "--batch-size", "0", "--out", "new"], "batch-size"),
     ("lr-0", [*T, "--lr", "0", "--out", "new"], "lr must be > 0"),
     ("lr-inf", [*T, "--lr", "inf", "--out", "new"], "lr must be a finite number"),

@@ -95,8 +95,9 @@ class TrainConfig:
             raise NeuroSQLError(f"give the budget once: --epochs {self.epochs} or --steps {self.steps}, not both")
         if not self.lr > 0:
             raise NeuroSQLError(f"lr must be > 0, got {self.lr}")
-        if not (0 <= self.warmup < 1 and 0 <= self.ema < 1):
-            raise NeuroSQLError(f"warmup and ema must be in [0, 1), got {self.warmup} and {self.ema}")
+        for name in ("warmup", "ema"):
+            if not 0 <= getattr(self, name) < 1:
+                raise NeuroSQLError(f"{name} must be in [0, 1), got {getattr(self, name)}")
         if self.weight_decay < 0 or self.grad_clip <= 0 or self.restart_epochs < 0 or self.patience < 1:
             raise NeuroSQLError(
                 "weight-decay and restart-epochs must be >= 0, grad-clip > 0 and patience >= 1"
