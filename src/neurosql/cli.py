@@ -19,7 +19,7 @@ from .model import NeuroSQL, NeuroSQLConfig
 
 DATA_HELP = (
     "data spec: omitted or 'mnist5k' = the embedded 5,000 real MNIST digits; "
-    "KIND:PATH with KIND in mnist, folder, celeba, afhq, oasis, nifti, npy; "
+    "KIND:PATH with KIND in mnist, folder, celeba, afhq, oasis, nifti, npy, medmnist; "
     "or a bare PATH whose layout is detected"
 )
 

@@ -14,7 +14,7 @@ from ..errors import NeuroSQLError
 class ImageData:
     """Images in [0, 1] with the labels and ids the source layout provides."""
 
-    images: torch.Tensor  # (n, C, H, W) float32 in [0, 1]
+    images: torch.Tensor  # (n, C, H, W), or volumes (n, C, D, H, W), float32 in [0, 1]
     labels: np.ndarray | None  # (n,) int64 class index, or None
     class_names: list[str] | None  # name of each label index
     ids: list[str] | None  # per-image id: relative file path, "file:vol:slice", array index

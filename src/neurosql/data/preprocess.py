@@ -63,6 +63,16 @@ def resize(x: np.ndarray, resolution: int) -> np.ndarray:
     return out.reshape(*x.shape[:-2], resolution, resolution)
 
 
+def resize_volumes(x: np.ndarray, side: int) -> np.ndarray:
+    """Cubic volumes (m, C, s, s, s) -> (m, C, side, side, side): box averaging when
+    shrinking (no aliasing), trilinear when enlarging; float32 in [0, 1]."""
+    if x.shape[-1] == side:
+        return x.astype(np.float32, copy=False)
+    t = torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32))
+    mode = dict(mode="area") if side < x.shape[-1] else dict(mode="trilinear", align_corners=False)
+    return torch.nn.functional.interpolate(t, size=(side,) * 3, **mode).clamp_(0, 1).numpy()
+
+
 def preprocess(x: np.ndarray, resolution: int | None, channels: int) -> np.ndarray:
     """Channels, then center crop, then resize (None keeps the cropped size): (..., C, H, W) float in [0, 1]."""
     x = center_crop(to_channels(x, channels))
