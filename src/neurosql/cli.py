@@ -64,6 +64,9 @@ def build_parser() -> argparse.ArgumentParser:
     sample.add_argument("--seed", type=int, default=0, help="sampling seed (default: 0)")
     sample.add_argument("--out", default="samples.png", help="PNG grid to write; the images also go to the same name .npy")
     sample.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
+    sample.add_argument("--label", default=None,
+                        help="only images of this class (NeuroSQL trained on labelled data): prior draws whose "
+                             "nearest training codes vote for it")
 
     evaluate = sub.add_parser("evaluate", help="evaluate a trained model: metrics.json, report.md and pictures")
     evaluate.add_argument("--checkpoint", required=True, help="run directory written by 'neurosql train'")
@@ -119,7 +122,7 @@ def cmd_train(args: argparse.Namespace) -> None:
         if main_process:
             write_config(out, NeuroSQL.kind, config, data_info)  # first, so that --resume finds the data
         start = time.perf_counter()
-        model = NeuroSQL(config).fit(data.images, checkpoint=out / "model.pt")
+        model = NeuroSQL(config).fit(data.images, checkpoint=out / "model.pt", labels=data.label_names())
     if not main_process:
         return
     write_run(model, out, data.images, wall_time=time.perf_counter() - start)
@@ -148,7 +151,9 @@ def cmd_sample(args: argparse.Namespace) -> None:
     out = Path(args.out)
     if not out.parent.is_dir():
         raise NeuroSQLError(f"output folder {out.parent} does not exist; create it or choose another --out")
-    images = model.sample(args.num, seed=args.seed)
+    if args.label is not None and not hasattr(model, "labels_"):
+        raise NeuroSQLError(f"--label needs a NeuroSQL model trained on labelled data; a {model.kind} has no training codes")
+    images = model.sample(args.num, seed=args.seed, **({} if args.label is None else {"label": args.label}))
     save_grid(images, out)
     atomic_write(out.with_suffix(".npy"), lambda f: np.save(f, images.numpy()))
     print(f"wrote {args.num} samples to {out} and {out.with_suffix('.npy')}")

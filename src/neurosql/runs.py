@@ -2,7 +2,8 @@
 
 ``model.pt`` (checkpoint), ``config.json`` (resolved config and data),
 ``run.json`` (versions, device, timings), ``log.csv`` and ``training.png``
-(per-epoch numbers and curves), ``samples.png`` and ``reconstructions.png``.
+(per-epoch numbers and curves), ``samples.png`` and ``reconstructions.png``,
+and ``samples_by_class.png`` (one row per class) when the model has labels.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from .class_sampling import samples_by_class
 from .data import ImageData, load_data
 from .errors import NeuroSQLError
 from .persistence import environment_info, write_json
@@ -55,6 +57,8 @@ def write_run(model, out: str | Path, X_train: torch.Tensor, wall_time: float, n
     plot_training(model.log_.rows, out / "training.png")
     samples = model.sample(n_samples, seed=model.config.seed)
     save_grid(samples, out / "samples.png", nrow=8)
+    if getattr(model, "labels_", None) is not None:
+        save_grid(samples_by_class(model, seed=model.config.seed), out / "samples_by_class.png", nrow=8)
     rows = np.linspace(0, len(model.train_index_) - 1, min(32, len(model.train_index_))).astype(int)  # spread over the set
     recon = model.decode(model.codes_[torch.as_tensor(rows, device=model.codes_.device)].cpu())
     save_grid(reconstruction_pairs(X_train[torch.as_tensor(model.train_index_[rows])], recon), out / "reconstructions.png", nrow=8)

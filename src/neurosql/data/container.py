@@ -30,6 +30,12 @@ class ImageData:
     def __len__(self) -> int:
         return len(self.images)
 
+    def label_names(self) -> np.ndarray | None:
+        """Each image's class name (its index when classes are unnamed); None when unlabelled."""
+        if self.labels is None or self.class_names is None:
+            return self.labels
+        return np.asarray(self.class_names)[self.labels]
+
     def subset(self, idx) -> ImageData:
         """The images at integer indices (or a boolean mask) ``idx``, same order."""
         idx = np.asarray(idx.cpu() if isinstance(idx, torch.Tensor) else idx)
