@@ -126,7 +126,9 @@ def cmd_train(args: argparse.Namespace) -> None:
     if not main_process:
         return
     write_run(model, out, data.images, wall_time=time.perf_counter() - start)
-    if args.evaluate:
+    if args.evaluate and data.images.ndim == 5:
+        print("evaluation of 3-D volumes is not implemented yet; the run has samples and reconstructions")
+    elif args.evaluate:
         from .evaluation import evaluate_model, write_evaluation
 
         test = load_run_data(out, "test", progress=False)

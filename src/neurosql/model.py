@@ -131,7 +131,8 @@ class NeuroSQL:
         self.image_shape_ = tuple(X.shape[1:])  # (C, H, W)
         self.lattice_ = make_lattice(cfg.lattice, len(X), cfg.latent_dim, cfg.seed)
         self.generator_ = build_generator(
-            cfg.generator, cfg.latent_dim, resolution=X.shape[-1], channels=X.shape[1], width=cfg.width or None
+            cfg.generator, cfg.latent_dim, resolution=X.shape[-1], channels=X.shape[1], width=cfg.width or None,
+            volume=len(X.shape) == 5,
         ).to(self.device_)
         self._local = self._shard.indices(len(X))  # this process's images and lattice points
         X_local = take(X, self._local).to(self.device_)
