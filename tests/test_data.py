@@ -486,7 +486,7 @@ def test_check_images_accepts_and_converts():
         (-np.ones((3, 4, 4)), "scale your data"),
         (np.zeros((1, 1, 4, 4)), "at least 2 images"),
         (np.zeros((4, 4)), "4-D"),
-        (np.zeros((2, 1, 1, 4, 4)), "4-D"),
+        (np.zeros((2, 1, 1, 1, 4, 4)), "4-D"),
         (np.zeros((2, 8, 8, 3)), "channels-last"),
         (np.zeros((2, 1, 4, 4), np.int32), "uint8 or float"),
     ],

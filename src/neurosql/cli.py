@@ -25,7 +25,7 @@ RESUME_FLAGS = ("device",)  # what --resume may change: where it runs, not what 
 DATA_FLAGS = ("data", "resolution", "channels", "limit", "out")
 DATA_HELP = (
     "data spec: omitted or 'mnist5k' = the embedded 5,000 real MNIST digits; "
-    "KIND:PATH with KIND in mnist, folder, celeba, afhq, oasis, nifti, npy; "
+    "KIND:PATH with KIND in mnist, folder, celeba, afhq, oasis, nifti, npy, medmnist; "
     "or a bare PATH whose layout is detected"
 )
 
@@ -69,6 +69,9 @@ def build_parser() -> argparse.ArgumentParser:
                         help="file to write, by suffix: .png or .jpg/.jpeg = a grid (the images also go to the same "
                         "name .npy), .npy = the images (n, C, H, W) only")
     sample.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
+    sample.add_argument("--label", default=None,
+                        help="only images of this class (NeuroSQL trained on labelled data): prior draws whose "
+                             "nearest training codes vote for it")
 
     evaluate = sub.add_parser("evaluate", help="evaluate a trained model: metrics.json, report.md and pictures")
     evaluate.add_argument("--checkpoint", required=True, help="run directory written by 'neurosql train'")
@@ -118,12 +121,12 @@ def cmd_train(args: argparse.Namespace) -> None:
     data_info = {"spec": data.source, "split": "train", "n": len(data), "resolution": args.resolution,
                  "channels": args.channels, "limit": args.limit}
     if not main_process:
-        NeuroSQL(config).fit(data.images, checkpoint=out / "model.pt")
+        NeuroSQL(config).fit(data.images, checkpoint=out / "model.pt", labels=data.label_names())
         return
     with new_run(out):
         write_config(out, NeuroSQL.kind, config, data_info)  # first, so that --resume finds the data
         start = time.perf_counter()
-        model = NeuroSQL(config).fit(data.images, checkpoint=out / "model.pt")
+        model = NeuroSQL(config).fit(data.images, checkpoint=out / "model.pt", labels=data.label_names())
         finish_training(model, out, data, args.evaluate, start)
 
 
@@ -156,7 +159,9 @@ def finish_training(model: NeuroSQL, out: Path, data, evaluate: bool, start: flo
     from .runs import load_run_data, write_run
 
     write_run(model, out, data.images, wall_time=time.perf_counter() - start)
-    if evaluate:
+    if evaluate and data.images.ndim == 5:
+        print("evaluation of 3-D volumes is not implemented yet; the run has samples and reconstructions")
+    elif evaluate:
         from .evaluation import evaluate_model, write_evaluation
         from .persistence import write_json
 
@@ -194,9 +199,10 @@ def cmd_sample(args: argparse.Namespace) -> None:
         raise NeuroSQLError(f"--out {out}: unknown suffix '{out.suffix}'; use .png, .jpg, .jpeg or .npy")
     if not out.parent.is_dir():
         raise NeuroSQLError(f"output folder {out.parent} does not exist; create it or choose another --out")
-    model = load_model(args.checkpoint, device=args.device)
+    if args.label is not None and not hasattr(model, "labels_"):
+        raise NeuroSQLError(f"--label needs a NeuroSQL model trained on labelled data; a {model.kind} has no training codes")
     check_memory(8 * args.num * int(np.prod(model.image_shape_)), f"{args.num:,} images", "lower -n")
-    images = model.sample(args.num, seed=args.seed)
+    images = model.sample(args.num, seed=args.seed, **({} if args.label is None else {"label": args.label}))
     files = {out.with_suffix(".npy"): lambda f: np.save(f, images.numpy())}
     if out.suffix.lower() != ".npy":
         picture = grid_bytes(images, out.suffix)

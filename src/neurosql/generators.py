@@ -313,9 +313,11 @@ def _lookup(name: str) -> type[_Generator]:
 
 
 def build_generator(
-    name: str, latent_dim: int, resolution: int = 28, channels: int = 1, width: int | None = None, **options
+    name: str, latent_dim: int, resolution: int = 28, channels: int = 1, width: int | None = None,
+    volume: bool = False, **options
 ) -> nn.Module:
-    """A fresh generator ``name`` mapping (B, latent_dim) codes to (B, channels, resolution, resolution).
+    """A fresh generator ``name`` mapping (B, latent_dim) codes to (B, channels, resolution, resolution),
+    or with ``volume`` to (B, channels, R, R, R) volumes (:mod:`neurosql.generators3d`).
 
     ``width`` is the base channel count, None for the backbone's default:
     convnet and resnet start at ``width`` channels and narrow as the side grows;
@@ -323,6 +325,10 @@ def build_generator(
     level. ``options`` are backbone-specific (resnet: ``width_schedule``).
     ``build_generator(**g.config)`` rebuilds the architecture of ``g``.
     """
+    if volume:
+        from .generators3d import build_volume_generator  # imported here: generators3d builds on this module
+
+        return build_volume_generator(name, latent_dim, resolution, channels, width, **options)
     cls = _lookup(name)
     unknown = sorted(set(options) - set(cls.OPTIONS))
     if unknown:

@@ -91,10 +91,10 @@ def _check_loss(loss: str) -> None:
         raise NeuroSQLError(f"unknown loss {loss!r}; choose one of {', '.join(LOSSES)}")
 
 
-def _gaussian_window(device: torch.device, dtype: torch.dtype) -> torch.Tensor:
-    """The normalised 1-D Gaussian g (WINDOW,); the 2-D window is w = g g^T."""
-    t = torch.arange(WINDOW, device=device, dtype=torch.float64) - (WINDOW - 1) / 2
-    g = torch.exp(-(t**2) / (2 * SIGMA**2))
+def _gaussian_window(device: torch.device, dtype: torch.dtype, window: int = WINDOW, sigma: float = SIGMA) -> torch.Tensor:
+    """The normalised 1-D Gaussian g (window,); the 2-D window is w = g g^T (g g g in 3-D)."""
+    t = torch.arange(window, device=device, dtype=torch.float64) - (window - 1) / 2
+    g = torch.exp(-(t**2) / (2 * sigma**2))
     return (g / g.sum()).to(dtype)
 
 
@@ -111,10 +111,10 @@ def _blur(x: torch.Tensor) -> torch.Tensor:
 
 
 def _band(size: int, g: torch.Tensor) -> torch.Tensor:
-    """The (size - 10, size) matrix B with B[p, p + t] = g[t]: valid filtering of a length-`size` signal."""
-    rows = size - WINDOW + 1
-    cols = torch.arange(rows, device=g.device)[:, None] + torch.arange(WINDOW, device=g.device)  # (rows, 11)
-    return g.new_zeros(rows, size).scatter_(1, cols, g.expand(rows, WINDOW))
+    """The (size - len(g) + 1, size) matrix B with B[p, p + t] = g[t]: valid filtering of a length-`size` signal."""
+    rows = size - len(g) + 1
+    cols = torch.arange(rows, device=g.device)[:, None] + torch.arange(len(g), device=g.device)  # (rows, 11)
+    return g.new_zeros(rows, size).scatter_(1, cols, g.expand(rows, len(g)))
 
 
 def _local_moments(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -150,8 +150,13 @@ def loss_per_sample(x: torch.Tensor, y: torch.Tensor, loss: str = "ssim_l1") -> 
         ssim_l1: 1/2 (1 - SSIM(x_i, y_i)) + 1/2 l1        (paper App. L)
     Shapes: x, y (n, C, H, W) -> (n,).
     Complexity: O(n d) (O(n d * 22) with SSIM).
+    Volumes (n, C, D, H, W) use the 3-D SSIM of :mod:`neurosql.losses3d`.
     """
     _check_loss(loss)
+    if x.dim() == 5:
+        from . import losses3d  # imported here: losses3d builds on this module
+
+        return losses3d.loss_per_sample(x, y, loss)
     _check_images(x, y, same_batch=True)
     if loss == "l2":
         return (x - y).pow(2).flatten(1).mean(dim=1)
@@ -186,8 +191,13 @@ def pairwise_cost(
     more) and four tiles of TILE floats.
 
     chunk_size: rows of x and columns of y per tile; None picks cache-sized tiles.
+    Volumes (n, C, D, H, W) go to :func:`neurosql.losses3d.pairwise_cost`.
     """
     _check_loss(loss)
+    if x.dim() == 5:
+        from . import losses3d
+
+        return losses3d.pairwise_cost(x, y, loss)
     _check_images(x, y, same_batch=False)
     if chunk_size is not None and chunk_size < 1:
         raise NeuroSQLError(f"chunk_size must be a positive number of rows, got {chunk_size}; pass e.g. 256 or None")

@@ -19,6 +19,7 @@ import numpy as np
 import torch
 
 from .assignment import ASSIGNMENTS, assign, exact_solution
+from .class_sampling import check_labels, resolve_label, sample_class_codes
 from .data import check_images, check_lazy_images, take
 from .distributed import Shard, device_for, init_from_environment
 from .errors import NeuroSQLError
@@ -104,7 +105,7 @@ class NeuroSQL:
         self.config = config if config is not None else NeuroSQLConfig.from_dict(params)
 
     # ------------------------------------------------------------------ fit
-    def fit(self, X, X_val=None, checkpoint: str | Path | None = None, callback=None) -> "NeuroSQL":
+    def fit(self, X, X_val=None, checkpoint: str | Path | None = None, callback=None, labels=None) -> "NeuroSQL":
         """Algorithm 1 (or Algorithm 2 with ``assign_batch``): alternate generator
         epochs with assignments every K epochs.
 
@@ -114,6 +115,8 @@ class NeuroSQL:
         epochs and at the end, from which :meth:`resume` continues.
         callback: called as ``callback(model, row)`` after each epoch's log row
         (e.g. to track a metric over time); its time is not in the log.
+        labels: optional (n,) class of each image (ints or names); they stay
+        with the training codes (``labels_``) for ``sample(m, label=c)``.
         Under ``torchrun`` every process calls fit on the same X and trains on
         its shard (see :mod:`neurosql.distributed`).
         """
@@ -122,15 +125,18 @@ class NeuroSQL:
         X = self._as_images(X)
         if X.shape[-1] != X.shape[-2]:
             raise NeuroSQLError(f"images must be square, got {tuple(X.shape[-2:])}; crop or resize them")
+        labels = None if labels is None else check_labels(labels, len(X))
         self._shard = init_from_environment()
         self.device_ = device_for(self._shard, resolve_device(cfg.device))
         self.data_digest_ = images_digest(X)  # resume refuses other data, even of the same shape
         seed_everything(cfg.seed)
         X, X_val, self.train_index_ = split_validation(X, X_val, cfg.val_fraction, torch.Generator().manual_seed(cfg.seed))
+        self.labels_ = None if labels is None else labels[self.train_index_]  # (n,), aligned with codes_
         self.image_shape_ = tuple(X.shape[1:])  # (C, H, W)
         self.lattice_ = make_lattice(cfg.lattice, len(X), cfg.latent_dim, cfg.seed)
         self.generator_ = build_generator(
-            cfg.generator, cfg.latent_dim, resolution=X.shape[-1], channels=X.shape[1], width=cfg.width or None
+            cfg.generator, cfg.latent_dim, resolution=X.shape[-1], channels=X.shape[1], width=cfg.width or None,
+            volume=len(X.shape) == 5,
         ).to(self.device_)
         self._local = self._shard.indices(len(X))  # this process's images and lattice points
         X_local = take(X, self._local).to(self.device_)
@@ -433,9 +439,28 @@ class NeuroSQL:
         generator = torch.Generator().manual_seed(seed) if seed is not None else None
         return self.lattice_.sample_prior(m, generator)
 
-    def sample(self, m: int, seed: int | None = None) -> torch.Tensor:
-        """m new images G(z), z drawn from the lattice's prior; a seed makes them reproducible."""
-        return self.decode(self.sample_latent(m, seed))
+    def sample(self, m: int, seed: int | None = None, label=None) -> torch.Tensor:
+        """m new images G(z), z drawn from the lattice's prior; a seed makes them reproducible.
+
+        With ``label``, only draws whose 5 nearest training codes vote for that
+        class are kept (see :mod:`neurosql.class_sampling`); needs a model
+        fitted with labels.
+        """
+        if label is None:
+            return self.decode(self.sample_latent(m, seed))
+        self._check_fitted()
+        if m < 1:
+            raise NeuroSQLError(f"number of samples must be >= 1, got {m}")
+        label = resolve_label(label, self.classes_)
+        generator = torch.Generator().manual_seed(seed) if seed is not None else None
+        z = sample_class_codes(lambda count: self.lattice_.sample_prior(count, generator), self.codes_, self.labels_, label, m)
+        return self.decode(z)
+
+    @property
+    def classes_(self) -> list | None:
+        """The distinct training labels, sorted; None when fitted without labels."""
+        self._check_fitted()
+        return None if self.labels_ is None else np.unique(self.labels_).tolist()
 
     def encode(self, X, refine_steps: int = 0, lr: float = 0.05) -> torch.Tensor:
         """Codes for images without an encoder: the lattice point whose image is
@@ -489,6 +514,7 @@ class NeuroSQL:
             "image_shape": list(self.image_shape_),
             "codes": codes,
             "perm": perm,
+            "labels": None if self.labels_ is None else self.labels_.tolist(),
             "train_index": torch.as_tensor(self.train_index_),
             "data_digest": self.data_digest_,
             "log": self.log_.rows,
@@ -519,6 +545,7 @@ class NeuroSQL:
         model.lattice_ = Lattice.from_spec(state["lattice"])
         model.image_shape_ = tuple(state["image_shape"])
         model.codes_ = state["codes"].to(model.device_)
+        model.labels_ = None if state.get("labels") is None else np.asarray(state["labels"])
         model.perm_ = state["perm"].numpy()
         model.train_index_ = state["train_index"].numpy()
         model.data_digest_ = state.get("data_digest")  # None in checkpoints written before it was recorded

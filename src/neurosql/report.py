@@ -52,12 +52,33 @@ def save_image(array: np.ndarray, path: str | Path, scale: int = 1) -> Path:
 
 
 def grid_bytes(images: torch.Tensor, suffix: str = ".png", nrow: int | None = None) -> bytes:
-    """Images as one grid picture's file bytes; images under 64 px are enlarged 2× for legibility."""
-    return encode_image(make_grid(images, nrow), suffix, scale=2 if images.shape[-1] < 64 else 1)
+    """Images as one grid picture's file bytes; images under 64 px are enlarged 2× for legibility.
+    Volumes (n, C, D, H, W) are shown by their three middle slices (:func:`mid_slices`)."""
+    if images.ndim == 5:
+        images = mid_slices(images)
+    return encode_image(make_grid(images, nrow), suffix, scale=2 if images.shape[-2] < 64 else 1)
+
+
+def mid_slices(volumes: torch.Tensor, gap: int = 1) -> torch.Tensor:
+    """Each volume as one image of its three middle slices side by side: axial | coronal | sagittal.
+
+    (n, C, D, H, W) -> (n, C, S, 3 S + 2 gap), S = max(D, H, W), planes centred
+    on a white background; axes as stored (D, H, W), i.e. planes through the
+    middle of D, of H and of W.
+    """
+    n, c, D, H, W = volumes.shape
+    S = max(D, H, W)
+    planes = [volumes[:, :, D // 2], volumes[:, :, :, H // 2], volumes[:, :, :, :, W // 2]]  # (n, C, ·, ·) each
+    out = volumes.new_ones(n, c, S, 3 * S + 2 * gap)
+    for k, plane in enumerate(planes):
+        h, w = plane.shape[-2:]
+        top, left = (S - h) // 2, k * (S + gap) + (S - w) // 2
+        out[:, :, top : top + h, left : left + w] = plane
+    return out
 
 
 def save_grid(images: torch.Tensor, path: str | Path, nrow: int | None = None) -> Path:
-    """Save images as one grid picture (PNG, or JPEG for .jpg/.jpeg)."""
+    """Save images as one grid picture (PNG, or JPEG for .jpg/.jpeg); see :func:`grid_bytes`."""
     data = grid_bytes(images, Path(path).suffix, nrow)
     return atomic_write(path, lambda f: f.write(data))
 

@@ -2,7 +2,8 @@
 
 ``model.pt`` (checkpoint), ``config.json`` (resolved config and data),
 ``run.json`` (versions, device, timings), ``log.csv`` and ``training.png``
-(per-epoch numbers and curves), ``samples.png`` and ``reconstructions.png``.
+(per-epoch numbers and curves), ``samples.png`` and ``reconstructions.png``,
+and ``samples_by_class.png`` (one row per class) when the model has labels.
 
 A failed command never modifies a previous run: a new run is checked
 (settings, data, output directory) before anything is written, replaces an
@@ -24,6 +25,7 @@ from typing import Callable, Iterator
 import numpy as np
 import torch
 
+from .class_sampling import samples_by_class
 from .data import ImageData, load_data
 from .errors import NeuroSQLError
 from .generators import build_generator, count_parameters
@@ -201,6 +203,8 @@ def write_run(model, out: str | Path, X_train: torch.Tensor, wall_time: float, n
     plot_training(model.log_.rows, out / "training.png")
     samples = model.sample(n_samples, seed=model.config.seed)
     save_grid(samples, out / "samples.png", nrow=8)
+    if getattr(model, "labels_", None) is not None:
+        save_grid(samples_by_class(model, seed=model.config.seed), out / "samples_by_class.png", nrow=8)
     rows = picture_rows(len(model.train_index_), seed=model.config.seed)
     recon = model.decode(model.codes_[rows.to(model.codes_.device)].cpu())
     save_grid(reconstruction_pairs(X_train[torch.as_tensor(model.train_index_[rows.numpy()])], recon), out / "reconstructions.png", nrow=8)

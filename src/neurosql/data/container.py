@@ -14,7 +14,7 @@ from ..errors import NeuroSQLError
 class ImageData:
     """Images in [0, 1] with the labels and ids the source layout provides."""
 
-    images: torch.Tensor  # (n, C, H, W) float32 in [0, 1]
+    images: torch.Tensor  # (n, C, H, W), or volumes (n, C, D, H, W), float32 in [0, 1]
     labels: np.ndarray | None  # (n,) int64 class index, or None
     class_names: list[str] | None  # name of each label index
     ids: list[str] | None  # per-image id: relative file path, "file:vol:slice", array index
@@ -29,6 +29,12 @@ class ImageData:
 
     def __len__(self) -> int:
         return len(self.images)
+
+    def label_names(self) -> np.ndarray | None:
+        """Each image's class name (its index when classes are unnamed); None when unlabelled."""
+        if self.labels is None or self.class_names is None:
+            return self.labels
+        return np.asarray(self.class_names)[self.labels]
 
     def subset(self, idx) -> ImageData:
         """The images at integer indices (or a boolean mask) ``idx``, same order."""
@@ -49,8 +55,9 @@ def check_images(x, *, min_count: int = 2) -> torch.Tensor:
     """Validate user images and return them as a float32 tensor (n, C, H, W) in [0, 1].
 
     Accepts a numpy array or torch tensor (kept on its device), 4-D (n, C, H, W)
-    or 3-D (n, H, W), which becomes (n, 1, H, W); uint8 is divided by 255, floats
-    must already lie in [0, 1]. ``min_count`` is the fewest images accepted.
+    or 3-D (n, H, W), which becomes (n, 1, H, W), or volumes (n, C, D, H, W);
+    uint8 is divided by 255, floats must already lie in [0, 1]. ``min_count`` is
+    the fewest images accepted.
     """
     if not isinstance(x, torch.Tensor):
         try:
@@ -59,14 +66,14 @@ def check_images(x, *, min_count: int = 2) -> torch.Tensor:
             raise NeuroSQLError(f"images must be a numeric array or tensor ({err})") from None
     if x.ndim == 3:
         x = x.unsqueeze(1)  # (n, H, W) -> (n, 1, H, W)
-    if x.ndim != 4:
+    if x.ndim not in (4, 5):
         raise NeuroSQLError(
-            f"images must be 4-D (n, C, H, W) or 3-D (n, H, W), got shape {tuple(x.shape)}"
+            f"images must be 4-D (n, C, H, W), 3-D (n, H, W) or volumes (n, C, D, H, W), got shape {tuple(x.shape)}"
         )
     if x.shape[1] not in (1, 3) and x.shape[-1] in (1, 3):
         raise NeuroSQLError(
             f"images of shape {tuple(x.shape)} look channels-last; "
-            "reorder them to (n, C, H, W), e.g. x.permute(0, 3, 1, 2)"
+            "reorder them to (n, C, H, W) or (n, C, D, H, W), e.g. x.permute(0, 3, 1, 2)"
         )
     if len(x) < min_count:
         raise NeuroSQLError(f"need at least {min_count} images, got {len(x)}")

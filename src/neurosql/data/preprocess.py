@@ -22,6 +22,7 @@ from ..errors import NeuroSQLError
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp")
 GRAY_MODES = frozenset({"1", "L", "LA", "I", "I;16", "I;16B", "I;16L", "I;16N"})
 LUMA = np.array([0.299, 0.587, 0.114], dtype=np.float32)  # ITU-R 601-2, as Pillow's convert("L")
+MIN_VOLUME_SIDE = 7  # the 3-D SSIM window's side (neurosql.losses3d.WINDOW)
 PROGRESS_MIN = 200  # fewer files decode in well under a second: no bar
 # Pillow signals malformed or truncated files with any of these, depending on the plugin.
 UNREADABLE = (OSError, ValueError, SyntaxError, EOFError, struct.error, Image.DecompressionBombError)
@@ -61,6 +62,16 @@ def resize(x: np.ndarray, resolution: int) -> np.ndarray:
     )
     np.clip(out, 0.0, 1.0, out=out)  # Lanczos lobes overshoot at sharp edges
     return out.reshape(*x.shape[:-2], resolution, resolution)
+
+
+def resize_volumes(x: np.ndarray, side: int) -> np.ndarray:
+    """Cubic volumes (m, C, s, s, s) -> (m, C, side, side, side): box averaging when
+    shrinking (no aliasing), trilinear when enlarging; float32 in [0, 1]."""
+    if x.shape[-1] == side:
+        return x.astype(np.float32, copy=False)
+    t = torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32))
+    mode = dict(mode="area") if side < x.shape[-1] else dict(mode="trilinear", align_corners=False)
+    return torch.nn.functional.interpolate(t, size=(side,) * 3, **mode).clamp_(0, 1).numpy()
 
 
 def preprocess(x: np.ndarray, resolution: int | None, channels: int) -> np.ndarray:

@@ -9,11 +9,12 @@ from ..errors import NeuroSQLError
 from .arrays import load_mnist, load_mnist5k, load_npy
 from .container import ImageData
 from .files import OASIS_CLASSES, load_files, require_dir
+from .medmnist import is_medmnist, load_medmnist
 from .nifti import is_nifti, load_nifti
 from .preprocess import is_image_file
 from .splits import SPLITS
 
-SOURCES = ("mnist5k", "mnist", "folder", "celeba", "afhq", "oasis", "nifti", "npy")
+SOURCES = ("mnist5k", "mnist", "folder", "celeba", "afhq", "oasis", "nifti", "npy", "medmnist")
 MAX_RESOLUTION = 4096  # largest resize target: bounds the memory of one image before any is read
 OPTIONS = {"nifti": {"axis"}}  # layout-specific keyword options of load_data
 _PREFIX = re.compile(r"^([A-Za-z][A-Za-z0-9_]+):(.*)$", re.DOTALL)  # two letters at least: "C:\" is a path
@@ -42,7 +43,7 @@ def detect_layout(path: Path) -> str:
     if path.is_file():
         name = path.name.lower()
         if name.endswith((".npy", ".npz")):
-            return "npy"
+            return "medmnist" if is_medmnist(path) else "npy"
         if name.endswith((".nii", ".nii.gz")):
             return "nifti"
         raise NeuroSQLError(f"cannot tell the layout of file {path}; pass a .npy/.npz, a .nii/.nii.gz or a folder")
@@ -126,6 +127,8 @@ def load_data(
         return load_mnist(Path(path), split, **common)
     if kind == "npy":
         return load_npy(Path(path), split, **common)
+    if kind == "medmnist":
+        return load_medmnist(Path(path), split, **common)
     if kind == "nifti":
         return load_nifti(Path(path), split, progress=progress, **common, **options)
     return load_files(kind, Path(path), split, progress=progress, **common)

@@ -1,0 +1,105 @@
+"""Class-aware sampling without an encoder: keep prior draws whose nearest training codes vote for the class.
+
+Every training image X_i has a code Ẑ_i and, when the data are labelled, a
+label y_i. A prior draw z is given the label of the majority of its k nearest
+training codes (:func:`neurosql.metrics.latent_labels.knn_label`, the same
+vote that labels generated images for the downstream classifier), and
+``sample(m, label=c)`` keeps draws voted c until m are kept. The kept codes are
+draws from the prior restricted to the region of latent space the class's
+training codes occupy, so no conditional model is trained.
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from typing import Callable
+
+import numpy as np
+import torch
+
+from .errors import NeuroSQLError
+from .metrics.latent_labels import knn_label
+
+LABEL_K = 5  # neighbours in the vote, the downstream classifier's k
+MAX_ROUNDS = 10  # rejection rounds before giving up on a class the model rarely generates
+MAX_DRAWS_PER_ROUND = 200_000  # bounds the time of one round's vote (m·n·d)
+SLACK = 1.25  # over-draw against an acceptance rate that is only an estimate
+
+
+def check_labels(labels, n: int) -> np.ndarray:
+    """One label per image, (n,), as a numpy array of any sortable values (ints, names)."""
+    labels = np.asarray(labels.cpu() if isinstance(labels, torch.Tensor) else labels)
+    if labels.shape != (n,):
+        raise NeuroSQLError(f"labels must have shape ({n},), one per image; got {labels.shape}")
+    return labels
+
+
+def resolve_label(label, classes) -> object:
+    """The class in ``classes`` equal to ``label`` by value or by its text (``--label 3``)."""
+    if classes is None:
+        raise NeuroSQLError(
+            "this model was trained without labels; fit it with labels=... (the CLI passes the data's labels)"
+        )
+    for c in classes:
+        if c == label or str(c) == str(label):
+            return c
+    raise NeuroSQLError(f"unknown label {label!r}; this model knows the labels {', '.join(map(str, classes))}")
+
+
+def sample_class_codes(
+    draw: Callable[[int], torch.Tensor],
+    codes: torch.Tensor,
+    code_labels: np.ndarray,
+    label,
+    m: int,
+    k: int = LABEL_K,
+    max_rounds: int = MAX_ROUNDS,
+) -> torch.Tensor:
+    """m prior draws whose k nearest training codes vote for ``label``, in draw order.
+
+    Problem: sample z ~ p(z | vote_k(z) = c), vote_k the majority label of the
+    k codes nearest to z (L2), by rejection: draw from the prior, keep draws
+    voted c. Each round draws (m − kept) / rate · 1.25 codes, rate the
+    acceptance seen so far (at first the class's share of the training codes),
+    at most 200,000 per round and ``max_rounds`` rounds; then an error says
+    how rare the class is.
+    ``draw(count)``: (count, d) prior draws from one seeded generator, so the
+    result is reproducible. Shapes: codes (n, d), code_labels (n,) -> (m, d).
+    Cost: O(draws · n · d) for the votes.
+    """
+    codes = codes.detach().cpu()
+    code_labels = np.asarray(code_labels)
+    share = float(np.mean(code_labels == label))
+    if share == 0:
+        raise NeuroSQLError(f"no training image has label {label}; sample another label")
+    kept, drawn, accepted = [], 0, 0
+    for _ in range(max_rounds):
+        rate = accepted / drawn if accepted else share / (1 + drawn / len(code_labels))  # shrink when none came
+        count = min(MAX_DRAWS_PER_ROUND, math.ceil((m - accepted) / rate * SLACK))
+        z = draw(count)  # (count, d)
+        keep = torch.as_tensor(knn_label(z, codes, code_labels, k=min(k, len(codes))) == label)
+        kept.append(z[keep])
+        drawn, accepted = drawn + count, accepted + int(keep.sum())
+        if accepted >= m:
+            return torch.cat(kept)[:m]
+    raise NeuroSQLError(
+        f"only {accepted} of {drawn} prior draws in {max_rounds} rounds were voted label {label} "
+        f"(acceptance {accepted / drawn:.3%}); the model rarely generates it: ask for fewer samples"
+    )
+
+
+def samples_by_class(model, per_class: int = 8, seed: int = 0, max_classes: int = 16) -> torch.Tensor:
+    """``per_class`` samples of each of the first ``max_classes`` classes, one class per row.
+
+    A class the model too rarely generates gets a blank row and a warning
+    rather than failing the whole picture. Shape (rows·per_class, C, H, W).
+    """
+    rows = []
+    for c in model.classes_[:max_classes]:
+        try:
+            rows.append(model.sample(per_class, seed=seed, label=c))
+        except NeuroSQLError as err:
+            warnings.warn(f"no sample row for label {c}: {err}", stacklevel=2)
+            rows.append(torch.zeros(per_class, *model.image_shape_))
+    return torch.cat(rows)
