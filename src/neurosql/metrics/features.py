@@ -1,10 +1,12 @@
-"""Feature extractors for distribution metrics: the fixed proxy convnet of App. E.
+"""Feature extractors for distribution metrics: the fixed proxy convnet of App. E and pretrained VGG.
 
 FID-style metrics need an embedding. Inception is trained on ImageNet and does
 not suit digits or brain slices, so the paper (App. E) uses a *fixed* random
 convnet: its features are not semantic, but they are identical on every
 machine, so the resulting pFID is a reproducible coarse indicator. A
-domain-trained alternative lives in ``metrics.classifier``.
+domain-trained alternative lives in ``metrics.classifier``; ``VGGFeatureNet``
+gives pretrained (ImageNet) features from the ST-LPIPS VGG trunk, the only
+pretrained network available without a download.
 """
 import numpy as np
 import torch
@@ -59,6 +61,24 @@ class ProxyFeatureNet(nn.Module):
         for conv in self.convs:
             x = F.leaky_relu(conv(x), 0.2)  # (n, c, size / 2^k, size / 2^k)
         return self.head(x.mean(dim=(2, 3)))  # (n, dim)
+
+
+class VGGFeatureNet(nn.Module):
+    """Pretrained features, images (n, C, H, W) in [0, 1] -> (n, 512): relu5_3 of the ST-LPIPS VGG, averaged over positions.
+
+    The input rule is ST-LPIPS's (grayscale to 3 channels, shorter side
+    upsampled to 64, LPIPS scaling), so 28-pixel digits give a 5 x 5 relu5_3
+    map. Wraps a loaded ``STLPIPS`` (``load_stlpips``). The trunk was trained
+    on ImageNet with anti-aliased pooling: distances on these features are not
+    comparable with Inception-based FID or KID.
+    """
+
+    def __init__(self, stlpips: nn.Module):
+        super().__init__()
+        self.stlpips = stlpips
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return self.stlpips.taps(images)[-1].mean(dim=(2, 3))  # (n, 512)
 
 
 def extract_features(net: nn.Module, images: torch.Tensor, batch_size: int = 256) -> np.ndarray:
