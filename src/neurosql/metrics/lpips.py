@@ -256,12 +256,13 @@ def paired_lpips(real: torch.Tensor, fake: torch.Tensor, vgg_path=None, lin_path
     no weights, ``{"lpips": None, "lpips_variant": None, "lpips_reason": str}``.
     """
     ok, reason = lpips_available(vgg_path, lin_path)
+    st_ok, st_reason = stlpips_available()
     if ok:
         net, variant = load_lpips(vgg_path, lin_path, device=real.device), ORIGINAL_VARIANT
-    else:
-        st_ok, st_reason = stlpips_available()
-        if vgg_path is not None or lin_path is not None or not st_ok:
-            why = reason if vgg_path is not None or lin_path is not None else f"{reason}; and {st_reason}"
-            return {"lpips": None, "lpips_variant": None, "lpips_reason": why}
+    elif vgg_path is not None or lin_path is not None:  # files the user named are not silently replaced
+        return {"lpips": None, "lpips_variant": None, "lpips_reason": reason}
+    elif st_ok:
         net, variant = load_stlpips(device=real.device), STLPIPS_VARIANT
+    else:
+        return {"lpips": None, "lpips_variant": None, "lpips_reason": f"{st_reason} (or: {reason})"}
     return {"lpips": float(lpips_distance(net, real, fake).mean()), "lpips_variant": variant, "lpips_reason": None}
