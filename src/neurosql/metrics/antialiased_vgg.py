@@ -58,7 +58,7 @@ class AntialiasedVGG16(nn.Module):
     ``BlurDownsample`` (this replaces VGG's stride-2 max-pool), then 3x3
     convolutions (zero padding 1) with ReLU. Block k is ``slice<k>``; module
     indices count layers through the whole trunk, as in the weight file.
-    Needs H, W >= 20 (the reflect padding of the last block needs 4 pixels);
+    Needs H, W >= 18 (the reflect padding of the last block needs 3 pixels);
     the metrics upsample to 64 anyway. Cost about 1.3 G multiply-adds per
     64 x 64 image.
     """
