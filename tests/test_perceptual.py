@@ -18,6 +18,7 @@ from neurosql.metrics import (
     paired_lpips, stlpips_available,
 )
 from neurosql.metrics.antialiased_vgg import VGG16_BLOCKS, BlurDownsample, read_state, stlpips_weights_path
+from neurosql.metrics.features import pooled_unit_features
 from neurosql.metrics.lpips import LPIPS_CHANNELS, STLPIPS_VARIANT, heads_sum
 
 HAVE_WEIGHTS, WHY_NOT = stlpips_available()
@@ -127,14 +128,15 @@ def distorted(net, mnist):
     X, y = mnist
     refs = X[np.concatenate([np.flatnonzero(y == c)[5:10] for c in range(10)])][:48]
     versions = {"ref": refs, "shift1": torch.roll(refs, 1, dims=3), "blur1": blur(refs, 1), "blur3": blur(refs, 3),
-                "noise0.05": noise(refs, 0.05), "noise0.1": noise(refs, 0.1), "noise0.3": noise(refs, 0.3)}
+                "noise0.05": noise(refs, 0.05), "noise0.1": noise(refs, 0.1), "noise0.3": noise(refs, 0.3),
+                "texture": noise(torch.full_like(refs, 0.35), 0.12)}  # gray noise, no digit at all
     heads = [getattr(net, f"lin{l}") for l in range(len(LPIPS_CHANNELS))]
     with torch.no_grad():
         ref_taps = net.taps(refs)
         out = {}
         for name, images in versions.items():
             taps = net.taps(images)
-            out[name] = (heads_sum(heads, ref_taps, taps).numpy(), taps[-1].mean(dim=(2, 3)).double().numpy())
+            out[name] = (heads_sum(heads, ref_taps, taps).numpy(), pooled_unit_features(taps).double().numpy())
     return out
 
 
@@ -150,10 +152,12 @@ def test_two_alternative_choices_agree_with_a_person(distorted):
 
 @needs_weights
 def test_fd_on_vgg_features_is_zero_for_equal_sets_and_grows_with_noise(distorted):
-    ref = distorted["ref"][1]  # (48, 512)
+    ref = distorted["ref"][1]  # (48, 1472)
     fd = [fid_from_features(ref, distorted[name][1]) for name in ("noise0.05", "noise0.1", "noise0.3")]
     assert abs(fid_from_features(ref, ref)) < 1e-3 * fd[0]
     assert 0 < fd[0] < fd[1] < fd[2], fd
+    # no digit at all is farther than a noisy digit (raw, unnormalised activations get this backwards)
+    assert fid_from_features(ref, distorted["texture"][1]) > fd[2]
 
 
 # ---------------------------------------------------------------- evaluation
@@ -168,7 +172,10 @@ def test_evaluate_images_reports_stlpips_and_vgg_metrics(mnist):
     for key in ("fd_vgg", "kid_vgg", "kid_se_vgg", "precision_vgg", "recall_vgg", "density_vgg", "coverage_vgg"):
         assert np.isfinite(out[key]), key
     features = VGGFeatureNet(load_stlpips())(X[:12])
-    assert features.shape == (12, 512)
+    assert features.shape == (12, 1472)
+    # per layer, the mean of unit vectors: norm at most 1, and 1 only if every position points the same way
+    norms = torch.stack([p.norm(dim=1) for p in features.split([64, 128, 256, 512, 512], dim=1)])
+    assert ((norms > 0) & (norms <= 1 + 1e-6)).all()
 
 
 @needs_weights

@@ -39,8 +39,9 @@ METRIC_DEFINITIONS: dict[str, str] = {
     "coverage": "share of real images whose k-NN ball (k=5) holds a generated image (diversity; higher is better)",
     "prdc_reason": "why precision/recall/density/coverage (and their _vgg twins) are None "
                    "(k-NN needs more than 5 images per set); None when computed",
-    "fd_vgg": "Fréchet distance on pretrained VGG features (relu5_3 of the ST-LPIPS trunk, averaged over "
-              "positions, images upsampled to 64 px; lower is better; not comparable with Inception FID)",
+    "fd_vgg": "Fréchet distance on pretrained VGG features (the five ST-LPIPS layers, unit-normalised over "
+              "channels and averaged over positions, 1472-d; images upsampled to 64 px; lower is better; "
+              "not comparable with Inception FID)",
     "kid_vgg": "KID on the same VGG features (lower is better)",
     "kid_se_vgg": "standard error of kid_vgg (subset-sampling error only)",
     "precision_vgg": "precision (k=3) on the VGG features (fidelity; higher is better)",
@@ -107,7 +108,7 @@ def _vgg_metrics(real_sub, fake_sub, enabled: bool, kid_subsets: int, kid_subset
     if not ok:
         return dict.fromkeys(VGG_KEYS) | {"vgg_reason": reason}
     net = VGGFeatureNet(load_stlpips(device=real_sub.device))
-    f_real = extract_features(net, real_sub, batch_size)  # (m, 512)
+    f_real = extract_features(net, real_sub, batch_size)  # (m, 1472)
     f_fake = extract_features(net, fake_sub, batch_size)
     got = _distribution_metrics(f_real, f_fake, kid_subsets, kid_subset_size, seed)
     return {"fd_vgg": got["fd"], "kid_vgg": got["kid"], "kid_se_vgg": got["kid_se"],

@@ -15,6 +15,7 @@ import torch.nn.functional as F
 
 from neurosql.errors import NeuroSQLError
 from neurosql.metrics._validate import check_images
+from neurosql.metrics.lpips import unit_channels
 
 
 class ProxyFeatureNet(nn.Module):
@@ -63,13 +64,25 @@ class ProxyFeatureNet(nn.Module):
         return self.head(x.mean(dim=(2, 3)))  # (n, dim)
 
 
-class VGGFeatureNet(nn.Module):
-    """Pretrained features, images (n, C, H, W) in [0, 1] -> (n, 512): relu5_3 of the ST-LPIPS VGG, averaged over positions.
+def pooled_unit_features(taps: list[torch.Tensor]) -> torch.Tensor:
+    """Concatenated over layers: activations (n, C_l, H_l, W_l) unit-normalised over channels, averaged over positions.
 
-    The input rule is ST-LPIPS's (grayscale to 3 channels, shorter side
-    upsampled to 64, LPIPS scaling), so 28-pixel digits give a 5 x 5 relu5_3
-    map. Wraps a loaded ``STLPIPS`` (``load_stlpips``). The trunk was trained
-    on ImageNet with anti-aliased pooling: distances on these features are not
+    These are the normalised activations LPIPS compares. Normalising removes
+    the activation magnitude, which otherwise dominates Fréchet distances
+    (noise and texture inflate VGG activations far more than a missing digit
+    does). Each layer's part has norm <= 1. Returns (n, sum_l C_l).
+    """
+    return torch.cat([unit_channels(t).mean(dim=(2, 3)) for t in taps], dim=1)
+
+
+class VGGFeatureNet(nn.Module):
+    """Pretrained features, images (n, C, H, W) in [0, 1] -> (n, 1472), from the ST-LPIPS VGG.
+
+    ``pooled_unit_features`` of the five LPIPS taps (relu1_2 ... relu5_3:
+    64 + 128 + 256 + 512 + 512 channels). The input rule is ST-LPIPS's
+    (grayscale to 3 channels, shorter side upsampled to 64, LPIPS scaling).
+    Wraps a loaded ``STLPIPS`` (``load_stlpips``). The trunk was trained on
+    ImageNet with anti-aliased pooling: distances on these features are not
     comparable with Inception-based FID or KID.
     """
 
@@ -78,7 +91,7 @@ class VGGFeatureNet(nn.Module):
         self.stlpips = stlpips
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
-        return self.stlpips.taps(images)[-1].mean(dim=(2, 3))  # (n, 512)
+        return pooled_unit_features(self.stlpips.taps(images))  # (n, 1472)
 
 
 def extract_features(net: nn.Module, images: torch.Tensor, batch_size: int = 256) -> np.ndarray:
