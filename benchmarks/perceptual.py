@@ -10,6 +10,7 @@ images, FD/KID/PRDC on those features (1,024 against 1,024), and ST-LPIPS over
 from __future__ import annotations
 
 import json
+import os
 import time
 from pathlib import Path
 
@@ -58,13 +59,15 @@ def main() -> None:
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         "environment": environment_info("cpu"),
         "threads": torch.get_num_threads(),
+        "load_average_1min": os.getloadavg()[0],  # the machine is shared: other jobs slow these timings
         "seconds": dict(rows),
         "ms_per_image_features": 1000 * features_s / N_IMAGES,
     }
     (HERE / "perceptual.json").write_text(json.dumps(result, indent=2, default=float) + "\n")
     env = result["environment"]
     lines = [f"Measured {result['created']} on {env['processor']}, {result['threads']} threads, "
-             f"torch {env['torch']}; 28 px digits upsampled to 64 px.", "",
+             f"torch {env['torch']}, load average {result['load_average_1min']:.1f} on "
+             f"{env['cpu_count']} cores; 28 px digits upsampled to 64 px.", "",
              "| step | seconds |", "|---|---|"]
     lines += [f"| {name} | {seconds:.1f} |" for name, seconds in rows]
     (HERE / "perceptual.md").write_text("\n".join(lines) + "\n")
