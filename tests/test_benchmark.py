@@ -12,6 +12,7 @@ from neurosql import NeuroSQL, NeuroSQLError
 from neurosql.baselines import VAE
 from neurosql.benchmark import _resolved, _resolved_budget, add_benchmark_parser, plan_runs, run_benchmark
 from neurosql.benchmark_report import write_tables
+from neurosql.metrics import stlpips_available
 from neurosql.methods import load_model
 
 TINY = dict(
@@ -71,6 +72,7 @@ def test_sweep_writes_every_result_file(bench):
     assert len(json.loads((out / "results.json").read_text())) == 2
     summary = (out / "summary.md").read_text()
     assert "| 2 | neurosql |" in summary and "| vae |" in summary and "**" in summary
+    assert ("FD-VGG ↓" in summary) == stlpips_available()[0]  # pretrained-feature columns when installed
     for r in results:
         # 24 images, 10% held out: 22 in batches of 16 and 6, one epoch → the same 2 generator updates
         assert r["updates"] == 2 and r["n_train"] == 22

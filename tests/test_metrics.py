@@ -110,10 +110,21 @@ def test_mmd2_unbiased_matches_double_loop():
     rng = np.random.default_rng(0)
     x, y = rng.normal(size=(7, 4)), rng.normal(0.5, 1.5, size=(5, 4))
     assert mmd2_unbiased(x, y) == pytest.approx(_mmd2_loops(x, y), rel=1e-10)
-    # with whole-set subsets every subset gives the same value, so the error bar is 0
-    out = kid(x[:5], y, n_subsets=4, subset_size=100)
-    assert out["kid"] == pytest.approx(mmd2_unbiased(x[:5], y)) and out["kid_se"] == pytest.approx(0, abs=1e-12)
-    assert out["kid_subset_size"] == 5
+    # two images per set: every subset is the whole set, so there is no error bar to estimate
+    out = kid(x[:2], y[:2], n_subsets=4, subset_size=100)
+    assert out["kid"] == pytest.approx(mmd2_unbiased(x[:2], y[:2])) and out["kid_se"] is None
+    assert out["kid_subset_size"] == 2
+    assert kid(x, y, n_subsets=1)["kid_se"] is None
+
+
+def test_kid_subsets_hold_at_most_half_the_smaller_set_so_the_error_bar_is_real():
+    rng = np.random.default_rng(2)
+    x, y = rng.normal(size=(40, 4)), rng.normal(0.3, 1.0, size=(25, 4))
+    out = kid(x, y, n_subsets=30, subset_size=1000)
+    assert out["kid_subset_size"] == 12 and out["kid_se"] > 1e-6  # subsets differ from draw to draw
+    assert kid(x, y, n_subsets=30, subset_size=5)["kid_subset_size"] == 5
+    big = rng.normal(size=(2000, 2))
+    assert kid(big, big, n_subsets=2)["kid_subset_size"] == 1000  # the usual 1,000 of >= 2,000
 
 
 def test_kid_is_zero_in_expectation_for_equal_laws_and_positive_otherwise():
@@ -237,7 +248,9 @@ def test_lpips_loads_weight_files_and_matches_definition(tmp_path):
     gray = x[:, :1]
     assert np.allclose(lpips_distance(net, gray, y[:, :1]),
                        lpips_distance(net, gray.expand(-1, 3, -1, -1), y[:, :1].expand(-1, 3, -1, -1)))
-    assert paired_lpips(x, y, vgg_path, lin_path)["lpips"] == pytest.approx(lpips_distance(net, x, y).mean())
+    paired = paired_lpips(x, y, vgg_path, lin_path)
+    assert paired["lpips"] == pytest.approx(lpips_distance(net, x, y).mean())
+    assert paired["lpips_variant"] == "VGG16 (original LPIPS)"
 
 
 def test_lpips_unavailable_reports_reason_and_bad_files_raise(tmp_path):
@@ -247,8 +260,9 @@ def test_lpips_unavailable_reports_reason_and_bad_files_raise(tmp_path):
     ok, reason = lpips_available(vgg_path, tmp_path / "nope.pth")
     assert not ok and "lin_path" in reason
     x = torch.rand(2, 1, 28, 28)
-    assert paired_lpips(x, x, tmp_path / "missing.pth", lin_path) == {"lpips": None, "lpips_reason": lpips_available(
-        tmp_path / "missing.pth", lin_path)[1]}
+    # files named by the user are not replaced by ST-LPIPS when missing
+    assert paired_lpips(x, x, tmp_path / "missing.pth", lin_path) == {
+        "lpips": None, "lpips_variant": None, "lpips_reason": lpips_available(tmp_path / "missing.pth", lin_path)[1]}
     torch.save({"features.0.weight": torch.zeros(1)}, tmp_path / "bad.pth")
     (tmp_path / "junk.pth").write_bytes(b"not a checkpoint")
     torch.save({"lin0.model.1.weight": torch.zeros(1, 64, 1, 1)}, tmp_path / "heads.pth")
@@ -350,7 +364,7 @@ def test_evaluate_images_reports_every_metric(mnist, tmp_path):
     X, y = mnist
     real, fake = X[:150], X[150:280]
     out = evaluate_images(real, fake, n=100, kid_subsets=5, kid_subset_size=50, n_nearest=6,
-                          vgg_path=tmp_path / "absent.pth")
+                          vgg_path=tmp_path / "absent.pth", vgg_features=False)
     assert set(out) <= set(METRIC_DEFINITIONS)
     assert out["n_real"] == out["n_fake"] == 100 and out["n_pairs"] == 50 and out["n_nearest"] == 6
     assert out["features"] == "proxy" and out["lpips"] is None and "absent.pth" in out["lpips_reason"]
@@ -360,7 +374,7 @@ def test_evaluate_images_reports_every_metric(mnist, tmp_path):
         assert np.isfinite(out[key]), key
 
     domain = evaluate_images(real, fake, real_labels=y[:150], features="domain", n=100, kid_subsets=2,
-                             kid_subset_size=50, n_nearest=2, vgg_path=tmp_path / "absent.pth")
+                             kid_subset_size=50, n_nearest=2, vgg_path=tmp_path / "absent.pth", vgg_features=False)
     assert domain["features"] == "domain" and np.isfinite(domain["pfid"])
 
 

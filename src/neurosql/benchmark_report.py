@@ -23,6 +23,10 @@ METRICS = (
     ("recall", "recall ↑", True),
     ("ssim", "SSIM ↑", True),
     ("lpips", "LPIPS ↓", False),
+    ("fd_vgg", "FD-VGG ↓", False),
+    ("kid_vgg", "KID-VGG ↓", False),
+    ("precision_vgg", "precision-VGG ↑", True),
+    ("recall_vgg", "recall-VGG ↑", True),
     ("recon_ssim", "recon SSIM ↑", True),
     ("downstream_accuracy", "downstream acc. ↑", True),
 )

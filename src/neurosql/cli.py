@@ -93,7 +93,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def print_metrics(metrics: dict) -> None:
     keys = [k for k in ("pfid", "kid", "precision", "recall", "density", "coverage", "ssim", "nearest_real_ssim",
-                        "recon_ssim", "lpips", "downstream_accuracy", "ceiling_accuracy") if k in metrics]
+                        "recon_ssim", "lpips", "lpips_variant", "fd_vgg", "kid_vgg", "precision_vgg", "recall_vgg",
+                        "downstream_accuracy", "ceiling_accuracy") if k in metrics]
     for key in keys:
         value = metrics[key]
         print(f"  {key:<20} {value:.4f}" if isinstance(value, float) else f"  {key:<20} {value}")

@@ -47,7 +47,8 @@ def evaluate_model(
     refine_steps: int = 0,
     light: bool = False,
 ) -> dict:
-    """All metrics of one model; ``light`` skips the slow ones (nearest-real SSIM, downstream).
+    """All metrics of one model; ``light`` skips the slow ones (VGG-feature metrics, downstream) and
+    scores fewer images by nearest-real SSIM.
 
     real_test: held-out real images (n_test, C, H, W); train_labels: labels of
     the images the model was fitted on (aligned with ``train_index_``), needed
@@ -55,7 +56,8 @@ def evaluate_model(
     """
     start = time.perf_counter()
     fake = model.sample(min(n, max(len(real_test), 2)), seed=seed)
-    out = evaluate_images(real_test, fake, n=n, seed=seed, n_nearest=20 if light else 200, kid_subsets=20 if light else 100)
+    out = evaluate_images(real_test, fake, n=n, seed=seed, n_nearest=20 if light else 200,
+                          kid_subsets=20 if light else 100, vgg_features=not light)
     if getattr(model, "supports_reconstruction", True):
         recon = model.reconstruct(real_test[: min(len(real_test), 500)], refine_steps=refine_steps)
         out["recon_ssim"] = reconstruction_ssim(real_test[: len(recon)], recon)

@@ -15,11 +15,14 @@ from neurosql.metrics.classifier import (
     DomainFeatureNet, SmallCNN, domain_feature_net, downstream_score, evaluate_classifier,
     macro_precision_recall, train_classifier,
 )
-from neurosql.metrics.features import ProxyFeatureNet, extract_features, matched_subsets
+from neurosql.metrics.antialiased_vgg import AntialiasedVGG16, stlpips_available
+from neurosql.metrics.features import ProxyFeatureNet, VGGFeatureNet, extract_features, matched_subsets
 from neurosql.metrics.fid import fid_from_features, frechet_distance, proxy_fid
 from neurosql.metrics.kid import kid, mmd2_unbiased
 from neurosql.metrics.latent_labels import knn_label
-from neurosql.metrics.lpips import LPIPS, load_lpips, lpips_available, lpips_distance, paired_lpips
+from neurosql.metrics.lpips import (
+    LPIPS, STLPIPS, load_lpips, load_stlpips, lpips_available, lpips_distance, paired_lpips,
+)
 from neurosql.metrics.prdc import prdc
 from neurosql.metrics.ssim_stats import nearest_real_ssim, random_pairs, reconstruction_ssim, sampled_pairs_ssim
 
@@ -27,21 +30,37 @@ METRIC_DEFINITIONS: dict[str, str] = {
     "pfid": "Fréchet distance between Gaussian fits of real and generated features (lower is better; "
             "proxy FID with the fixed random net of App. E unless 'features' says otherwise)",
     "kid": "unbiased MMD^2 with cubic polynomial kernel on the same features, mean over subsets (lower is better; ~0 for equal laws)",
-    "kid_se": "standard error of the KID subset average (subset-sampling error only, 0 if subsets are whole sets)",
-    "kid_subset_size": "images per set in each KID subset",
+    "kid_se": "standard error of the KID subset average (subset-sampling error only); None when it cannot be "
+              "estimated (one subset, or 2 images per set)",
+    "kid_subset_size": "images per set in each KID subset: min(1000, half the smaller set), at least 2",
     "precision": "share of generated images inside the real k-NN manifold, k=3 (fidelity; higher is better)",
     "recall": "share of real images inside the generated k-NN manifold, k=3 (diversity; higher is better)",
     "density": "mean number of real k-NN balls (k=5) holding each generated image, divided by k (fidelity; ~1 for equal laws, can exceed 1)",
     "coverage": "share of real images whose k-NN ball (k=5) holds a generated image (diversity; higher is better)",
+    "prdc_reason": "why precision/recall/density/coverage (and their _vgg twins) are None "
+                   "(k-NN needs more than 5 images per set); None when computed",
+    "fd_vgg": "Fréchet distance on pretrained VGG features (the five ST-LPIPS layers, unit-normalised over "
+              "channels and averaged over positions, 1472-d; images upsampled to 64 px; lower is better; "
+              "not comparable with Inception FID)",
+    "kid_vgg": "KID on the same VGG features (lower is better)",
+    "kid_se_vgg": "standard error of kid_vgg (subset-sampling error only)",
+    "precision_vgg": "precision (k=3) on the VGG features (fidelity; higher is better)",
+    "recall_vgg": "recall (k=3) on the VGG features (diversity; higher is better)",
+    "density_vgg": "density (k=5) on the VGG features (fidelity; ~1 for equal laws)",
+    "coverage_vgg": "coverage (k=5) on the VGG features (diversity; higher is better)",
+    "vgg_reason": "why the _vgg metrics are None (stlpips-pytorch not installed, or not requested); None when computed",
     "ssim": "mean SSIM over random real-generated pairs, as in App. E (higher means closer pixel structure)",
     "n_pairs": "number of random real-generated pairs behind ssim and lpips",
     "nearest_real_ssim": "mean over generated images of the highest SSIM to any real image (near 1 flags copies of real images)",
     "n_nearest": "generated images scored by nearest_real_ssim",
-    "lpips": "mean LPIPS (VGG16) over the same pairs as ssim (lower is better); None when weights are unavailable",
+    "lpips": "mean LPIPS over the same pairs as ssim (lower is better; variant in lpips_variant); "
+             "None when no weights are available",
+    "lpips_variant": "which LPIPS: 'VGG16 (original LPIPS)' from user files, else 'shift-tolerant VGG (ST-LPIPS)' "
+                     "(not comparable with original LPIPS numbers)",
     "lpips_reason": "why lpips is None (missing weight files); None when lpips was computed",
     "features": "feature extractor behind pfid, kid and prdc: 'proxy' (fixed random net), 'domain' (trained classifier) or 'custom'",
-    "n_real": "real images used for the feature metrics",
-    "n_fake": "generated images used for the feature metrics",
+    "n_real": "real images used for the feature metrics (proxy and _vgg alike)",
+    "n_fake": "generated images used for the feature metrics (proxy and _vgg alike)",
     "downstream_accuracy": "accuracy on real test images of a classifier trained only on generated images (§3.4)",
     "downstream_macro_precision": "macro-averaged precision of that synthetic-trained classifier on real test images",
     "downstream_macro_recall": "macro-averaged recall of that synthetic-trained classifier on real test images",
@@ -66,19 +85,53 @@ def _feature_net(features, real, real_labels, seed: int) -> tuple[nn.Module, str
     raise NeuroSQLError(f"features must be 'proxy', 'domain' or an nn.Module; got {features!r}")
 
 
+PRDC_KEYS = ("precision", "recall", "density", "coverage")
+VGG_KEYS = ("fd_vgg", "kid_vgg", "kid_se_vgg", *(f"{k}_vgg" for k in PRDC_KEYS))
+
+
+def _distribution_metrics(f_real, f_fake, kid_subsets: int, kid_subset_size: int, seed: int) -> dict:
+    """FD, KID and precision/recall/density/coverage of two feature sets; PRDC skipped with its reason when too few."""
+    out = {"fd": fid_from_features(f_real, f_fake)}
+    out |= kid(f_real, f_fake, kid_subsets, kid_subset_size, seed)
+    try:
+        out |= prdc(f_real, f_fake) | {"prdc_reason": None}
+    except NeuroSQLError as err:  # too few images for the k-NN balls: reported, never raised
+        out |= dict.fromkeys(PRDC_KEYS) | {"prdc_reason": str(err)}
+    return out
+
+
+def _vgg_metrics(real_sub, fake_sub, enabled: bool, kid_subsets: int, kid_subset_size: int, seed: int,
+                 batch_size: int) -> dict:
+    """The ``VGG_KEYS`` on pretrained VGG features, or all None with ``vgg_reason``."""
+    ok, reason = stlpips_available() if enabled else (False, "not requested (the light evaluation after "
+                                                             "training skips them: run 'neurosql evaluate')")
+    if not ok:
+        return dict.fromkeys(VGG_KEYS) | {"vgg_reason": reason}
+    net = VGGFeatureNet(load_stlpips(device=real_sub.device))
+    f_real = extract_features(net, real_sub, batch_size)  # (m, 1472)
+    f_fake = extract_features(net, fake_sub, batch_size)
+    got = _distribution_metrics(f_real, f_fake, kid_subsets, kid_subset_size, seed)
+    return {"fd_vgg": got["fd"], "kid_vgg": got["kid"], "kid_se_vgg": got["kid_se"],
+            **{f"{k}_vgg": got[k] for k in PRDC_KEYS}, "vgg_reason": None}
+
+
 def evaluate_images(real, fake, *, real_labels=None, n: int = 2048, seed: int = 0, features="proxy",
                     n_pairs: int = 50, n_nearest: int = 200, kid_subsets: int = 100, kid_subset_size: int = 1000,
-                    vgg_path=None, lin_path=None, batch_size: int = 256) -> dict:
+                    vgg_path=None, lin_path=None, vgg_features: bool = True, batch_size: int = 256) -> dict:
     """All image metrics of generated ``fake`` against ``real``, in one dict.
 
     Feature metrics (pfid, kid, precision/recall/density/coverage) use
     ``min(n, len(real), len(fake))`` images of each set chosen with ``seed``
     and one extractor: ``"proxy"`` (paper App. E), ``"domain"`` (a classifier
     trained on ``real`` with ``real_labels``; pass real *training* images) or
-    any module mapping images to (b, d). SSIM and LPIPS use ``n_pairs``
-    random pairs; nearest-real SSIM scores ``n_nearest`` of the chosen
-    generated images against all chosen real ones (it is the costly metric:
-    O(n n_nearest) SSIMs). LPIPS needs local weights (``lpips_available``).
+    any module mapping images to (b, d). The same images also give the
+    ``_vgg`` metrics on pretrained VGG features when ``vgg_features`` and the
+    ``stlpips-pytorch`` package is installed (the costly part: about 70 ms per
+    image on one CPU core). SSIM and LPIPS use ``n_pairs`` random pairs;
+    nearest-real SSIM scores ``n_nearest`` of the chosen generated images
+    against all chosen real ones (O(n n_nearest) SSIMs). LPIPS is the original
+    one with local files (``lpips_available``), else ST-LPIPS. A metric that
+    cannot be computed on the given images is None with its ``*_reason``.
     Shapes: real (N, C, H, W), fake (M, C, H, W) in [0, 1]. Keys are
     described in ``METRIC_DEFINITIONS``.
     """
@@ -90,10 +143,10 @@ def evaluate_images(real, fake, *, real_labels=None, n: int = 2048, seed: int = 
     real_sub, fake_sub = matched_subsets(real, fake, n, seed)
     f_real = extract_features(net, real_sub, batch_size)  # (m, d)
     f_fake = extract_features(net, fake_sub, batch_size)
-    out = {"pfid": fid_from_features(f_real, f_fake), "features": features_name,
+    proxy = _distribution_metrics(f_real, f_fake, kid_subsets, kid_subset_size, seed)
+    out = {"pfid": proxy.pop("fd"), **proxy, "features": features_name,
            "n_real": real_sub.shape[0], "n_fake": fake_sub.shape[0]}
-    out |= kid(f_real, f_fake, kid_subsets, kid_subset_size, seed)
-    out |= prdc(f_real, f_fake)
+    out |= _vgg_metrics(real_sub, fake_sub, vgg_features, kid_subsets, kid_subset_size, seed, batch_size)
     i, j = random_pairs(real.shape[0], fake.shape[0], n_pairs, seed)
     pairs_real, pairs_fake = real[torch.from_numpy(i)], fake[torch.from_numpy(j)]
     out |= {"ssim": reconstruction_ssim(pairs_real, pairs_fake), "n_pairs": len(i)}
@@ -105,11 +158,11 @@ def evaluate_images(real, fake, *, real_labels=None, n: int = 2048, seed: int = 
 
 __all__ = [
     "METRIC_DEFINITIONS", "evaluate_images",
-    "ProxyFeatureNet", "extract_features", "matched_subsets",
+    "ProxyFeatureNet", "VGGFeatureNet", "AntialiasedVGG16", "stlpips_available", "extract_features", "matched_subsets",
     "frechet_distance", "fid_from_features", "proxy_fid",
     "kid", "mmd2_unbiased", "prdc",
     "reconstruction_ssim", "random_pairs", "sampled_pairs_ssim", "nearest_real_ssim",
-    "LPIPS", "load_lpips", "lpips_available", "lpips_distance", "paired_lpips",
+    "LPIPS", "STLPIPS", "load_lpips", "load_stlpips", "lpips_available", "lpips_distance", "paired_lpips",
     "SmallCNN", "DomainFeatureNet", "train_classifier", "evaluate_classifier", "macro_precision_recall",
     "downstream_score", "domain_feature_net", "knn_label",
 ]

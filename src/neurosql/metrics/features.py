@@ -1,10 +1,12 @@
-"""Feature extractors for distribution metrics: the fixed proxy convnet of App. E.
+"""Feature extractors for distribution metrics: the fixed proxy convnet of App. E and pretrained VGG.
 
 FID-style metrics need an embedding. Inception is trained on ImageNet and does
 not suit digits or brain slices, so the paper (App. E) uses a *fixed* random
 convnet: its features are not semantic, but they are identical on every
 machine, so the resulting pFID is a reproducible coarse indicator. A
-domain-trained alternative lives in ``metrics.classifier``.
+domain-trained alternative lives in ``metrics.classifier``; ``VGGFeatureNet``
+gives pretrained (ImageNet) features from the ST-LPIPS VGG trunk, the only
+pretrained network available without a download.
 """
 import numpy as np
 import torch
@@ -13,6 +15,7 @@ import torch.nn.functional as F
 
 from neurosql.errors import NeuroSQLError
 from neurosql.metrics._validate import check_images
+from neurosql.metrics.lpips import unit_channels
 
 
 class ProxyFeatureNet(nn.Module):
@@ -59,6 +62,36 @@ class ProxyFeatureNet(nn.Module):
         for conv in self.convs:
             x = F.leaky_relu(conv(x), 0.2)  # (n, c, size / 2^k, size / 2^k)
         return self.head(x.mean(dim=(2, 3)))  # (n, dim)
+
+
+def pooled_unit_features(taps: list[torch.Tensor]) -> torch.Tensor:
+    """Concatenated over layers: activations (n, C_l, H_l, W_l) unit-normalised over channels, averaged over positions.
+
+    These are the normalised activations LPIPS compares. Normalising removes
+    the activation magnitude, which otherwise dominates Fréchet distances
+    (noise and texture inflate VGG activations far more than a missing digit
+    does). Each layer's part has norm <= 1. Returns (n, sum_l C_l).
+    """
+    return torch.cat([unit_channels(t).mean(dim=(2, 3)) for t in taps], dim=1)
+
+
+class VGGFeatureNet(nn.Module):
+    """Pretrained features, images (n, C, H, W) in [0, 1] -> (n, 1472), from the ST-LPIPS VGG.
+
+    ``pooled_unit_features`` of the five LPIPS taps (relu1_2 ... relu5_3:
+    64 + 128 + 256 + 512 + 512 channels). The input rule is ST-LPIPS's
+    (grayscale to 3 channels, shorter side upsampled to 64, LPIPS scaling).
+    Wraps a loaded ``STLPIPS`` (``load_stlpips``). The trunk was trained on
+    ImageNet with anti-aliased pooling: distances on these features are not
+    comparable with Inception-based FID or KID.
+    """
+
+    def __init__(self, stlpips: nn.Module):
+        super().__init__()
+        self.stlpips = stlpips
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return pooled_unit_features(self.stlpips.taps(images))  # (n, 1472)
 
 
 def extract_features(net: nn.Module, images: torch.Tensor, batch_size: int = 256) -> np.ndarray:

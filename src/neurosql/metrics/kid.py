@@ -30,26 +30,31 @@ def mmd2_unbiased(x: np.ndarray, y: np.ndarray) -> float:
 def kid(f_real, f_fake, n_subsets: int = 100, subset_size: int = 1000, seed: int = 0) -> dict:
     """Kernel Inception Distance on given features, with its Monte-Carlo standard error.
 
-    Draws ``n_subsets`` pairs of subsets of size ``s = min(subset_size, n, m)``
-    (without replacement within a subset, from ``numpy.random.default_rng(seed)``)
-    and averages ``mmd2_unbiased`` over them, which bounds the O(s^2) memory.
-    ``kid_se`` = sample std / sqrt(n_subsets) measures only the subset
-    sampling error of that average; it is 0 when each subset is a whole set.
+    Draws ``n_subsets`` pairs of subsets of size ``s = min(subset_size,
+    max(2, floor(min(n, m) / 2)))`` (without replacement within a subset,
+    from ``numpy.random.default_rng(seed)``) and averages ``mmd2_unbiased``
+    over them, which bounds the O(s^2) memory. Subsets hold at most half the
+    smaller set so that they differ from draw to draw: ``kid_se`` = sample
+    std / sqrt(n_subsets) then measures the subset-sampling error of the
+    average. It is None when it cannot be estimated (one subset, or sets of
+    2 images, where every subset is the whole set). The usual 1,000-image
+    subsets need at least 2,000 images per set.
     Shapes: f_real (n, d), f_fake (m, d). Cost O(n_subsets s^2 d).
     Reference: Bińkowski et al. (2018), "Demystifying MMD GANs", ICLR.
-    Returns ``{"kid": float, "kid_se": float, "kid_subset_size": s}``.
+    Returns ``{"kid": float, "kid_se": float | None, "kid_subset_size": s}``.
     """
     f_real, f_fake = check_features(f_real, "f_real"), check_features(f_fake, "f_fake")
     if f_real.shape[1] != f_fake.shape[1]:
         raise NeuroSQLError(f"feature sets differ in width: {f_real.shape[1]} vs {f_fake.shape[1]}")
     if n_subsets < 1 or subset_size < 2:
         raise NeuroSQLError(f"kid needs n_subsets >= 1 and subset_size >= 2; got {n_subsets}, {subset_size}")
-    s = min(subset_size, f_real.shape[0], f_fake.shape[0])
+    smaller = min(f_real.shape[0], f_fake.shape[0])
+    s = min(subset_size, max(2, smaller // 2))
     rng = np.random.default_rng(seed)
     values = np.array([
         mmd2_unbiased(f_real[rng.choice(f_real.shape[0], s, replace=False)],
                       f_fake[rng.choice(f_fake.shape[0], s, replace=False)])
         for _ in range(n_subsets)
     ])
-    se = values.std(ddof=1) / np.sqrt(n_subsets) if n_subsets > 1 else float("nan")
-    return {"kid": float(values.mean()), "kid_se": float(se), "kid_subset_size": s}
+    se = float(values.std(ddof=1) / np.sqrt(n_subsets)) if n_subsets > 1 and s < smaller else None
+    return {"kid": float(values.mean()), "kid_se": se, "kid_subset_size": s}

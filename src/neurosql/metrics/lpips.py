@@ -1,11 +1,17 @@
-"""LPIPS (VGG16 variant), built in-project so that it loads weights without torchvision.
+"""LPIPS, built in-project so that it loads weights without torchvision or a download.
 
-The network is torchvision's ``vgg16().features`` layer for layer (same
-state-dict keys ``features.<i>.weight``), so a torchvision
-``vgg16-397923af.pth`` loads as is; the five linear heads read the ``lpips``
-package's ``vgg.pth`` (keys ``lin<l>.model.1.weight``, shapes (1, C_l, 1, 1)).
-Weights are never downloaded: when a file is missing the metric is reported
-as unavailable with the reason, never silently replaced by something else.
+Two variants, both VGG16 with the five LPIPS linear heads:
+
+* the original LPIPS (Zhang et al. 2018) from user-supplied files: a
+  torchvision ``vgg16-397923af.pth`` (keys ``features.<i>.weight``) and the
+  ``lpips`` package's ``vgg.pth`` heads (keys ``lin<l>.model.1.weight``);
+* shift-tolerant LPIPS (``STLPIPS``, Ghildyal & Liu 2022) from the weight file
+  shipped inside the ``stlpips-pytorch`` wheel (see ``antialiased_vgg``), used
+  when the original files are not there.
+
+The two give different numbers: ST-LPIPS is not the original LPIPS. Weights
+are never downloaded: when no file is available the metric is reported as
+unavailable with the reason, never silently replaced by something else.
 """
 import importlib.util
 from pathlib import Path
@@ -17,6 +23,7 @@ import torch.nn.functional as F
 
 from neurosql.errors import NeuroSQLError
 from neurosql.metrics._validate import check_images, check_same_image_shape
+from neurosql.metrics.antialiased_vgg import AntialiasedVGG16, read_state, stlpips_available, stlpips_weights_path
 
 VGG16_CONFIG = [64, 64, "M", 128, 128, "M", 256, 256, 256, "M", 512, 512, 512, "M", 512, 512, 512, "M"]
 # Indices in `features` of relu1_2, relu2_2, relu3_3, relu4_3, relu5_3: the taps LPIPS compares.
@@ -26,6 +33,37 @@ LPIPS_CHANNELS = (64, 128, 256, 512, 512)
 LPIPS_SHIFT = (-0.030, -0.088, -0.188)
 LPIPS_SCALE = (0.458, 0.448, 0.450)
 VGG16_FILE = "vgg16-397923af.pth"
+# The LPIPS heads were fitted on 64 x 64 patches (BAPPS); ST-LPIPS upsamples smaller images to that size.
+STLPIPS_MIN_SIDE = 64
+ORIGINAL_VARIANT = "VGG16 (original LPIPS)"
+STLPIPS_VARIANT = "shift-tolerant VGG (ST-LPIPS)"
+
+
+def unit_channels(x: torch.Tensor) -> torch.Tensor:
+    """Activations (n, C, H, W) divided by their L2 norm over channels at each position."""
+    return x / (x.norm(dim=1, keepdim=True) + 1e-10)
+
+
+def heads_sum(heads, taps_x: list[torch.Tensor], taps_y: list[torch.Tensor]) -> torch.Tensor:
+    """sum_l mean_{h,w} head_l((u_l(x) - u_l(y))^2): the LPIPS distance from tap activations, (n,)."""
+    total = 0
+    for head, a, b in zip(heads, taps_x, taps_y):
+        total = total + head((unit_channels(a) - unit_channels(b)) ** 2).mean(dim=(1, 2, 3))
+    return total
+
+
+def rgb(x: torch.Tensor) -> torch.Tensor:
+    """Grayscale (n, 1, H, W) replicated to 3 channels at metric time only (App. J); RGB passes through."""
+    return x.expand(-1, 3, -1, -1) if x.shape[1] == 1 else x
+
+
+def upsample_to(x: torch.Tensor, min_side: int) -> torch.Tensor:
+    """Bilinear upsampling so that the shorter side is at least ``min_side`` (aspect kept); larger images pass."""
+    short = min(x.shape[2:])
+    if short >= min_side:
+        return x
+    size = tuple(max(min_side, round(s * min_side / short)) for s in x.shape[2:])
+    return F.interpolate(x, size=size, mode="bilinear", align_corners=False)
 
 
 class LPIPS(nn.Module):
@@ -57,22 +95,16 @@ class LPIPS(nn.Module):
         self.register_buffer("scale", torch.tensor(LPIPS_SCALE).view(1, 3, 1, 1), persistent=False)
 
     def _taps(self, x: torch.Tensor) -> list[torch.Tensor]:
+        x = (2 * rgb(x) - 1 - self.shift) / self.scale
         out = []
         for i, layer in enumerate(self.features):
             x = layer(x)
             if i in LPIPS_TAPS:
-                out.append(x / (x.norm(dim=1, keepdim=True) + 1e-10))  # (n, C_l, H_l, W_l), unit over C
+                out.append(x)  # (n, C_l, H_l, W_l)
         return out
 
     def forward(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        if x.shape[1] == 1:
-            # VGG is 3-channel; grayscale is replicated at metric time only (App. J).
-            x, y = x.expand(-1, 3, -1, -1), y.expand(-1, 3, -1, -1)
-        x, y = (2 * x - 1 - self.shift) / self.scale, (2 * y - 1 - self.shift) / self.scale
-        total = 0
-        for lin, u, v in zip(self.lins, self._taps(x), self._taps(y)):
-            total = total + lin((u - v) ** 2).mean(dim=(1, 2, 3))  # (n,)
-        return total
+        return heads_sum(self.lins, self._taps(x), self._taps(y))  # (n,)
 
 
 def _default_lin_path() -> Path | None:
@@ -106,23 +138,13 @@ def lpips_available(vgg_path=None, lin_path=None) -> tuple[bool, str]:
     return True, ""
 
 
-def _read_state(path: Path) -> dict:
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:  # torch.load raises many types for a bad file; all mean the same to the user
-        raise NeuroSQLError(f"cannot read weights from {path}: {type(err).__name__}; pass a state-dict .pth file") from None
-    if not isinstance(state, dict):
-        raise NeuroSQLError(f"{path} holds a {type(state).__name__}, not a state dict; pass a state-dict .pth file")
-    return state
-
-
 def load_lpips(vgg_path=None, lin_path=None, device="cpu") -> LPIPS:
     """Build ``LPIPS`` from local weight files (see ``lpips_available``), in eval mode on ``device``."""
     ok, reason = lpips_available(vgg_path, lin_path)
     if not ok:
         raise NeuroSQLError(reason)
     vgg, lin = _resolve(vgg_path, lin_path)
-    vgg_state, lin_state = _read_state(vgg), _read_state(lin)
+    vgg_state, lin_state = read_state(vgg), read_state(lin)
     state = {k: v.float() for k, v in vgg_state.items() if k.startswith("features.")}  # drop the classifier
     for l in range(len(LPIPS_CHANNELS)):
         key = f"lin{l}.model.1.weight"
@@ -138,15 +160,83 @@ def load_lpips(vgg_path=None, lin_path=None, device="cpu") -> LPIPS:
     return net.to(device).eval().requires_grad_(False)
 
 
-def lpips_distance(net: LPIPS, x: torch.Tensor, y: torch.Tensor, batch_size: int = 32) -> np.ndarray:
-    """LPIPS between paired images x[i], y[i], both (n, C, H, W) in [0, 1]; returns float64 (n,)."""
+class _ScalingLayer(nn.Module):
+    """x -> (x - shift) / scale per channel, x in [-1, 1]; the two (1, 3, 1, 1) buffers come from the weight file."""
+
+    def __init__(self):
+        super().__init__()
+        self.register_buffer("shift", torch.empty(1, 3, 1, 1, device="meta"))
+        self.register_buffer("scale", torch.empty(1, 3, 1, 1, device="meta"))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return (x - self.shift) / self.scale
+
+
+class _Head(nn.Module):
+    """One non-negative 1x1 head C_l -> 1; ``model.0`` held dropout during training, so only ``model.1`` has weights."""
+
+    def __init__(self, channels: int):
+        super().__init__()
+        with torch.device("meta"):
+            self.model = nn.Sequential(nn.Identity(), nn.Conv2d(channels, 1, 1, bias=False))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.model(x)
+
+
+class STLPIPS(nn.Module):
+    """Shift-tolerant LPIPS (VGG), images (n, C, H, W) in [0, 1] (C = 1 or 3) -> (n,).
+
+    The LPIPS formula of ``LPIPS`` on the taps of ``AntialiasedVGG16``.
+    Inputs: grayscale replicated to 3 channels, images whose shorter side is
+    below 64 upsampled bilinearly to 64 (aspect kept; the heads were fitted on
+    64 x 64 patches), [0, 1] mapped to [-1, 1], then the file's scaling layer.
+    Attribute names follow the weight file: ``scaling_layer``, ``net``,
+    ``lin0`` ... ``lin4``. Build with ``load_stlpips``.
+    Reference: Ghildyal & Liu (2022), "Shift-tolerant Perceptual Similarity Metric", ECCV.
+    """
+
+    def __init__(self):
+        super().__init__()
+        self.scaling_layer = _ScalingLayer()
+        self.net = AntialiasedVGG16()
+        for l, c in enumerate(LPIPS_CHANNELS):
+            self.add_module(f"lin{l}", _Head(c))
+
+    def taps(self, images: torch.Tensor) -> list[torch.Tensor]:
+        """The five raw VGG activations of images (n, C, H, W) in [0, 1], after the input rule above."""
+        x = upsample_to(rgb(images), STLPIPS_MIN_SIDE)  # (n, 3, >= 64, >= 64)
+        return self.net(self.scaling_layer(2 * x - 1))
+
+    def forward(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        heads = [getattr(self, f"lin{l}") for l in range(len(LPIPS_CHANNELS))]
+        return heads_sum(heads, self.taps(x), self.taps(y))  # (n,)
+
+
+def load_stlpips(device="cpu") -> STLPIPS:
+    """Build ``STLPIPS`` from the installed ``stlpips-pytorch`` weight file, in eval mode on ``device``."""
+    ok, reason = stlpips_available()
+    if not ok:
+        raise NeuroSQLError(reason)
+    path = stlpips_weights_path()
+    net = STLPIPS()
+    try:
+        net.load_state_dict(read_state(path), strict=True, assign=True)
+    except RuntimeError as err:
+        detail = " ".join(str(err).split())[:300]
+        raise NeuroSQLError(f"weights in {path} do not fit the ST-LPIPS VGG: {detail}; reinstall stlpips-pytorch==0.0.2") from None
+    return net.to(device).eval().requires_grad_(False)
+
+
+def lpips_distance(net: LPIPS | STLPIPS, x: torch.Tensor, y: torch.Tensor, batch_size: int = 32) -> np.ndarray:
+    """LPIPS (either variant) between paired images x[i], y[i], both (n, C, H, W) in [0, 1]; float64 (n,)."""
     x, y = check_images(x, "x"), check_images(y, "y")
     check_same_image_shape(x, y, "x and y")
     if x.shape[0] != y.shape[0]:
         raise NeuroSQLError(f"LPIPS compares pairs: got {x.shape[0]} and {y.shape[0]} images")
-    if min(x.shape[2:]) < 16:
+    if isinstance(net, LPIPS) and min(x.shape[2:]) < 16:
         raise NeuroSQLError(f"LPIPS (VGG16) needs images of at least 16x16; got {tuple(x.shape[2:])}")
-    param = net.shift
+    param = next(net.parameters())
     out = []
     with torch.no_grad():
         for s in range(0, x.shape[0], batch_size):
@@ -157,13 +247,22 @@ def lpips_distance(net: LPIPS, x: torch.Tensor, y: torch.Tensor, batch_size: int
 
 
 def paired_lpips(real: torch.Tensor, fake: torch.Tensor, vgg_path=None, lin_path=None) -> dict:
-    """Mean LPIPS over given pairs (real[i], fake[i]), or why it could not be computed.
+    """Mean LPIPS over given pairs (real[i], fake[i]), its variant, or why it could not be computed.
 
-    Returns ``{"lpips": float, "lpips_reason": None}`` or
-    ``{"lpips": None, "lpips_reason": str}`` when weights are missing.
+    The original LPIPS is used when its files are given (``vgg_path``,
+    ``lin_path``) or found at their default places; otherwise, unless paths
+    were given, ST-LPIPS from the ``stlpips-pytorch`` package. Returns
+    ``{"lpips": float, "lpips_variant": str, "lpips_reason": None}`` or, with
+    no weights, ``{"lpips": None, "lpips_variant": None, "lpips_reason": str}``.
     """
     ok, reason = lpips_available(vgg_path, lin_path)
-    if not ok:
-        return {"lpips": None, "lpips_reason": reason}
-    net = load_lpips(vgg_path, lin_path, device=real.device)
-    return {"lpips": float(lpips_distance(net, real, fake).mean()), "lpips_reason": None}
+    st_ok, st_reason = stlpips_available()
+    if ok:
+        net, variant = load_lpips(vgg_path, lin_path, device=real.device), ORIGINAL_VARIANT
+    elif vgg_path is not None or lin_path is not None:  # files the user named are not silently replaced
+        return {"lpips": None, "lpips_variant": None, "lpips_reason": reason}
+    elif st_ok:
+        net, variant = load_stlpips(device=real.device), STLPIPS_VARIANT
+    else:
+        return {"lpips": None, "lpips_variant": None, "lpips_reason": f"{st_reason} (or: {reason})"}
+    return {"lpips": float(lpips_distance(net, real, fake).mean()), "lpips_variant": variant, "lpips_reason": None}
