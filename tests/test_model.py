@@ -206,6 +206,19 @@ def test_minibatch_assignment_algorithm_2(digits):
     assert all("assign_cost" in r for r in rows[:-1]) and rows[-1]["train_loss"] < rows[0]["train_loss"]
 
 
+@pytest.mark.parametrize("every_batch, assigned_epochs", [(True, [1, 2, 3, 4]), (False, [3])])
+def test_algorithm_2_assigns_in_every_batch(digits, every_batch, assigned_epochs):
+    """Alg. 2 solves one m×m assignment per batch in every epoch; --no-assign-every-batch keeps every K-th epoch."""
+    config = {**TINY, "epochs": 4, "assign_every": 3}
+    with recorded_assignments() as seen:
+        model = NeuroSQL(**config, val_fraction=0.0, assign_batch=16, init="random", assign_every_batch=every_batch)
+        model.fit(digits)
+    batches_per_epoch = len(digits) // 16
+    assert len(seen) == batches_per_epoch * len(assigned_epochs)
+    assert all(cost.shape == (16, 16) for cost, _ in seen)
+    assert [r["epoch"] for r in model.log_.rows if "assign_cost" in r] == assigned_epochs
+
+
 def test_algorithm_2_reads_a_memory_map_lazily(digits, tmp_path):
     path = tmp_path / "x.npy"
     np.save(path, (digits.numpy() * 255).round().astype(np.uint8))

@@ -52,11 +52,14 @@ class NeuroSQLConfig(LatentGeneratorConfig):
 
     lattice: str = option("sobol_gaussian", "quantile lattice Q and its prior", choices=LATTICES)
     assignment: str = option("exact", "assignment solver: exact (Hungarian/LAPJV) or greedy (Alg. 3)", choices=ASSIGNMENTS)
-    assign_every: int = option(3, "K: solve the assignment every K epochs (paper: 2, 3 or 5)")
+    assign_every: int = option(3, "K: solve the assignment every K epochs (paper: 2, 3 or 5); validation runs on the same "
+                                  "epochs. With --assign-batch, K spaces only validation unless --no-assign-every-batch")
     momentum: float = option(0.7, "ρ in (0, 1]: weight of the new lattice point in the code update")
     init: str = option("pca", "initial assignment π₀: PCA scores matched to the lattice, or random", choices=INITS)
     cost: str = option("", "assignment cost; empty = the same as --loss (the L2 ablation uses l2)")
     assign_batch: int = option(0, "m for Algorithm 2 (mini-batch assignment, m×m costs); 0 = full batch (Alg. 1)")
+    assign_every_batch: bool = option(True, "Alg. 2: assign in every batch, as the paper; --no-assign-every-batch "
+                                            "assigns only in the batches of every K-th epoch")
     checkpoint_every: int = option(1, "epochs between checkpoints when fit writes one")
 
     def validate(self) -> None:
@@ -103,7 +106,8 @@ class NeuroSQL:
     # ------------------------------------------------------------------ fit
     def fit(self, X, X_val=None, checkpoint: str | Path | None = None, callback=None) -> "NeuroSQL":
         """Algorithm 1 (or Algorithm 2 with ``assign_batch``): alternate generator
-        epochs with assignments every K epochs.
+        epochs with assignments every K epochs (Alg. 2: generator steps and
+        assignments alternate batch by batch).
 
         X: (n, C, H, W) (or (n, H, W)) images in [0, 1]. Without ``X_val`` a
         seeded ``val_fraction`` of X is held out for early stopping.
@@ -208,7 +212,8 @@ class NeuroSQL:
             last = epoch == cfg.epochs
             assign_now = epoch % cfg.assign_every == 0 and not last
             if cfg.assign_batch:
-                row = self._minibatch_epoch(X, Q, bar, epoch, assign_now)
+                # Alg. 2 assigns in every batch of every epoch (App. F), K then counts nothing
+                row = self._minibatch_epoch(X, Q, bar, epoch, assign_now or cfg.assign_every_batch)
                 self._shard.sync_buffers(self.generator_)
             else:
                 row = self._train_epoch(X, bar, epoch)
