@@ -73,7 +73,7 @@ def test_sweep_writes_every_result_file(bench):
     assert "| 2 | neurosql |" in summary and "| vae |" in summary and "**" in summary
     for r in results:
         # 24 images, 10% held out: 22 in batches of 16 and 6, one epoch → the same 2 generator updates
-        assert r["updates"] == 2 and r["n_train"] == 22
+        assert r["updates"] == 2 and r["n_train"] == 24  # --limit: training images; val from the val split
         assert r["n_parameters"] > 0 and r["peak_rss_mb"] > 0 and r["mean_epoch_s"] > 0
         assert r["pfid"] is not None and r["recon_ssim"] is not None
         assert (out / "runs" / r["name"] / "model.pt").is_file()

@@ -43,7 +43,7 @@ BUDGET_FIELDS = (  # the TrainConfig fields every run shares
     "epochs", "batch_size", "lr", "weight_decay", "grad_clip", "restart_epochs", "patience", "val_fraction", "device",
 )
 
-# mnist-default, measured on the shared 2-core CPU (1,800 training images, d = 16, s per epoch):
+# mnist-default, measured on the shared 2-core CPU (1,800 training images then, 2,000 now, d = 16, s per epoch):
 # NeuroSQL ~6–12 (assignment and validation every 3rd epoch amortised), VAE ~5–9, GAN ~8–13, DDPM ~15–24,
 # so 10 epochs of the 8 runs take ~12–20 min. Evaluation takes ~20–50 s per run except the DDPM's, whose
 # 100-step sampling costs ~5.7 ms per image and step: eval_n = 300 keeps it near 3 min a run.
@@ -150,7 +150,7 @@ def execute_run(run_dir: str | Path) -> dict:
     if torch.cuda.is_available():
         torch.cuda.reset_peak_memory_stats()
     start = time.perf_counter()
-    model.fit(data["train_images"])
+    model.fit(data["train_images"], data.get("val_images"))
     wall = time.perf_counter() - start
     cuda = model.device_.type == "cuda"
     peak_train = _peak_rss_mb()
@@ -189,12 +189,15 @@ def execute_run(run_dir: str | Path) -> dict:
 
 
 # ------------------------------------------------------------- the sweep
-def _load_images(data: str | None, limit, resolution, channels, seed: int, progress: bool):
-    from .data import load_data
+def _load_images(data: str | None, limit, resolution, channels, seed: int, val_fraction: float, progress: bool):
+    """Training, early-stopping (the data set's val split, None: held out of train) and test images."""
+    from .data import load_data, load_validation
 
     train = load_data(data, "train", resolution=resolution, channels=channels, limit=limit, seed=seed, progress=progress)
-    test = load_data(data, "test", resolution=train.images.shape[-1], channels=train.images.shape[1], progress=progress)
-    return train, test
+    shape = dict(resolution=train.images.shape[-1], channels=train.images.shape[1])
+    val = load_validation(train.source, len(train), val_fraction, **shape, seed=seed, progress=progress)
+    test = load_data(data, "test", **shape, progress=progress)
+    return train, val, test
 
 
 def _check_generators(generators, resolution: int) -> None:
@@ -275,9 +278,10 @@ def run_benchmark(
     if eval_n < 2 or (limit is not None and limit < 2):
         raise NeuroSQLError(f"--eval-n and --limit must be >= 2, got {eval_n} and {limit}")
     out = ensure_writable_dir(out)
-    train, test = _load_images(data, limit, resolution, channels, seeds[0], progress)
+    val_fraction = budget.get("val_fraction", TrainConfig.val_fraction)
+    train, val, test = _load_images(data, limit, resolution, channels, seeds[0], val_fraction, progress)
     _check_generators(generators, train.images.shape[-1])
-    shared = {"data": _write_data(out, train, test, limit, seeds[0]), "eval_n": eval_n, "downstream": downstream}
+    shared = {"data": _write_data(out, train, val, test, limit, seeds[0]), "eval_n": eval_n, "downstream": downstream}
     runs = plan_runs(methods, generators, latent_dims, seeds, assignments, costs)
     specs = {run.name: {**asdict(run), "config": run.config(budget), **shared} for run in runs}
     results = {name: _finished(out / "runs" / name, spec) for name, spec in specs.items()}  # checks every spec first
@@ -299,15 +303,15 @@ def run_benchmark(
     return done
 
 
-def _write_data(out: Path, train, test, limit, seed: int) -> dict:
+def _write_data(out: Path, train, val, test, limit, seed: int) -> dict:
     """OUT/data/images.pt: the exact images (and labels) every run sees; returns their description."""
     (out / "data").mkdir(exist_ok=True)
     labels = lambda d: None if d.labels is None else torch.as_tensor(d.labels)  # tensors load with weights_only
-    tensors = {"train_images": train.images, "test_images": test.images, "train_labels": labels(train),
-               "test_labels": labels(test)}
+    tensors = {"train_images": train.images, "val_images": None if val is None else val.images,
+               "test_images": test.images, "train_labels": labels(train), "test_labels": labels(test)}
     atomic_write(out / DATA_FILE, lambda f: torch.save(tensors, f))
-    return {"spec": train.source, "limit": limit, "n_train": len(train), "n_test": len(test),
-            "shape": list(train.images.shape[1:]), "data_seed": seed}
+    return {"spec": train.source, "limit": limit, "n_train": len(train), "n_val": 0 if val is None else len(val),
+            "n_test": len(test), "shape": list(train.images.shape[1:]), "data_seed": seed}
 
 
 # ------------------------------------------------------------------- CLI

@@ -92,17 +92,18 @@ def print_metrics(metrics: dict) -> None:
 
 
 def cmd_train(args: argparse.Namespace) -> None:
-    from .data import load_data
+    from .data import load_data, load_validation
     from .distributed import init_from_environment
     from .persistence import ensure_writable_dir
-    from .runs import load_run_data, write_config, write_run
+    from .runs import load_run_data, load_run_validation, write_config, write_run
 
     main_process = init_from_environment().is_main  # under torchrun, only rank 0 writes the run
     if args.resume:
         out = ensure_writable_dir(args.resume)
         data = load_run_data(out, "train")
+        val = load_run_validation(out, data)
         start = time.perf_counter()
-        model = NeuroSQL.resume(out / "model.pt", data.images, device=args.device)
+        model = NeuroSQL.resume(out / "model.pt", data.images, None if val is None else val.images, device=args.device)
         config = model.config
     else:
         config = config_from_args(args, NeuroSQLConfig)
@@ -114,12 +115,14 @@ def cmd_train(args: argparse.Namespace) -> None:
             args.data, "train", resolution=args.resolution, channels=args.channels, limit=args.limit,
             seed=config.seed, progress=config.progress,
         )
+        val = load_validation(data.source, len(data), config.val_fraction, resolution=data.images.shape[-1],
+                              channels=data.images.shape[1], seed=config.seed, progress=config.progress)
         data_info = {"spec": data.source, "split": "train", "n": len(data), "resolution": args.resolution,
-                     "channels": args.channels, "limit": args.limit}
+                     "channels": args.channels, "limit": args.limit, "n_val": None if val is None else len(val)}
         if main_process:
             write_config(out, NeuroSQL.kind, config, data_info)  # first, so that --resume finds the data
         start = time.perf_counter()
-        model = NeuroSQL(config).fit(data.images, checkpoint=out / "model.pt")
+        model = NeuroSQL(config).fit(data.images, None if val is None else val.images, checkpoint=out / "model.pt")
     if not main_process:
         return
     write_run(model, out, data.images, wall_time=time.perf_counter() - start)

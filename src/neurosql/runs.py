@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .data import ImageData, load_data
+from .data import ImageData, load_data, load_validation
 from .errors import NeuroSQLError
 from .persistence import environment_info, write_json
 from .report import plot_training, save_grid
@@ -90,3 +90,14 @@ def load_run_data(run_dir: str | Path, split: str, spec: str | None = None, prog
         spec or data["spec"], split, resolution=data["resolution"], channels=data["channels"],
         limit=data["limit"] if split == "train" else None, seed=config["model"]["seed"], progress=progress,
     )
+
+
+def load_run_validation(run_dir: str | Path, train: ImageData) -> ImageData | None:
+    """The early-stopping images a run trained with (from the val split), or None when
+    they were held out of its training images (``train``: the run's training data)."""
+    config = json.loads((Path(run_dir) / "config.json").read_text())
+    if not config["data"].get("n_val"):  # older runs, and data sets without a usable val split
+        return None
+    return load_validation(config["data"]["spec"], len(train), config["model"]["val_fraction"],
+                           resolution=train.images.shape[-1], channels=train.images.shape[1],
+                           seed=config["model"]["seed"], progress=False)
