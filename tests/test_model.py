@@ -219,6 +219,18 @@ def test_algorithm_2_assigns_in_every_batch(digits, every_batch, assigned_epochs
     assert [r["epoch"] for r in model.log_.rows if "assign_cost" in r] == assigned_epochs
 
 
+@pytest.mark.parametrize("subset", ["held", "random"])
+def test_algorithm_2_codes_keep_the_spread_of_the_lattice(digits, subset):
+    """Offering each batch the points its images hold lets codes settle on lattice points;
+    fresh random subsets move most codes every batch and the averages shrink towards 0."""
+    model = NeuroSQL(**TINY, val_fraction=0.0, assign_batch=16, init="random", lattice_subset=subset).fit(digits)
+    spread = float(model.codes_.std(dim=0).mean() / model.lattice_.points.std(dim=0).mean())
+    assert (spread > 0.93) if subset == "held" else (spread < 0.93), spread
+    assert sorted(model.perm_.tolist()) == list(range(len(digits)))
+    moved = [r["changed"] for r in model.log_.rows]
+    assert (moved[-1] < 0.5 * moved[0]) if subset == "held" else (min(moved) > 0.5), moved
+
+
 def test_algorithm_2_reads_a_memory_map_lazily(digits, tmp_path):
     path = tmp_path / "x.npy"
     np.save(path, (digits.numpy() * 255).round().astype(np.uint8))
