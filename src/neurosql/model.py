@@ -136,11 +136,12 @@ class NeuroSQL:
         self.generator_ = build_generator(
             cfg.generator, cfg.latent_dim, resolution=X.shape[-1], channels=X.shape[1], width=cfg.width or None
         ).to(self.device_)
-        self._local = self._shard.indices(len(X))  # this process's images and lattice points
+        self._local = self._shard.indices(len(X))  # this process's images (and lattice shard)
         X_local = take(X, self._local).to(self.device_)
         Q = self.lattice_.points[self._local].to(self.device_)  # (n_local, d)
-        self.perm_ = self._initial_assignment(X_local, Q)  # indices into the local lattice
-        self.codes_ = Q[torch.as_tensor(self.perm_, device=self.device_)].clone()  # Ẑ: (n_local, d)
+        shard_perm = self._initial_assignment(X_local, Q)  # π₀ within this process's shard
+        self.codes_ = Q[torch.as_tensor(shard_perm, device=self.device_)].clone()  # Ẑ: (n_local, d)
+        self.perm_ = np.searchsorted(self._lattice_index, self._local[shard_perm])  # indices into _lattice_index
         self._optimization = Optimization(self.generator_.parameters(), cfg, self._steps_per_epoch())
         self._stopping = EarlyStopping(cfg.patience)
         self._best = None
@@ -204,7 +205,7 @@ class NeuroSQL:
         cfg = self.config
         if X_val is not None:
             X_val = X_val[self._shard.indices(len(X_val))].to(self.device_)
-        Q = self.lattice_.points[self._local].to(self.device_)  # (n_local, d)
+        Q = self.lattice_.points[self._lattice_index].to(self.device_)  # (n, d) Alg. 1, (n_local, d) Alg. 2
         self._net = self.generator_
         if self._shard.active:
             self._net = torch.nn.parallel.DistributedDataParallel(self.generator_)
@@ -250,18 +251,24 @@ class NeuroSQL:
         self._local = np.arange(self.lattice_.n)  # the whole bank is here now
         return self
 
+    @property
+    def _lattice_index(self) -> np.ndarray:
+        """Global indices of the lattice points that π (``perm_``) indexes here: all of them
+        for Alg. 1, whose assignment is global; this process's shard for Alg. 2."""
+        return self._local if self.config.assign_batch else np.arange(self.lattice_.n)
+
     def _gather_bank(self) -> tuple[torch.Tensor, torch.Tensor]:
         """Codes Ẑ (n, d) and global lattice indices π (n,) of all training images, on the CPU."""
         n = self.lattice_.n
-        global_perm = torch.as_tensor(self._local[self.perm_])
+        global_perm = torch.as_tensor(self._lattice_index[self.perm_])
         if len(self._local) == n:
             return self.codes_.cpu(), global_perm
         return self._shard.gather_rows(self.codes_, n), self._shard.gather_rows(global_perm, n)
 
     def _scatter_bank(self, codes: torch.Tensor, perm: np.ndarray) -> None:
-        """Keep this process's part of a full bank; π becomes local lattice indices."""
+        """Keep this process's part of a full bank; π becomes indices into ``_lattice_index``."""
         self._local = self._shard.indices(self.lattice_.n)
-        position = {int(g): i for i, g in enumerate(self._local)}
+        position = {int(g): i for i, g in enumerate(self._lattice_index)}
         own = perm[self._local]
         # With another world size a code's lattice point may sit on another rank:
         # the code keeps its value, π restarts from the identity there.
@@ -313,18 +320,17 @@ class NeuroSQL:
         }
 
     def _assignment_round(self, X, Q) -> dict:
-        """Steps 5–7 of Alg. 1: cost C = ℓ(X, G(Q)), assignment π, momentum update of Ẑ."""
+        """Steps 5–7 of Alg. 1: cost C = ℓ(X, G(Q)), assignment π, momentum update of Ẑ.
+
+        X: this process's images (n_local, ...), Q: the whole lattice (n, d); under
+        torchrun the processes' cost rows form one global problem (Shard.solve_globally).
+        """
         cfg = self.config
         start = time.perf_counter()
-        C = pairwise_cost(X, self.decode(Q, to_cpu=False), cfg.cost_name)  # (n, n)
+        C = pairwise_cost(X, self.decode(Q, to_cpu=False), cfg.cost_name)  # (n_local, n)
         row = {"time_cost": time.perf_counter() - start}
         start = time.perf_counter()
-        if cfg.assignment == "exact":
-            # warm start from the last round's prices: consecutive cost matrices are alike
-            self._solution = exact_solution(C, warm_start=getattr(self, "_solution", None))
-            perm = self._solution.perm
-        else:
-            perm = assign(C, cfg.assignment)
+        perm = self._shard.solve_globally(C, len(Q), self._solve)[self._local]  # (n_local,)
         row["time_assign"] = time.perf_counter() - start
         index = torch.as_tensor(perm, device=Q.device)
         row["assign_cost"] = float(C[torch.arange(len(perm), device=C.device), index].mean())
@@ -332,6 +338,14 @@ class NeuroSQL:
         self.perm_ = perm
         self.codes_ = cfg.momentum * Q[index] + (1 - cfg.momentum) * self.codes_
         return row
+
+    def _solve(self, C) -> np.ndarray:
+        """π for a full cost matrix C (n, n) with the configured solver."""
+        if self.config.assignment == "exact":
+            # warm start from the last round's prices: consecutive cost matrices are alike
+            self._solution = exact_solution(C, warm_start=getattr(self, "_solution", None))
+            return self._solution.perm
+        return assign(C, self.config.assignment)
 
     def _minibatch_epoch(self, X, Q, bar, epoch, assign_now: bool) -> dict:
         """Alg. 2 (App. F): per mini-batch B of size m, a generator step, then (in
