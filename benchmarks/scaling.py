@@ -53,7 +53,7 @@ def one_run(method: str, data: str, m: int) -> dict:
     common = dict(latent_dim=16, width=WIDTH, epochs=2, batch_size=64, val_fraction=0.0, progress=False, seed=0)
     if method == "neurosql":
         model = build_method("neurosql", **common, assign_every=1, assign_batch=m, init="random")
-        model.config.epochs = 2  # epoch 1 assigns (K = 1); the last epoch never does
+        model.config.epochs = 2  # the timed row is epoch 1, which assigns in every batch
         model.fit(X)
     else:
         model = build_method(method, **common)

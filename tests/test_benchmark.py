@@ -11,7 +11,7 @@ import torch
 from neurosql import NeuroSQL, NeuroSQLError
 from neurosql.baselines import VAE
 from neurosql.benchmark import _resolved, _resolved_budget, add_benchmark_parser, plan_runs, run_benchmark
-from neurosql.benchmark_report import write_tables
+from neurosql.benchmark_report import select, write_tables
 from neurosql.metrics import stlpips_available
 from neurosql.methods import load_model
 
@@ -74,11 +74,47 @@ def test_sweep_writes_every_result_file(bench):
     assert "| 2 | neurosql |" in summary and "| vae |" in summary and "**" in summary
     assert ("FD-VGG ↓" in summary) == stlpips_available()[0]  # pretrained-feature columns when installed
     for r in results:
-        # 24 images, 10% held out: 22 in batches of 16 and 6, one epoch → the same 2 generator updates
-        assert r["updates"] == 2 and r["n_train"] == 22
+        # 24 images in batches of 16 and 8, one epoch → the same 2 generator updates
+        assert r["updates"] == 2 and r["n_train"] == 24  # --limit: training images; val from the val split
         assert r["n_parameters"] > 0 and r["peak_rss_mb"] > 0 and r["mean_epoch_s"] > 0
         assert r["pfid"] is not None and r["recon_ssim"] is not None
         assert (out / "runs" / r["name"] / "model.pt").is_file()
+
+
+def test_plan_tries_neurosql_fields_on_neurosql_and_lr_on_every_method():
+    tuned = {"assign_every": [2, 3, 5], "momentum": [0.5, 0.7], "lr": [1e-4, 3e-4]}
+    runs = plan_runs(["neurosql", "vae"], ["convnet"], [16], [11], tuned=tuned)
+    assert len(runs) == 3 * 2 * 2 + 2
+    assert {(r.assign_every, r.momentum) for r in runs if r.method == "vae"} == {(None, None)}
+    run = next(r for r in runs if r.method == "neurosql" and r.assign_every == 5 and r.momentum == 0.5 and r.lr == 3e-4)
+    assert run.name == "neurosql-convnet-d16-s11-exact-ssim_l1-K5-rho0.5-lr0.0003"
+    assert run.cell == "neurosql-convnet-d16-s11-exact-ssim_l1"
+    assert {"assign_every": 5, "momentum": 0.5, "lr": 3e-4}.items() <= run.config({"epochs": 1}).items()
+
+
+def test_selection_keeps_the_lowest_validation_loss_per_cell():
+    def row(name, cell, loss):
+        return dict(name=name, cell=cell, best_val_loss=loss)
+
+    results = [row("a-K2", "a", 0.3), row("a-K3", "a", 0.2), row("a-K5", "a", None), row("b", "b", None),
+               row("c-lr1", "c", 0.5), row("c-lr2", "c", 0.5)]
+    assert [r["name"] for r in select(results)] == ["a-K3", "b", "c-lr1"]
+    assert [r["selected"] for r in results] == [False, True, False, True, True, False]
+
+
+def test_a_swept_hyper_parameter_is_selected_by_validation_loss(tmp_path):
+    out = tmp_path / "sweep"
+    results = run_benchmark(out, **{**TINY, "methods": ["neurosql"], "assign_every": "1,2"})
+    assert [r["name"] for r in results] == ["neurosql-convnet-d2-s3-exact-ssim_l1-K1", "neurosql-convnet-d2-s3-exact-ssim_l1-K2"]
+    assert [r["spec"]["config"]["assign_every"] for r in results] == [1, 2]
+    losses = [r["best_val_loss"] for r in results]
+    assert None not in losses and [r["selected"] for r in results] == [losses[0] <= losses[1], losses[0] > losses[1]]
+    summary = (out / "summary.md").read_text()
+    winner = results[0] if results[0]["selected"] else results[1]
+    assert "1 runs (selected from 2 tries)" in summary and "Hyper-parameter selection" in summary
+    assert f"| {winner['name']} | **{winner['best_val_loss']:.4g}** | ✓ |" in summary
+    with pytest.raises(NeuroSQLError, match="momentum needs numbers in"):
+        run_benchmark(tmp_path / "bad", **{**TINY, "momentum": "0.7,1.5"})
 
 
 def test_run_directories_load_with_the_right_class(bench):

@@ -33,6 +33,15 @@ def test_train_writes_a_complete_run_directory(run_dir):
     assert not list(run_dir.glob("*.tmp"))  # atomic writes leave no temporaries
 
 
+def test_limit_counts_training_images_only(tmp_path):
+    out = tmp_path / "limit"
+    argv = ["--epochs", "1", "--latent-dim", "2", "--width", "8", "--limit", "200", "--no-progress", "--no-evaluate"]
+    assert main(["train", "--out", str(out), *argv]) == 0
+    run, config = (json.loads((out / name).read_text()) for name in ("run.json", "config.json"))
+    assert run["n_train"] == 200 and config["data"]["n_val"] == 20  # val: 10 % of 200, from the val split
+    assert "val_loss" in run["final"]
+
+
 def test_sample_from_checkpoint_is_reproducible(run_dir, tmp_path):
     for name in ("a", "b"):
         assert main(["sample", "--checkpoint", str(run_dir), "-n", "5", "--seed", "3", "--out", str(tmp_path / f"{name}.png")]) == 0

@@ -16,6 +16,7 @@ from neurosql.data import (
     check_images,
     detect_layout,
     load_data,
+    load_validation,
     parse_spec,
     stratified_subset,
 )
@@ -276,6 +277,22 @@ def test_afhq_train_and_val_folders(tmp_path):
     with pytest.warns(UserWarning, match="val/ folder serves as the test set"):
         test = load_data(str(tmp_path), "test", resolution=8, progress=False)
     assert test.ids == val.ids
+
+
+def test_validation_comes_from_the_val_split_sized_by_the_fraction(tmp_path):
+    train = load_data("mnist5k", "train", limit=200, progress=False)
+    val = load_validation("mnist5k", len(train), 0.1, resolution=28, channels=1, progress=False)
+    assert len(val) == 20 and not set(val.ids) & set(train.ids)
+    assert set(val.ids) <= set(load_data("mnist5k", "val", progress=False).ids)
+    assert np.bincount(val.labels).tolist() == [2] * 10  # stratified, as the training cap
+    assert load_validation("mnist5k", 200, 0.0, resolution=28, channels=1) is None
+    # AFHQ's val/ is its test set; a two-file folder has no val split: hold out of train instead.
+    for c in ("cat", "dog", "wild"):
+        for split in ("train", "val"):
+            save_image(tmp_path / "afhq" / split / c / f"{c}.jpg", size=(20, 20))
+    assert load_validation(f"afhq:{tmp_path / 'afhq'}", 3, 0.5, resolution=8, channels=3, progress=False) is None
+    make_folder(tmp_path / "tiny", per_class=1)
+    assert load_validation(f"folder:{tmp_path / 'tiny'}", 2, 0.5, resolution=8, channels=3, progress=False) is None
 
 
 def test_oasis_split_is_subject_wise(tmp_path):

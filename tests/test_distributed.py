@@ -8,6 +8,7 @@ import numpy as np
 import torch
 
 from neurosql import NeuroSQL
+from neurosql.assignment import assign
 from neurosql.distributed import Shard
 
 SCRIPT = """
@@ -43,12 +44,46 @@ def test_two_process_training(tmp_path):
     n = model.lattice_.n
     assert n == 48 and model.codes_.shape == (n, 2)
     assert sorted(model.perm_.tolist()) == list(range(n))  # the bank covers every image, lattice points distinct
-    # ρ = 1: every code is its lattice point; each rank assigned only within its own lattice shard.
+    # ρ = 1: every code is its lattice point; the assignment was global, so images of one
+    # rank (i ≡ r mod 2) hold lattice points of the other rank's shard too.
     assert torch.equal(model.codes_, model.lattice_.points[torch.as_tensor(model.perm_)])
-    assert all(model.perm_[i] % 2 == i % 2 for i in range(n))
+    assert any(model.perm_[i] % 2 != i % 2 for i in range(n))
     rows = model.log_.rows
     assert rows[-1]["train_loss"] < rows[0]["train_loss"]
     assert model.sample(4, seed=0).shape == (4, 1, 28, 28)
+
+
+GLOBAL = """
+import json, sys, numpy as np, torch, torch.distributed as dist
+from neurosql.assignment import assign
+from neurosql.distributed import init_from_environment
+shard = init_from_environment()
+n = 31
+C = torch.from_numpy(np.random.default_rng(0).random((n, n)))
+solved = []
+perm = shard.solve_globally(C[shard.indices(n)], n, lambda c: solved.append(list(c.shape)) or assign(c, "exact"))
+json.dump({"perm": perm.tolist(), "solved": solved}, open(f"{sys.argv[1]}.{shard.rank}", "w"))
+dist.destroy_process_group()
+"""
+
+
+def test_two_processes_solve_the_single_process_assignment(tmp_path):
+    script = tmp_path / "global.py"
+    script.write_text(GLOBAL)
+    subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+         str(script), str(tmp_path / "out")],
+        check=True, timeout=600, capture_output=True,
+    )
+    ranks = [json.loads((tmp_path / f"out.{r}").read_text()) for r in (0, 1)]
+    C = torch.from_numpy(np.random.default_rng(0).random((31, 31)))
+    single = assign(C, "exact").tolist()
+    assert ranks[0]["perm"] == ranks[1]["perm"] == single  # the global optimum, on both ranks
+    assert ranks[0]["solved"] == [[31, 31]] and ranks[1]["solved"] == []  # rank 0 alone solves, on all rows
+    # the block-diagonal problem each rank used to solve alone is worse
+    blocks = [np.arange(r, 31, 2) for r in (0, 1)]
+    block_cost = sum(float(C[b][:, b][np.arange(len(b)), assign(C[b][:, b], "exact")].sum()) for b in blocks)
+    assert float(C[np.arange(31), single].sum()) < block_cost
 
 
 def test_shard_indices_partition_and_batches_match():

@@ -207,6 +207,31 @@ def test_minibatch_assignment_algorithm_2(digits):
     assert all("assign_cost" in r for r in rows[:-1]) and rows[-1]["train_loss"] < rows[0]["train_loss"]
 
 
+@pytest.mark.parametrize("every_batch, assigned_epochs", [(True, [1, 2, 3, 4]), (False, [3])])
+def test_algorithm_2_assigns_in_every_batch(digits, every_batch, assigned_epochs):
+    """Alg. 2 solves one m×m assignment per batch in every epoch; --no-assign-every-batch keeps every K-th epoch."""
+    config = {**TINY, "epochs": 4, "assign_every": 3}
+    with recorded_assignments() as seen:
+        model = NeuroSQL(**config, val_fraction=0.0, assign_batch=16, init="random", assign_every_batch=every_batch)
+        model.fit(digits)
+    batches_per_epoch = len(digits) // 16
+    assert len(seen) == batches_per_epoch * len(assigned_epochs)
+    assert all(cost.shape == (16, 16) for cost, _ in seen)
+    assert [r["epoch"] for r in model.log_.rows if "assign_cost" in r] == assigned_epochs
+
+
+@pytest.mark.parametrize("subset", ["held", "random"])
+def test_algorithm_2_codes_keep_the_spread_of_the_lattice(digits, subset):
+    """Offering each batch the points its images hold lets codes settle on lattice points;
+    fresh random subsets move most codes every batch and the averages shrink towards 0."""
+    model = NeuroSQL(**TINY, val_fraction=0.0, assign_batch=16, init="random", lattice_subset=subset).fit(digits)
+    spread = float(model.codes_.std(dim=0).mean() / model.lattice_.points.std(dim=0).mean())
+    assert (spread > 0.93) if subset == "held" else (spread < 0.93), spread
+    assert sorted(model.perm_.tolist()) == list(range(len(digits)))
+    moved = [r["changed"] for r in model.log_.rows]
+    assert (moved[-1] < 0.5 * moved[0]) if subset == "held" else (min(moved) > 0.5), moved
+
+
 def test_algorithm_2_reads_a_memory_map_lazily(digits, tmp_path):
     path = tmp_path / "x.npy"
     np.save(path, (digits.numpy() * 255).round().astype(np.uint8))

@@ -15,6 +15,7 @@ skips it, and restarts any other run from an empty directory.
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import os
 import resource
@@ -33,7 +34,9 @@ from .assignment import ASSIGNMENTS
 from .errors import NeuroSQLError
 from .generators import GENERATORS, count_parameters, supported_resolutions
 from .losses import LOSSES
-from .methods import METHODS, build_method
+from .lattice import LATTICES
+from .methods import CONFIGS, METHODS, build_method
+from .model import INITS
 from .persistence import atomic_write, ensure_writable_dir, environment_info, write_json
 from .options import add_config_arguments, given_values
 from .training import TrainConfig
@@ -45,7 +48,7 @@ BUDGET_FIELDS = (  # the TrainConfig fields every run shares
     "val_fraction", "device",
 )
 
-# mnist-default, measured on the shared 2-core CPU (1,800 training images, d = 16, s per epoch):
+# mnist-default, measured on the shared 2-core CPU (1,800 training images then, 2,000 now, d = 16, s per epoch):
 # NeuroSQL ~6–12 (assignment and validation every 3rd epoch amortised), VAE ~5–9, GAN ~8–13, DDPM ~15–24,
 # so 10 epochs of the 8 runs take ~12–20 min. Evaluation takes ~20–50 s per run except the DDPM's, whose
 # 100-step sampling costs ~5.7 ms per image and step: eval_n = 300 keeps it near 3 min a run.
@@ -62,9 +65,17 @@ DEFAULTS = dict(
 )
 
 
+# Hyper-parameters a sweep may try (paper App. D: K in {2, 3, 5}), with the tag each
+# puts in a run's name; None keeps the config's default. The lr applies to every
+# method, the rest to NeuroSQL only. Among a cell's tries the run with the lowest
+# validation loss is selected (App. D: "treated as a hyperparameter").
+TUNED = {"assign_every": "K", "momentum": "rho", "lattice": "", "init": "init", "lr": "lr"}
+
+
 @dataclass(frozen=True)
 class RunSpec:
-    """One cell of the comparison; ``assignment`` and ``cost`` are set for NeuroSQL only."""
+    """One run of the comparison; ``assignment``, ``cost`` and the tuned NeuroSQL
+    fields are set for NeuroSQL only, ``lr`` (when swept) for every method."""
 
     method: str
     generator: str
@@ -72,17 +83,29 @@ class RunSpec:
     seed: int
     assignment: str | None = None
     cost: str | None = None
+    assign_every: int | None = None
+    momentum: float | None = None
+    lattice: str | None = None
+    init: str | None = None
+    lr: float | None = None
 
     @property
     def name(self) -> str:
         suffix = "".join(f"-{v}" for v in (self.assignment, self.cost) if v)
+        suffix += "".join(f"-{tag}{getattr(self, key)}" for key, tag in TUNED.items() if getattr(self, key) is not None)
         return f"{self.method}-{self.generator}-d{self.latent_dim}-s{self.seed}{suffix}"
 
+    @property
+    def cell(self) -> str:
+        """The name without the tuned hyper-parameters: runs of one cell compete in the selection."""
+        return RunSpec(self.method, self.generator, self.latent_dim, self.seed, self.assignment, self.cost).name
+
     def config(self, budget: dict) -> dict:
-        """The method's config fields: the shared budget plus this cell's choices."""
+        """The method's config fields: the shared budget plus this run's choices."""
         params = dict(budget, generator=self.generator, latent_dim=self.latent_dim, seed=self.seed, progress=False)
         if self.method == "neurosql":
             params.update(assignment=self.assignment, cost=self.cost)
+        params.update({key: getattr(self, key) for key in TUNED if getattr(self, key) is not None})
         return params
 
 
@@ -112,15 +135,34 @@ def _integers(value, what: str, low: int) -> list[int]:
     return list(dict.fromkeys(values))
 
 
-def plan_runs(methods, generators, latent_dims, seeds, assignments=("exact",), costs=("ssim_l1",)) -> list[RunSpec]:
-    """Every combination; the assignment and cost ablations multiply NeuroSQL runs only."""
+def _floats(value, what: str, low: float, high: float = float("inf")) -> list[float]:
+    try:
+        values = [float(s) for s in _items(value)]
+    except ValueError:
+        raise NeuroSQLError(f"--{what} must be comma-separated numbers, got '{value}'") from None
+    if not values or not all(low < v <= high for v in values):
+        raise NeuroSQLError(f"--{what} needs numbers in ({low:g}, {high:g}], got '{value}'")
+    return list(dict.fromkeys(values))
+
+
+def plan_runs(methods, generators, latent_dims, seeds, assignments=("exact",), costs=("ssim_l1",),
+              tuned: dict | None = None) -> list[RunSpec]:
+    """Every combination; the assignment and cost ablations and the tuned NeuroSQL fields
+    multiply NeuroSQL runs only, a swept lr multiplies every method.
+
+    tuned: field of ``TUNED`` -> list of values to try (absent: the config default).
+    """
+    tuned = tuned or {}
+    lrs = tuned.get("lr", [None])
+    neurosql_tries = list(itertools.product(*(tuned.get(key, [None]) for key in TUNED if key != "lr")))
     runs = []
     for generator in generators:
         for d in latent_dims:
             for seed in seeds:
                 for method in methods:
                     variants = [(a, c) for a in assignments for c in costs] if method == "neurosql" else [(None, None)]
-                    runs += [RunSpec(method, generator, d, seed, a, c) for a, c in variants]
+                    tries = neurosql_tries if method == "neurosql" else [(None,) * len(neurosql_tries[0])]
+                    runs += [RunSpec(method, generator, d, seed, a, c, *t, lr) for a, c in variants for t in tries for lr in lrs]
     return runs
 
 
@@ -152,7 +194,7 @@ def execute_run(run_dir: str | Path) -> dict:
     if torch.cuda.is_available():
         torch.cuda.reset_peak_memory_stats()
     start = time.perf_counter()
-    model.fit(data["train_images"])
+    model.fit(data["train_images"], data.get("val_images"))
     wall = time.perf_counter() - start
     cuda = model.device_.type == "cuda"
     peak_train = _peak_rss_mb()
@@ -167,7 +209,7 @@ def execute_run(run_dir: str | Path) -> dict:
     core = model.generator_ if hasattr(model, "generator_") else model.networks_["denoiser"]  # the compared network
     result = {
         "name": run_dir.name,
-        **{k: spec[k] for k in ("method", "generator", "latent_dim", "seed", "assignment", "cost")},
+        **{k: spec[k] for k in ("method", "generator", "latent_dim", "seed", "assignment", "cost", "cell", *TUNED)},
         "n_parameters": model.n_parameters,
         "generator_parameters": count_parameters(core),
         "n_train": len(model.train_index_),
@@ -191,12 +233,15 @@ def execute_run(run_dir: str | Path) -> dict:
 
 
 # ------------------------------------------------------------- the sweep
-def _load_images(data: str | None, limit, resolution, channels, seed: int, progress: bool):
-    from .data import load_data
+def _load_images(data: str | None, limit, resolution, channels, seed: int, val_fraction: float, progress: bool):
+    """Training, early-stopping (the data set's val split, None: held out of train) and test images."""
+    from .data import load_data, load_validation
 
     train = load_data(data, "train", resolution=resolution, channels=channels, limit=limit, seed=seed, progress=progress)
-    test = load_data(data, "test", resolution=train.images.shape[-1], channels=train.images.shape[1], progress=progress)
-    return train, test
+    shape = dict(resolution=train.images.shape[-1], channels=train.images.shape[1])
+    val = load_validation(train.source, len(train), val_fraction, **shape, seed=seed, progress=progress)
+    test = load_data(data, "test", **shape, progress=progress)
+    return train, val, test
 
 
 def _check_generators(generators, resolution: int) -> None:
@@ -246,6 +291,11 @@ def run_benchmark(
     seeds=(11,),
     assignments=("exact",),
     costs=("ssim_l1",),
+    assign_every=None,
+    momentum=None,
+    lattices=None,
+    inits=None,
+    lrs=None,
     budget: dict | None = None,
     limit: int | None = None,
     resolution: int | None = None,
@@ -258,6 +308,9 @@ def run_benchmark(
 
     budget: TrainConfig fields shared by every run (epochs, batch_size, lr,
     weight_decay, grad_clip, restart_epochs, patience, val_fraction, device).
+    assign_every, momentum, lattices, inits (NeuroSQL) and lrs (every method):
+    values to try (None: the default); each cell keeps the try with the lowest
+    validation loss in the summary tables (``selected`` in results).
     The training images are the same for every run (``limit`` drawn with the
     first seed). Returns one result dict per finished run; raises
     NeuroSQLError naming the failed runs (their train.log) after summarising the rest.
@@ -274,14 +327,24 @@ def run_benchmark(
     methods, generators = _names(methods, METHODS, "methods"), _names(generators, GENERATORS, "generators")
     assignments, costs = _names(assignments, ASSIGNMENTS, "assignments"), _names(costs, LOSSES, "costs")
     latent_dims, seeds = _integers(latent_dims, "latent-dims", 1), _integers(seeds, "seeds", 0)
+    tuned = {key: parse(value) for key, value, parse in (
+        ("assign_every", assign_every, lambda v: _integers(v, "assign-every", 1)),
+        ("momentum", momentum, lambda v: _floats(v, "momentum", 0.0, 1.0)),
+        ("lattice", lattices, lambda v: _names(v, LATTICES, "lattices")),
+        ("init", inits, lambda v: _names(v, INITS, "inits")),
+        ("lr", lrs, lambda v: _floats(v, "lrs", 0.0)),
+    ) if value is not None}
     if eval_n < 2 or (limit is not None and limit < 2):
         raise NeuroSQLError(f"--eval-n and --limit must be >= 2, got {eval_n} and {limit}")
     out = ensure_writable_dir(out)
-    train, test = _load_images(data, limit, resolution, channels, seeds[0], progress)
+    val_fraction = budget.get("val_fraction", TrainConfig.val_fraction)
+    train, val, test = _load_images(data, limit, resolution, channels, seeds[0], val_fraction, progress)
     _check_generators(generators, train.images.shape[-1])
-    shared = {"data": _write_data(out, train, test, limit, seeds[0]), "eval_n": eval_n, "downstream": downstream}
-    runs = plan_runs(methods, generators, latent_dims, seeds, assignments, costs)
-    specs = {run.name: {**asdict(run), "config": run.config(budget), **shared} for run in runs}
+    shared = {"data": _write_data(out, train, val, test, limit, seeds[0]), "eval_n": eval_n, "downstream": downstream}
+    runs = plan_runs(methods, generators, latent_dims, seeds, assignments, costs, tuned)
+    for run in runs:  # a bad value fails here, before any training
+        CONFIGS[run.method](**run.config(budget)).validate()
+    specs = {run.name: {**asdict(run), "cell": run.cell, "config": run.config(budget), **shared} for run in runs}
     results = {name: _finished(out / "runs" / name, spec) for name, spec in specs.items()}  # checks every spec first
     pending = [name for name, result in results.items() if result is None]
     failed = []
@@ -301,15 +364,15 @@ def run_benchmark(
     return done
 
 
-def _write_data(out: Path, train, test, limit, seed: int) -> dict:
+def _write_data(out: Path, train, val, test, limit, seed: int) -> dict:
     """OUT/data/images.pt: the exact images (and labels) every run sees; returns their description."""
     (out / "data").mkdir(exist_ok=True)
     labels = lambda d: None if d.labels is None else torch.as_tensor(d.labels)  # tensors load with weights_only
-    tensors = {"train_images": train.images, "test_images": test.images, "train_labels": labels(train),
-               "test_labels": labels(test)}
+    tensors = {"train_images": train.images, "val_images": None if val is None else val.images,
+               "test_images": test.images, "train_labels": labels(train), "test_labels": labels(test)}
     atomic_write(out / DATA_FILE, lambda f: torch.save(tensors, f))
-    return {"spec": train.source, "limit": limit, "n_train": len(train), "n_test": len(test),
-            "shape": list(train.images.shape[1:]), "data_seed": seed}
+    return {"spec": train.source, "limit": limit, "n_train": len(train), "n_val": 0 if val is None else len(val),
+            "n_test": len(test), "shape": list(train.images.shape[1:]), "data_seed": seed}
 
 
 # ------------------------------------------------------------------- CLI
@@ -334,6 +397,16 @@ def add_benchmark_parser(subparsers) -> argparse.ArgumentParser:
         p.add_argument(flag, default=None, help="comma-separated " + help_text)
     p.add_argument("--assignments", default="exact", help=f"NeuroSQL solvers to compare, from {', '.join(ASSIGNMENTS)}")
     p.add_argument("--costs", default="ssim_l1", help=f"NeuroSQL assignment costs to compare, from {', '.join(LOSSES)}")
+    tries = (  # hyper-parameters to select by validation loss (paper App. D: K in {2, 3, 5})
+        ("--assign-every", "NeuroSQL K values, e.g. 2,3,5"),
+        ("--momentum", "NeuroSQL momentum ρ values in (0, 1], e.g. 0.5,0.7,0.9"),
+        ("--lattices", f"NeuroSQL lattices, from {', '.join(LATTICES)}"),
+        ("--inits", f"NeuroSQL initial assignments, from {', '.join(INITS)}"),
+        ("--lrs", "learning rates for every method, e.g. 1e-4,2e-4,3e-4"),
+    )
+    for flag, help_text in tries:
+        p.add_argument(flag, default=None, help=f"comma-separated {help_text}; each (method, generator, d, seed, "
+                                                "solver, cost) keeps the try with the lowest validation loss (default: none)")
     p.add_argument("--eval-n", type=int, default=None,
                    help="real and generated images per feature metric (default: 2048, capped by the test set)")
     p.add_argument("--downstream", action=argparse.BooleanOptionalAction, default=False,
@@ -362,7 +435,8 @@ def cmd_benchmark(args: argparse.Namespace) -> None:
     budget = _resolved_budget(args)
     start = time.perf_counter()
     results = run_benchmark(
-        args.out, **options, assignments=args.assignments, costs=args.costs, budget=budget,
+        args.out, **options, assignments=args.assignments, costs=args.costs, assign_every=args.assign_every,
+        momentum=args.momentum, lattices=args.lattices, inits=args.inits, lrs=args.lrs, budget=budget,
         resolution=args.resolution, channels=args.channels, downstream=args.downstream, progress=args.progress,
     )
     print(f"{len(results)} runs summarised in {Path(args.out) / 'summary.md'} ({time.perf_counter() - start:.0f} s)")

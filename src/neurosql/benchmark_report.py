@@ -1,6 +1,12 @@
 """Summaries of a benchmark: one row per run (CSV, JSON), paper-style tables
 (Tables 1, 5–19: per latent dimension, then mean ± std over dimensions, best
 in bold), side-by-side sample grids (Fig. 4) and each metric against d.
+
+When a sweep tries several hyper-parameter values (K, ρ, lattice, init, lr),
+the runs of one cell (same method, generator, d, seed, solver and cost) compete
+and the one with the lowest best validation loss is selected (paper App. D:
+K "treated as a hyperparameter"); tables, plots and grids show selected runs,
+and a selection table lists every try.
 """
 
 from __future__ import annotations
@@ -92,11 +98,40 @@ def _by(results: list[dict], key) -> dict:
     return groups
 
 
+def select(results: list[dict]) -> list[dict]:
+    """Mark each run ``selected``: in its cell, the lowest ``best_val_loss`` wins (first on a tie;
+    a run without validation loss loses to any with one). Returns the selected runs, in order."""
+    winners = set()
+    for runs in _by(results, lambda r: r.get("cell", r["name"])).values():
+        best = min(runs, key=lambda r: r["best_val_loss"] if r.get("best_val_loss") is not None else float("inf"))
+        winners.add(best["name"])
+    for r in results:
+        r["selected"] = r["name"] in winners
+    return [r for r in results if r["selected"]]
+
+
+def _selection_lines(results: list[dict]) -> list[str]:
+    """Every try of the cells that had several, with its validation loss; the selected one in bold."""
+    cells = {cell: runs for cell, runs in _by(results, lambda r: r.get("cell", r["name"])).items() if len(runs) > 1}
+    if not cells:
+        return []
+    lines = ["## Hyper-parameter selection (lowest validation loss)", "",
+             "| cell | run | best val loss | selected |", "|---|---|---|---|"]
+    for cell, runs in cells.items():
+        for r in runs:
+            loss = "—" if r.get("best_val_loss") is None else f"{r['best_val_loss']:.4g}"
+            lines.append(f"| {cell} | {r['name']} | {f'**{loss}**' if r['selected'] else loss} | {'✓' if r['selected'] else ''} |")
+    return lines + [""]
+
+
 def write_tables(path: Path, results: list[dict]) -> Path:
-    """summary.md: per generator, a table per latent dimension and one averaged over dimensions."""
+    """summary.md: per generator, a table per latent dimension and one averaged over dimensions
+    (selected runs only), then the selection table when hyper-parameters were swept."""
+    tried, results = results, select(results)
     metrics = [m for m in METRICS if _values(results, m[0])]
     lines = ["# Benchmark summary", "",
-             f"{len(results)} runs. Cells: mean over seeds (± sample std when several); "
+             f"{len(results)} runs{f' (selected from {len(tried)} tries)' if len(tried) > len(results) else ''}. "
+             "Cells: mean over seeds (± sample std when several); "
              "best method in bold. Resources: trainable parameters of every trained network, generator updates, "
              "wall seconds per epoch, peak resident memory during training.", ""]
     for generator, runs in _by(results, lambda r: r["generator"]).items():
@@ -107,6 +142,7 @@ def write_tables(path: Path, results: list[dict]) -> Path:
         lines += _header(metrics) + _rows(_by(runs, label), metrics) + [""]
     if len({r["generator"] for r in results}) > 1:
         lines += ["## All generators (as in Table 1)", ""] + _header(metrics) + _rows(_by(results, label), metrics) + [""]
+    lines += _selection_lines(tried)
     text = "\n".join(lines) + "\n"
     return atomic_write(path, lambda f: f.write(text.encode()))
 
@@ -167,9 +203,10 @@ def sample_grids(out: Path, results: list[dict]) -> list[Path]:
 def write_summary(out: str | Path, results: list[dict]) -> None:
     """Every summary file of a benchmark folder from its run results (tables keep the results' order)."""
     out = Path(out)
+    selected = select(results)
     write_rows(out, results)
     if not results:
         return
     write_tables(out / "summary.md", results)
-    plot_metrics(out, results)
-    sample_grids(out, results)
+    plot_metrics(out, selected)
+    sample_grids(out, selected)

@@ -101,7 +101,7 @@ def print_metrics(metrics: dict) -> None:
 
 
 def cmd_train(args: argparse.Namespace) -> None:
-    from .data import load_data
+    from .data import load_data, load_validation
     from .distributed import init_from_environment
     from .runs import check_new_run, check_trainable, new_run, write_config
 
@@ -119,22 +119,25 @@ def cmd_train(args: argparse.Namespace) -> None:
         seed=config.seed, progress=config.progress,
     )
     check_trainable(config, data.images)
+    val = load_validation(data.source, len(data), config.val_fraction, resolution=data.images.shape[-1],
+                          channels=data.images.shape[1], seed=config.seed, progress=config.progress)
+    val_images = None if val is None else val.images
     data_info = {"spec": data.source, "split": "train", "n": len(data), "resolution": args.resolution,
-                 "channels": args.channels, "limit": args.limit}
+                 "channels": args.channels, "limit": args.limit, "n_val": None if val is None else len(val)}
     if not main_process:
-        NeuroSQL(config).fit(data.images, checkpoint=out / "model.pt", labels=data.label_names())
+        NeuroSQL(config).fit(data.images, val_images, checkpoint=out / "model.pt", labels=data.label_names())
         return
     with new_run(out):
         write_config(out, NeuroSQL.kind, config, data_info)  # first, so that --resume finds the data
         start = time.perf_counter()
-        model = NeuroSQL(config).fit(data.images, checkpoint=out / "model.pt", labels=data.label_names())
+        model = NeuroSQL(config).fit(data.images, val_images, checkpoint=out / "model.pt", labels=data.label_names())
         finish_training(model, out, data, args.evaluate, start)
 
 
 def resume_training(args: argparse.Namespace, main_process: bool) -> None:
     """``train --resume RUN``: the run's own settings and data; flags that would change them are refused."""
     from .persistence import remove_temporaries
-    from .runs import check_run_dir, load_run_data
+    from .runs import check_run_dir, load_run_data, load_run_validation
 
     given = [name for name in given_values(args, NeuroSQLConfig) if name not in RESUME_FLAGS]
     given += [name for name in DATA_FLAGS if getattr(args, name) is not None] + ["overwrite"] * args.overwrite
@@ -150,7 +153,9 @@ def resume_training(args: argparse.Namespace, main_process: bool) -> None:
     if main_process:
         remove_temporaries(out)  # left by a process killed while writing
     start = time.perf_counter()
-    model = NeuroSQL.resume(out / "model.pt", data.images, device=getattr(args, "device", "auto"))
+    val = load_run_validation(out, data)
+    model = NeuroSQL.resume(out / "model.pt", data.images, None if val is None else val.images,
+                            device=getattr(args, "device", "auto"))
     if main_process:
         finish_training(model, out, data, args.evaluate, start)
 

@@ -1,9 +1,11 @@
 """Data-parallel training with torch.distributed, launched by ``torchrun``.
 
-Each of the ``world`` processes owns a shard of the training images, the same
-shard of the lattice and the matching part of the code bank Ẑ: assignments
-are solved locally (shard × shard, or m × m in Algorithm 2) and only the
-generator's gradients are all-reduced (DistributedDataParallel). Checkpoints
+Each of the ``world`` processes owns a shard of the training images and the
+matching part of the code bank Ẑ. Algorithm 1's assignment is global: each
+process computes its images' rows of the n × n cost, rank 0 solves the whole
+problem and broadcasts π. Algorithm 2 solves its m × m problems within each
+process's shard of the lattice. The generator's gradients are all-reduced
+(DistributedDataParallel). Checkpoints
 gather the bank into one array, so a saved run loads in a single process.
 Backends: ``gloo`` on CPU, ``nccl`` on CUDA.
 """
@@ -64,6 +66,22 @@ class Shard:
         if self.active:
             for buffer in module.buffers():
                 dist.broadcast(buffer, src=0)
+
+    def solve_globally(self, cost_rows: torch.Tensor, n: int, solve) -> np.ndarray:
+        """One assignment of all n images to all n lattice points from every rank's cost rows.
+
+        cost_rows: (n_local, n), the rows ``indices(n)`` of C. The rows are
+        gathered, rank 0 computes π = solve(C) (n,) and broadcasts it, so every
+        rank gets the same global π rather than a block-diagonal one.
+        Memory: C (n, n) on every rank (all_gather).
+        """
+        if not self.active:
+            return solve(cost_rows)
+        C = self.gather_rows(cost_rows, n)  # (n, n)
+        perm = np.asarray(solve(C)) if self.is_main else np.zeros(n, dtype=np.int64)
+        perm = torch.as_tensor(perm, dtype=torch.int64).to(_device())
+        dist.broadcast(perm, src=0)
+        return perm.cpu().numpy()
 
     def gather_rows(self, local: torch.Tensor, n: int) -> torch.Tensor:
         """Assemble the full (n, ...) tensor whose rows ``indices(n)`` each rank holds."""

@@ -84,24 +84,30 @@ def _open_unit(u: np.ndarray) -> np.ndarray:
     return np.maximum(u, 2.0 ** -(_SOBOL_BITS + 1))
 
 
-def _sphere_directions(m: int, d: int, seed: int) -> np.ndarray:
-    """m distinct low-discrepancy unit vectors on S^{d-1}, (m, d) float64.
+def _ring_directions(n_r: int, n_s: int, d: int, seed: int) -> np.ndarray:
+    """n_S distinct low-discrepancy unit vectors on S^{d-1} for each of n_R rings, (n_R, n_S, d) float64.
 
-    d = 1: (+1, -1); d = 2: equally spaced angles 2 pi k / m; d >= 3:
-    ceil(m/2) Sobol points pushed to N(0, I_d) by Phi^{-1} and normalised
-    (uniform on the sphere, as the standard Gaussian is rotation invariant),
-    followed by their antipodes. A few Sobol points are far from balanced; the
-    antipodal pairs centre every ring exactly, as the grids for d <= 2 are
-    (to within one vector when m is odd).
+    d = 1: (+1, -1) on every ring. d = 2: n_S equally spaced angles, ring j
+    turned by frac(j / golden ratio) of the spacing, so the rings fill each
+    other's gaps. d >= 3: ring j takes the j-th block of ceil(n_S/2) points
+    of one scrambled Sobol sequence, pushed to N(0, I_d) by Phi^{-1} and
+    normalised (uniform on the sphere, as the standard Gaussian is rotation
+    invariant), followed by their antipodes. Every ring is centred (to within
+    one vector when n_S is odd) and the union of the rings' directions is a
+    Sobol prefix of about n / 2 points and its mirror image: sharing one set of
+    ~sqrt(n) directions across rings instead leaves coordinate variances
+    0.8-1.2 and per-coordinate KS p ~ 1e-6 at n = 2000, d = 16.
     """
     if d == 1:
-        return np.array([[1.0], [-1.0]])[:m]
+        return np.tile([[[1.0], [-1.0]]], (n_r, 1, 1))[:, :n_s]
     if d == 2:
-        angle = 2.0 * math.pi * np.arange(m) / m
-        return np.stack([np.cos(angle), np.sin(angle)], axis=1)
-    g = stats.norm.ppf(_open_unit(_sobol((m + 1) // 2, d, seed)))  # (ceil(m/2), d)
-    g /= np.linalg.norm(g, axis=1, keepdims=True)
-    return np.concatenate([g, -g])[:m]
+        turn = (np.arange(n_r)[:, None] * (math.sqrt(5.0) - 1.0) / 2.0) % 1.0  # (n_R, 1)
+        angle = 2.0 * math.pi * (np.arange(n_s)[None, :] + turn) / n_s  # (n_R, n_S)
+        return np.stack([np.cos(angle), np.sin(angle)], axis=-1)
+    half = (n_s + 1) // 2
+    g = stats.norm.ppf(_open_unit(_sobol(n_r * half, d, seed)))  # (n_R * half, d)
+    g = (g / np.linalg.norm(g, axis=1, keepdims=True)).reshape(n_r, half, d)
+    return np.concatenate([g, -g], axis=1)[:, :n_s]
 
 
 def _ball_factors(n: int, d: int) -> tuple[int, int, int]:
@@ -122,7 +128,10 @@ def _ball(n: int, d: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
     """Center-outward regular grid of the unit ball as (radii (n,), directions (n, d)).
 
     Grid (Hallin et al., 2021): n_R radii j / (n_R + 1), j = 1..n_R,
-    times n_S directions, plus n_0 central points. Hallin stacks the n_0
+    times n_S directions per ring, plus n_0 central points. Hallin uses the
+    same directions on every ring; the paper (§2.3) asks only for a
+    low-discrepancy grid converging weakly to the spherical uniform, and
+    per-ring directions (``_ring_directions``) converge much faster in d >= 3. Hallin stacks the n_0
     central points at the origin; lattice codes must be distinct, so the
     origin is used once and the other n_0 - 1 points go on an inner ring of
     radius 1 / (2 (n_R + 1)) with their own n_0 - 1 spread directions: they
@@ -131,13 +140,13 @@ def _ball(n: int, d: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
     n_r, n_s, n_0 = _ball_factors(n, d)
     ring_radii = np.arange(1, n_r + 1) / (n_r + 1)  # (n_R,)
     radii = [np.repeat(ring_radii, n_s)]  # ring-major: (n_R * n_S,)
-    directions = [np.tile(_sphere_directions(n_s, d, seed), (n_r, 1))]  # (n_R * n_S, d)
+    directions = [_ring_directions(n_r, n_s, d, seed).reshape(-1, d)]  # (n_R * n_S, d)
     if n_0 >= 1:
         radii.insert(0, np.zeros(1))
         directions.insert(0, np.eye(1, d))  # any unit vector: the radius is 0
     if n_0 >= 2:
         radii.insert(1, np.full(n_0 - 1, 0.5 / (n_r + 1)))
-        directions.insert(1, _sphere_directions(n_0 - 1, d, seed))
+        directions.insert(1, _ring_directions(1, n_0 - 1, d, seed)[0])
     return np.concatenate(radii), np.concatenate(directions)
 
 

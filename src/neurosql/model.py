@@ -45,6 +45,7 @@ from .training import (
 )
 
 INITS = ("pca", "random")
+SUBSETS = ("held", "random")  # Alg. 2's lattice subset K of a batch
 PCA_INIT_MAX = 10_000  # largest n for the PCA-sorted π₀ (an n×n assignment)
 VAL_LATTICE = 4096  # lattice points behind the validation loss (bounded for large n)
 
@@ -56,11 +57,17 @@ class NeuroSQLConfig(LatentGeneratorConfig):
 
     lattice: str = option("sobol_gaussian", "quantile lattice Q and its prior", choices=LATTICES)
     assignment: str = option("exact", "assignment solver: exact (Hungarian/LAPJV) or greedy (Alg. 3)", choices=ASSIGNMENTS)
-    assign_every: int = option(3, "K: solve the assignment every K epochs (paper: 2, 3 or 5)")
+    assign_every: int = option(3, "K: solve the assignment every K epochs (paper: 2, 3 or 5); validation runs on the same "
+                                  "epochs. With --assign-batch, K spaces only validation unless --no-assign-every-batch")
     momentum: float = option(0.7, "ρ in (0, 1]: weight of the new lattice point in the code update")
     init: str = option("pca", "initial assignment π₀: PCA scores matched to the lattice, or random", choices=INITS)
     cost: str = option("", "assignment cost; empty = the same as --loss (the L2 ablation uses l2)")
     assign_batch: int = option(0, "m for Algorithm 2 (mini-batch assignment, m×m costs); 0 = full batch (Alg. 1)")
+    lattice_subset: str = option("held", "Alg. 2 lattice subset K of batch B: 'held' = the points π(B) its images hold "
+                                          "(codes settle); 'random' = a part of a fresh random partition of the lattice "
+                                          "(codes keep moving and shrink towards 0)", choices=SUBSETS)
+    assign_every_batch: bool = option(True, "Alg. 2: assign in every batch, as the paper; --no-assign-every-batch "
+                                            "assigns only in the batches of every K-th epoch")
     checkpoint_every: int = option(1, "epochs between checkpoints when fit writes one")
 
     def validate(self) -> None:
@@ -75,7 +82,7 @@ class NeuroSQLConfig(LatentGeneratorConfig):
             raise NeuroSQLError(f"assign-batch must be 0 (full batch) or >= 2, got {self.assign_batch}")
         if self.checkpoint_every < 1:
             raise NeuroSQLError(f"checkpoint-every must be >= 1, got {self.checkpoint_every}")
-        for name, valid in (("lattice", LATTICES), ("assignment", ASSIGNMENTS), ("init", INITS)):
+        for name, valid in (("lattice", LATTICES), ("assignment", ASSIGNMENTS), ("init", INITS), ("lattice_subset", SUBSETS)):
             if getattr(self, name) not in valid:
                 raise NeuroSQLError(f"unknown {name} '{getattr(self, name)}'; choose one of {', '.join(valid)}")
         if self.cost and self.cost not in LOSSES:
@@ -107,7 +114,8 @@ class NeuroSQL:
     # ------------------------------------------------------------------ fit
     def fit(self, X, X_val=None, checkpoint: str | Path | None = None, callback=None, labels=None) -> "NeuroSQL":
         """Algorithm 1 (or Algorithm 2 with ``assign_batch``): alternate generator
-        epochs with assignments every K epochs.
+        epochs with assignments every K epochs (Alg. 2: generator steps and
+        assignments alternate batch by batch).
 
         X: (n, C, H, W) (or (n, H, W)) images in [0, 1]. Without ``X_val`` a
         seeded ``val_fraction`` of X is held out for early stopping.
@@ -138,11 +146,12 @@ class NeuroSQL:
             cfg.generator, cfg.latent_dim, resolution=X.shape[-1], channels=X.shape[1], width=cfg.width or None,
             volume=len(X.shape) == 5,
         ).to(self.device_)
-        self._local = self._shard.indices(len(X))  # this process's images and lattice points
+        self._local = self._shard.indices(len(X))  # this process's images (and lattice shard)
         X_local = take(X, self._local).to(self.device_)
         Q = self.lattice_.points[self._local].to(self.device_)  # (n_local, d)
-        self.perm_ = self._initial_assignment(X_local, Q)  # indices into the local lattice
-        self.codes_ = Q[torch.as_tensor(self.perm_, device=self.device_)].clone()  # Ẑ: (n_local, d)
+        shard_perm = self._initial_assignment(X_local, Q)  # π₀ within this process's shard
+        self.codes_ = Q[torch.as_tensor(shard_perm, device=self.device_)].clone()  # Ẑ: (n_local, d)
+        self.perm_ = np.searchsorted(self._lattice_index, self._local[shard_perm])  # indices into _lattice_index
         self.budget_ = cfg.budget(len(X), cfg.assign_batch or None, self._shard.n_batches)
         self._build_optimization()
         self._best = None
@@ -212,7 +221,7 @@ class NeuroSQL:
         cfg = self.config
         if X_val is not None:
             X_val = X_val[self._shard.indices(len(X_val))].to(self.device_)
-        Q = self.lattice_.points[self._local].to(self.device_)  # (n_local, d)
+        Q = self.lattice_.points[self._lattice_index].to(self.device_)  # (n, d) Alg. 1, (n_local, d) Alg. 2
         self._net = self.generator_
         if self._shard.active:
             self._net = torch.nn.parallel.DistributedDataParallel(self.generator_)
@@ -224,7 +233,8 @@ class NeuroSQL:
             last = epoch == epochs
             assign_now = epoch % cfg.assign_every == 0 and not last
             if cfg.assign_batch:
-                row = self._minibatch_epoch(X, Q, bar, epoch, assign_now)
+                # Alg. 2 assigns in every batch of every epoch (App. F), K then counts nothing
+                row = self._minibatch_epoch(X, Q, bar, epoch, assign_now or cfg.assign_every_batch)
                 self._shard.sync_buffers(self.generator_)
             else:
                 row = self._train_epoch(X, bar, epoch)
@@ -274,18 +284,24 @@ class NeuroSQL:
         what = f"loss {loss}" if not math.isfinite(loss) else "weights or codes became NaN or Inf"
         raise NeuroSQLError(f"training diverged at epoch {epoch} ({what}){kept}; lower --lr")
 
+    @property
+    def _lattice_index(self) -> np.ndarray:
+        """Global indices of the lattice points that π (``perm_``) indexes here: all of them
+        for Alg. 1, whose assignment is global; this process's shard for Alg. 2."""
+        return self._local if self.config.assign_batch else np.arange(self.lattice_.n)
+
     def _gather_bank(self) -> tuple[torch.Tensor, torch.Tensor]:
         """Codes Ẑ (n, d) and global lattice indices π (n,) of all training images, on the CPU."""
         n = self.lattice_.n
-        global_perm = torch.as_tensor(self._local[self.perm_])
+        global_perm = torch.as_tensor(self._lattice_index[self.perm_])
         if len(self._local) == n:
             return self.codes_.cpu(), global_perm
         return self._shard.gather_rows(self.codes_, n), self._shard.gather_rows(global_perm, n)
 
     def _scatter_bank(self, codes: torch.Tensor, perm: np.ndarray) -> None:
-        """Keep this process's part of a full bank; π becomes local lattice indices."""
+        """Keep this process's part of a full bank; π becomes indices into ``_lattice_index``."""
         self._local = self._shard.indices(self.lattice_.n)
-        position = {int(g): i for i, g in enumerate(self._local)}
+        position = {int(g): i for i, g in enumerate(self._lattice_index)}
         own = perm[self._local]
         # With another world size a code's lattice point may sit on another rank:
         # the code keeps its value, π restarts from the identity there.
@@ -339,18 +355,17 @@ class NeuroSQL:
         }
 
     def _assignment_round(self, X, Q) -> dict:
-        """Steps 5–7 of Alg. 1: cost C = ℓ(X, G(Q)), assignment π, momentum update of Ẑ."""
+        """Steps 5–7 of Alg. 1: cost C = ℓ(X, G(Q)), assignment π, momentum update of Ẑ.
+
+        X: this process's images (n_local, ...), Q: the whole lattice (n, d); under
+        torchrun the processes' cost rows form one global problem (Shard.solve_globally).
+        """
         cfg = self.config
         start = time.perf_counter()
-        C = pairwise_cost(X, self.decode(Q, to_cpu=False), cfg.cost_name)  # (n, n)
+        C = pairwise_cost(X, self.decode(Q, to_cpu=False), cfg.cost_name)  # (n_local, n)
         row = {"time_cost": time.perf_counter() - start}
         start = time.perf_counter()
-        if cfg.assignment == "exact":
-            # warm start from the last round's prices: consecutive cost matrices are alike
-            self._solution = exact_solution(C, warm_start=getattr(self, "_solution", None))
-            perm = self._solution.perm
-        else:
-            perm = assign(C, cfg.assignment)
+        perm = self._shard.solve_globally(C, len(Q), self._solve)[self._local]  # (n_local,)
         row["time_assign"] = time.perf_counter() - start
         index = torch.as_tensor(perm, device=Q.device)
         row["assign_cost"] = float(C[torch.arange(len(perm), device=C.device), index].mean())
@@ -359,20 +374,37 @@ class NeuroSQL:
         self.codes_ = cfg.momentum * Q[index] + (1 - cfg.momentum) * self.codes_
         return row
 
+    def _solve(self, C) -> np.ndarray:
+        """π for a full cost matrix C (n, n) with the configured solver."""
+        if self.config.assignment == "exact":
+            # warm start from the last round's prices: consecutive cost matrices are alike
+            self._solution = exact_solution(C, warm_start=getattr(self, "_solution", None))
+            return self._solution.perm
+        return assign(C, self.config.assignment)
+
     def _minibatch_epoch(self, X, Q, bar, epoch, assign_now: bool) -> dict:
         """Alg. 2 (App. F): per mini-batch B of size m, a generator step, then (in
         assignment epochs) an m×m assignment against a lattice subset K and the
         sparse momentum update of Ẑ_B.
 
-        K: the lattice is freshly partitioned at random every epoch and the
-        parts are handed to the batches in turn, so each lattice point is
-        offered exactly once per epoch and every cost matrix is m×m.
+        K ("held", the default): π(B), the points B's images hold. B is a uniform
+        random m-subset and π a bijection, so K is one too, as line 9 asks; but an
+        image keeps its point unless a batch-mate's fits it better, so codes settle
+        on lattice points as in Alg. 1. K ("random"): the parts of a fresh random
+        partition of the lattice; an image's own point is then offered with
+        probability m/n, codes average ever-new points and shrink (n = 600, m = 64:
+        96 % move every epoch, coordinate std 0.80 against the prior's 1), and
+        prior samples fall outside what G was trained on. Either way each lattice
+        point is offered once per epoch, π stays a permutation, costs are m×m.
         """
         cfg = self.config
         times = {"time_generator": 0.0, "time_cost": 0.0, "time_assign": 0.0}
         total, matched, changed = 0.0, 0.0, 0
         parts, generator = self._epoch_batches(epoch)
-        lattice_order = torch.randperm(len(X), generator=generator).to(X.device)  # (n_local,)
+        if cfg.lattice_subset == "held":  # batches are disjoint: π(B) is still current when B comes
+            lattice_order = torch.as_tensor(self.perm_)[torch.cat(parts)].to(X.device)  # (n_local,)
+        else:
+            lattice_order = torch.randperm(len(X), generator=generator).to(X.device)  # (n_local,)
         offset = 0
         for B in parts:
             B = B.to(X.device)

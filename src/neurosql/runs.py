@@ -26,7 +26,7 @@ import numpy as np
 import torch
 
 from .class_sampling import samples_by_class
-from .data import ImageData, load_data
+from .data import ImageData, load_data, load_validation
 from .errors import NeuroSQLError
 from .generators import build_generator, count_parameters
 from .losses import loss_per_sample
@@ -175,18 +175,18 @@ def picture_rows(n: int, k: int = 32, seed: int = 0) -> torch.Tensor:
     return torch.randperm(n, generator=torch.Generator().manual_seed(seed))[: min(k, n)]
 
 
-def timing_summary(rows: list[dict], assign_every: int) -> dict:
-    """Mean seconds per epoch of each phase, the assignment phases amortised over K."""
-    def mean(key):
-        return float(np.mean([r[key] for r in rows if key in r])) if any(key in r for r in rows) else 0.0
+def timing_summary(rows: list[dict]) -> dict:
+    """Mean seconds per epoch of each phase; a phase that runs only in some epochs
+    (assignment and validation every K epochs) is amortised over all of them."""
+    def per_epoch(key):
+        return float(sum(r.get(key, 0.0) for r in rows) / len(rows)) if rows else 0.0
 
-    generator = mean("time_generator")
-    cost, solve = mean("time_cost") / assign_every, mean("time_assign") / assign_every
+    generator, cost, solve = per_epoch("time_generator"), per_epoch("time_cost"), per_epoch("time_assign")
     return {
         "generator_s_per_epoch": generator,
         "cost_s_per_epoch_amortised": cost,
         "assign_s_per_epoch_amortised": solve,
-        "epoch_s": generator + cost + solve + mean("time_val") / assign_every,
+        "epoch_s": generator + cost + solve + per_epoch("time_val"),
     }
 
 
@@ -216,7 +216,7 @@ def write_run(model, out: str | Path, X_train: torch.Tensor, wall_time: float, n
             "epochs_run": model.epochs_run_,
             "n_train": len(model.train_index_),
             "parameters": model.n_parameters,
-            "timing": timing_summary(model.log_.rows, model.config.assign_every),
+            "timing": timing_summary(model.log_.rows),
             "final": model.log_.rows[-1] if model.log_.rows else {},
             "environment": environment_info(model.device_),
         },
@@ -240,3 +240,14 @@ def load_run_data(run_dir: str | Path, split: str, spec: str | None = None, prog
         spec or data["spec"], split, resolution=data["resolution"], channels=data["channels"],
         limit=data["limit"] if split == "train" else None, seed=config["model"]["seed"], progress=progress,
     )
+
+
+def load_run_validation(run_dir: str | Path, train: ImageData) -> ImageData | None:
+    """The early-stopping images a run trained with (from the val split), or None when
+    they were held out of its training images (``train``: the run's training data)."""
+    config = json.loads((Path(run_dir) / "config.json").read_text())
+    if not config["data"].get("n_val"):  # older runs, and data sets without a usable val split
+        return None
+    return load_validation(config["data"]["spec"], len(train), config["model"]["val_fraction"],
+                           resolution=train.images.shape[-1], channels=train.images.shape[1],
+                           seed=config["model"]["seed"], progress=False)

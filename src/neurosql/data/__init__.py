@@ -38,7 +38,9 @@ MedMNIST's own train/val/test;
 AFHQ train/ and val/, where val/ also serves as test). mnist5k: a fixed split of
 100 test and 50 val digits per class, 3,500 train. Otherwise a seeded (seed 0,
 not the training seed) stratified 80/10/10 split of files, rows, OASIS subjects
-or NIfTI files, so no subject or volume straddles two splits.
+or NIfTI files, so no subject or volume straddles two splits. Early stopping
+draws its images from val (``load_validation``), so a ``limit`` counts training
+images only; AFHQ, whose val is its test set, holds them out of train instead.
 
 Preprocessing: channels (gray <-> RGB), center crop to a square, antialiased
 Lanczos resize. Default resolution: 28 for MNIST, 64 for CelebA, 128 for AFHQ and
@@ -49,7 +51,7 @@ skipped with one warning.
 """
 
 from .container import ImageData, LazyImages, check_images, check_lazy_images, take
-from .sources import SOURCES, detect_layout, load_data, parse_spec
+from .sources import SOURCES, detect_layout, load_data, load_validation, parse_spec
 from .splits import SPLITS, stratified_subset
 
 __all__ = [
@@ -61,6 +63,7 @@ __all__ = [
     "check_lazy_images",
     "detect_layout",
     "load_data",
+    "load_validation",
     "parse_spec",
     "stratified_subset",
     "take",

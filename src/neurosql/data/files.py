@@ -21,6 +21,7 @@ from .splits import seeded_split, select
 DEFAULT_RESOLUTION = {"celeba": 64, "afhq": 128, "oasis": 128}  # the paper's sizes (Table 1, App. C)
 DEFAULT_CHANNELS = {"celeba": 3, "afhq": 3, "oasis": 1}
 CELEBA_SPLITS = {0: "train", 1: "val", 2: "test"}  # list_eval_partition.txt codes
+VAL_SERVES_AS_TEST = ("afhq",)  # layouts without a test split: their val split is the test set
 OASIS_CLASSES = ("Non Demented", "Very mild Dementia", "Mild Dementia", "Moderate Dementia")
 OASIS_SUBJECT = re.compile(r"OAS1_\d{4}")
 
@@ -166,7 +167,7 @@ CATALOGS = {"folder": folder_catalog, "celeba": celeba_catalog, "afhq": afhq_cat
 def load_files(kind: str, root: Path, split: str, *, resolution, channels, limit, seed, progress) -> ImageData:
     """Catalog the layout, pick the split and ``limit``, then decode only those files."""
     catalog = CATALOGS[kind](root)
-    if kind == "afhq" and split == "test":
+    if kind in VAL_SERVES_AS_TEST and split == "test":
         warnings.warn("AFHQ has no test split; its val/ folder serves as the test set", stacklevel=3)
         split = "val"
     idx = select(catalog.split_of_item, split, catalog.labels, limit, seed)

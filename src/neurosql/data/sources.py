@@ -8,11 +8,11 @@ from pathlib import Path
 from ..errors import NeuroSQLError
 from .arrays import load_mnist, load_mnist5k, load_npy
 from .container import ImageData
-from .files import OASIS_CLASSES, load_files, require_dir
+from .files import OASIS_CLASSES, VAL_SERVES_AS_TEST, load_files, require_dir
 from .medmnist import is_medmnist, load_medmnist
 from .nifti import is_nifti, load_nifti
 from .preprocess import is_image_file
-from .splits import SPLITS
+from .splits import SPLITS, EmptySplitError
 
 SOURCES = ("mnist5k", "mnist", "folder", "celeba", "afhq", "oasis", "nifti", "npy", "medmnist")
 MAX_RESOLUTION = 4096  # largest resize target: bounds the memory of one image before any is read
@@ -132,3 +132,23 @@ def load_data(
     if kind == "nifti":
         return load_nifti(Path(path), split, progress=progress, **common, **options)
     return load_files(kind, Path(path), split, progress=progress, **common)
+
+
+def load_validation(spec: str | None, n_train: int, val_fraction: float, *, resolution: int, channels: int,
+                    seed: int = 0, progress: bool = True) -> ImageData | None:
+    """Early-stopping images for a training set of ``n_train``: a seeded stratified
+    round(val_fraction * n_train) of the data set's own val split, so that a
+    ``limit`` counts training images only.
+
+    ``resolution`` and ``channels`` are the training images' (val must match).
+    None when the fraction gives no image, when the val split is empty (tiny
+    data sets) or doubles as the test split (AFHQ): then the caller holds a
+    fraction of the training images out instead, and no test image steers training.
+    """
+    n_val = round(val_fraction * n_train)
+    if n_val == 0 or parse_spec(spec)[0] in VAL_SERVES_AS_TEST:
+        return None
+    try:
+        return load_data(spec, "val", resolution=resolution, channels=channels, limit=n_val, seed=seed, progress=progress)
+    except EmptySplitError:
+        return None

@@ -85,13 +85,17 @@ def _majority(unit_of_item: np.ndarray, labels: np.ndarray) -> np.ndarray:
     return classes[counts.argmax(axis=1)]
 
 
+class EmptySplitError(NeuroSQLError):
+    """The requested split of a data set holds no item (e.g. val of a tiny folder)."""
+
+
 def select(split_of_item, split: str, labels=None, limit: int | None = None, seed: int = 0) -> np.ndarray:
     """Indices of the items in ``split`` ("all" = every item), then a seeded stratified
     cap of ``limit`` items. (n,) str -> (m,) sorted int64. Raises if nothing is left."""
     split_of_item = np.asarray(split_of_item)
     idx = np.arange(len(split_of_item)) if split == "all" else np.flatnonzero(split_of_item == split)
     if len(idx) == 0:
-        raise NeuroSQLError(f"split '{split}' of this data set is empty; use split 'all' or add more data")
+        raise EmptySplitError(f"split '{split}' of this data set is empty; use split 'all' or add more data")
     if limit is not None and limit < len(idx):
         idx = idx[stratified_subset(len(idx) if labels is None else np.asarray(labels)[idx], limit, seed)]
     return idx
