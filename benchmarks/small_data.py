@@ -132,7 +132,7 @@ def run_one(name: str, params: dict) -> dict:
         "set": name, "params": params, "n_train": len(train), "n_test": len(test),
         "pfid": m["pfid"], "kid": m["kid"], "precision": m["precision"], "recall": m["recall"],
         "recon_ssim": recon, "wall_s": wall, "epochs_run": model.epochs_run_, "updates": model.updates_,
-        "resolved": {k: model.config.to_dict()[k] for k in ("lr", "batch_size", "epochs")},
+        "resolved": {"lr": model.config.lr, "batch_size": model.budget_.batch_size, "epochs": model.budget_.epochs},
     }
 
 

@@ -205,6 +205,7 @@ def cmd_sample(args: argparse.Namespace) -> None:
         raise NeuroSQLError(f"--out {out}: unknown suffix '{out.suffix}'; use .png, .jpg, .jpeg or .npy")
     if not out.parent.is_dir():
         raise NeuroSQLError(f"output folder {out.parent} does not exist; create it or choose another --out")
+    model = load_model(args.checkpoint, device=args.device)
     if args.label is not None and not hasattr(model, "labels_"):
         raise NeuroSQLError(f"--label needs a NeuroSQL model trained on labelled data; a {model.kind} has no training codes")
     check_memory(8 * args.num * int(np.prod(model.image_shape_)), f"{args.num:,} images", "lower -n")

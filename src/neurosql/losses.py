@@ -153,17 +153,20 @@ def loss_per_sample(x: torch.Tensor, y: torch.Tensor, loss: str = "ssim_l1") -> 
     Volumes (n, C, D, H, W) use the 3-D SSIM of :mod:`neurosql.losses3d`.
     """
     _check_loss(loss)
+    structural = ssim
     if x.dim() == 5:
         from . import losses3d  # imported here: losses3d builds on this module
 
-        return losses3d.loss_per_sample(x, y, loss)
-    _check_images(x, y, same_batch=True)
+        losses3d._check_volumes(x, y, same_batch=True)
+        structural = losses3d.ssim
+    else:
+        _check_images(x, y, same_batch=True)
     if loss == "l2":
         return (x - y).pow(2).flatten(1).mean(dim=1)
     if loss == "ssim":
-        return 1 - ssim(x, y)
+        return 1 - structural(x, y)
     l1 = (x - y).abs().flatten(1).mean(dim=1)
-    return l1 if loss == "l1" else 0.5 * (1 - ssim(x, y)) + 0.5 * l1
+    return l1 if loss == "l1" else 0.5 * (1 - structural(x, y)) + 0.5 * l1
 
 
 @torch.no_grad()

@@ -83,17 +83,6 @@ def ssim(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     return _ssim_map_mean(mu_x, mu_y, var_x, var_y, blur(x * y) - mu_x * mu_y)
 
 
-def loss_per_sample(x: torch.Tensor, y: torch.Tensor, loss: str = "ssim_l1") -> torch.Tensor:
-    """Per-sample loss between volumes x[i] and y[i] (the losses of :func:`neurosql.losses.loss_per_sample`)."""
-    _check_volumes(x, y, same_batch=True)
-    if loss == "l2":
-        return (x - y).pow(2).flatten(1).mean(dim=1)
-    if loss == "ssim":
-        return 1 - ssim(x, y)
-    l1 = (x - y).abs().flatten(1).mean(dim=1)
-    return l1 if loss == "l1" else 0.5 * (1 - ssim(x, y)) + 0.5 * l1
-
-
 @torch.no_grad()
 def pairwise_cost(x: torch.Tensor, y: torch.Tensor, loss: str = "ssim_l1") -> torch.Tensor:
     """The cost matrix C[i, k] = loss(x[i], y[k]) of volumes, in blocks of pairs, without gradients.
