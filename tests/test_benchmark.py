@@ -45,7 +45,7 @@ def test_plan_multiplies_only_neurosql_by_the_ablations():
         (dict(methods=""), "methods is empty"),
         (dict(assignments=["hungarian"]), "unknown assignments"),
         (dict(budget=dict(momentum=0.5)), "not budget fields: momentum"),
-        (dict(budget=dict(epochs=0)), "epochs must be a whole number >= 1"),
+        (dict(budget=dict(epochs=0)), "epochs must be >= 1"),
         (dict(eval_n=1), "eval-n"),
     ],
 )

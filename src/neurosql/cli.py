@@ -23,6 +23,7 @@ DEFAULT_OUT = "runs/neurosql"
 SAMPLE_SUFFIXES = (".png", ".jpg", ".jpeg", ".npy")
 RESUME_FLAGS = ("device",)  # what --resume may change: where it runs, not what it trains
 DATA_FLAGS = ("data", "resolution", "channels", "limit", "out")
+OPTIONAL_METRICS = ("vgg_reason", "lpips_reason")  # skipped by design in the light evaluation or without weights
 DATA_HELP = (
     "data spec: omitted or 'mnist5k' = the embedded 5,000 real MNIST digits; "
     "KIND:PATH with KIND in mnist, folder, celeba, afhq, oasis, nifti, npy, medmnist; "
@@ -180,6 +181,9 @@ def finish_training(model: NeuroSQL, out: Path, data, evaluate: bool, start: flo
         else:
             write_evaluation(model, out, metrics, test.images, data.labels, seed=model.config.seed)
             print_metrics(metrics)
+            skipped = [v for k, v in metrics.items() if k.endswith("_reason") and v and k not in OPTIONAL_METRICS]
+            if skipped:  # e.g. k-NN metrics on a test split of a few images
+                print(f"warning: some metrics were skipped ({'; '.join(skipped)}); see metrics.json", file=sys.stderr)
     last = model.log_.rows[-1]
     print(
         f"trained {model.epochs_run_} epochs on {len(data)} images ({model.n_parameters:,} parameters) "

@@ -54,12 +54,13 @@ def check_memory(nbytes: float, what: str, fix: str) -> None:
 def check_trainable(config, images: torch.Tensor) -> None:
     """Refuse, before anything is written, settings and data that fit would fail on:
     a backbone that cannot make these images, one too big for memory, images the loss cannot compare."""
-    channels, height, width = images.shape[1:]
+    channels, height, width = images.shape[1], images.shape[-2], images.shape[-1]  # images or volumes
     if height != width:
         raise NeuroSQLError(f"images must be square, got {(height, width)}; crop or resize them")
     with torch.device("meta"):  # shapes only: no memory, however wide
         generator = build_generator(
-            config.generator, config.latent_dim, resolution=height, channels=channels, width=config.width or None
+            config.generator, config.latent_dim, resolution=height, channels=channels, width=config.width or None,
+            volume=images.ndim == 5,
         )
     n = count_parameters(generator)
     check_memory(16 * n, f"a generator of {n:,} parameters with its gradients and AdamW moments would", "lower --width")
