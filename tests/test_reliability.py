@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -58,9 +59,7 @@ def _finite(model: NeuroSQL) -> bool:
 # ---------------------------------------------------------------- 1, 2: previous runs
 def test_overwrite_replaces_a_run_only_when_asked(run, tmp_path, capsys):
     target = tmp_path / "run"
-    target.mkdir()
-    for f in run.iterdir():
-        (target / f.name).write_bytes(f.read_bytes())
+    shutil.copytree(run, target)
     before = tree(tmp_path)
     assert main(["train", *TINY, "--latent-dim", "3", "--out", str(target)]) == 2
     assert "--overwrite" in capsys.readouterr().err and tree(tmp_path) == before
@@ -71,9 +70,7 @@ def test_overwrite_replaces_a_run_only_when_asked(run, tmp_path, capsys):
 
 def test_interrupted_overwrite_before_a_checkpoint_puts_the_previous_run_back(run, tmp_path, monkeypatch):
     target = tmp_path / "run"
-    target.mkdir()
-    for f in run.iterdir():
-        (target / f.name).write_bytes(f.read_bytes())
+    shutil.copytree(run, target)
     before = tree(tmp_path)
 
     def interrupted(self, x, z):
