@@ -22,7 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
-from neurosql.assignment import assignment_cost, exact_solution, greedy_assignment
+from neurosql.core.assignment import assignment_cost, exact_solution, greedy_assignment
 
 CACHE = Path(os.environ.get("NEUROSQL_BENCH_CACHE", "/tmp/neurosql_assignment_cache"))
 SIZES = (2000, 5000)
@@ -44,7 +44,7 @@ def real_costs(n: int, cache: Path = CACHE, **fit_options) -> dict[str, np.ndarr
 
         from neurosql import NeuroSQL
         from neurosql.data import load_data
-        from neurosql.losses import pairwise_cost
+        from neurosql.core.losses import pairwise_cost
 
         print(f"building the n={n} cost matrices (MNIST fit + pairwise SSIM+L1, minutes on a CPU) ...", flush=True)
         X = load_data(None, "train" if n <= 3500 else "all", limit=n, progress=False).images

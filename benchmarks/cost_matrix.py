@@ -28,7 +28,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from neurosql import losses, native
+from neurosql.core import losses, native
 
 TARGET = 2.0  # time / lower bound
 REPEATS = 3  # timings per case; the best is kept, as other processes share the two cores

@@ -15,7 +15,7 @@ import numpy as np
 import torch
 
 from neurosql.data import load_data
-from neurosql.losses import loss_per_sample
+from neurosql.core.losses import loss_per_sample
 from neurosql.methods import build_method
 
 COMMON = dict(latent_dim=16, generator="convnet", epochs=6, batch_size=64, val_fraction=0.0, progress=False, seed=0)

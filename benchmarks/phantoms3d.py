@@ -24,7 +24,7 @@ import torch
 
 from neurosql import NeuroSQL
 from neurosql.data import load_data
-from neurosql.losses3d import ssim
+from neurosql.core.losses3d import ssim
 from neurosql.persistence import write_json
 from neurosql.report import save_grid
 from neurosql.runs import reconstruction_pairs, timing_summary

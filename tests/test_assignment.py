@@ -7,8 +7,8 @@ import pytest
 import torch
 from scipy.optimize import linear_sum_assignment
 
-import neurosql.assignment as assignment
-from neurosql.assignment import (
+import neurosql.core.assignment as assignment
+from neurosql.core.assignment import (
     ASSIGNMENTS,
     ExactSolution,
     assign,

@@ -18,7 +18,7 @@ import torch
 from PIL import Image
 
 from neurosql import NeuroSQL, NeuroSQLError
-from neurosql.baselines import VAE
+from neurosql.methods import VAE
 from neurosql.cli import main
 from neurosql.persistence import load_checkpoint, save_checkpoint
 

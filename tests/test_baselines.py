@@ -8,13 +8,13 @@ import pytest
 import torch
 
 from neurosql import NeuroSQL, NeuroSQLError
-from neurosql.baselines import DDPM, GAN, VAE
-from neurosql.baselines.ddpm import ddim_step, linear_alpha_bars, match_width, q_sample, sampling_timesteps
-from neurosql.baselines.gan import Discriminator
-from neurosql.baselines.unet_denoiser import UNetDenoiser
-from neurosql.baselines.vae import kl_to_standard_normal
-from neurosql.generators import build_generator, count_parameters
-from neurosql.losses import loss_per_sample
+from neurosql.methods import DDPM, GAN, VAE
+from neurosql.methods.ddpm import ddim_step, linear_alpha_bars, match_width, q_sample, sampling_timesteps
+from neurosql.methods.gan import Discriminator
+from neurosql.methods.unet_denoiser import UNetDenoiser
+from neurosql.methods.vae import kl_to_standard_normal
+from neurosql.core.generators import build_generator, count_parameters
+from neurosql.core.losses import loss_per_sample
 from neurosql.methods import build_method, load_model
 from neurosql.persistence import save_checkpoint
 

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from neurosql import NeuroSQL, NeuroSQLError
-from neurosql.baselines import VAE
+from neurosql.methods import VAE
 from neurosql.benchmark import _resolved, _resolved_budget, add_benchmark_parser, plan_runs, run_benchmark
 from neurosql.benchmark_report import select, write_tables
 from neurosql.metrics import stlpips_available

@@ -8,8 +8,8 @@ import numpy as np
 import torch
 
 from neurosql import NeuroSQL
-from neurosql.assignment import assign
-from neurosql.distributed import Shard
+from neurosql.core.assignment import assign
+from neurosql.engine.distributed import Shard
 
 SCRIPT = """
 import json, sys, torch, torch.distributed as dist
@@ -55,8 +55,8 @@ def test_two_process_training(tmp_path):
 
 GLOBAL = """
 import json, sys, numpy as np, torch, torch.distributed as dist
-from neurosql.assignment import assign
-from neurosql.distributed import init_from_environment
+from neurosql.core.assignment import assign
+from neurosql.engine.distributed import init_from_environment
 shard = init_from_environment()
 n = 31
 C = torch.from_numpy(np.random.default_rng(0).random((n, n)))

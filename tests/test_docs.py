@@ -8,7 +8,7 @@ import pytest
 
 from neurosql.benchmark import _integers, _names
 from neurosql.cli import build_parser
-from neurosql.generators import GENERATORS
+from neurosql.core.generators import GENERATORS
 from neurosql.methods import METHODS
 
 ROOT = Path(__file__).resolve().parents[1]

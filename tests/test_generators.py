@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 
 from neurosql.errors import NeuroSQLError
-from neurosql.generators import GENERATORS, build_generator, count_parameters, supported_resolutions
+from neurosql.core.generators import GENERATORS, build_generator, count_parameters, supported_resolutions
 
 TINY = 8  # the narrowest width: keeps every test fast
 # every backbone, plus the resnet's second width schedule (at a width where it differs from halving)

@@ -7,7 +7,7 @@ from scipy import stats
 from scipy.stats import qmc
 
 from neurosql.errors import NeuroSQLError
-from neurosql.lattice import LATTICES, Lattice, make_lattice
+from neurosql.core.lattice import LATTICES, Lattice, make_lattice
 
 UNIVARIATE = ("quantile", "quantile_uniform")
 SEEDED = ("sobol", "sobol_gaussian", "uniform")

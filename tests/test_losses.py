@@ -10,10 +10,10 @@ import torch.nn.functional as F
 from pytorch_msssim import ssim as msssim_ssim
 from skimage.metrics import structural_similarity
 
-import neurosql.losses as losses
-import neurosql.native as native
+import neurosql.core.losses as losses
+import neurosql.core.native as native
 from neurosql.errors import NeuroSQLError
-from neurosql.losses import LOSSES, loss_per_sample, pairwise_cost, ssim
+from neurosql.core.losses import LOSSES, loss_per_sample, pairwise_cost, ssim
 
 
 def skimage_ssim(x, y):

@@ -6,7 +6,7 @@ import torch
 from scipy.ndimage import correlate
 from skimage.metrics import structural_similarity
 
-from neurosql import losses, losses3d
+from neurosql.core import losses, losses3d
 from neurosql.errors import NeuroSQLError
 
 

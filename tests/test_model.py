@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-import neurosql.model as model_module
+import neurosql.methods.neurosql as model_module
 from neurosql import NeuroSQL, NeuroSQLConfig, NeuroSQLError
 
 TINY = dict(latent_dim=4, width=16, epochs=6, assign_every=2, batch_size=16, lr=1e-2, progress=False, seed=1)
@@ -99,7 +99,7 @@ def test_validation_early_stopping_restores_the_best_model(digits):
     assert model.epochs_run_ == 12 or model.epochs_run_ == max(6, best_epoch + 2)
     # The returned generator is the best one: its validation loss is the minimum logged.
     held_out = np.setdiff1d(np.arange(len(digits)), model.train_index_)
-    from neurosql.losses import pairwise_cost
+    from neurosql.core.losses import pairwise_cost
 
     G_Q = model.decode(model.lattice_.points)
     assert float(pairwise_cost(digits[held_out], G_Q).min(dim=1).values.mean()) == pytest.approx(val[best_epoch], rel=1e-5)
@@ -115,7 +115,7 @@ def test_sample_shapes_range_and_seed(assignments):
 
 def test_encode_returns_nearest_lattice_point_and_refinement_helps(assignments, digits):
     model = assignments[0]
-    from neurosql.losses import loss_per_sample, pairwise_cost
+    from neurosql.core.losses import loss_per_sample, pairwise_cost
 
     x = digits[:6]
     z = model.encode(x)

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from neurosql.errors import NeuroSQLError
-from neurosql.training import (
+from neurosql.engine.training import (
     AUTO_EPOCHS,
     AUTO_STEPS,
     Budget,

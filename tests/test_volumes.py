@@ -4,12 +4,13 @@ import numpy as np
 import pytest
 import torch
 
-from neurosql import NeuroSQL, losses3d
+from neurosql import NeuroSQL
+from neurosql.core import losses3d
 from neurosql.cli import main
 from neurosql.data import load_data
 from neurosql.data.preprocess import MIN_VOLUME_SIDE
 from neurosql.errors import NeuroSQLError
-from neurosql.generators import build_generator
+from neurosql.core.generators import build_generator
 from neurosql.report import mid_slices
 
 

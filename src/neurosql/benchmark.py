@@ -30,16 +30,16 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .assignment import ASSIGNMENTS
+from .core.assignment import ASSIGNMENTS
 from .errors import NeuroSQLError
-from .generators import GENERATORS, count_parameters, supported_resolutions
-from .losses import LOSSES
-from .lattice import LATTICES
+from .core.generators import GENERATORS, count_parameters, supported_resolutions
+from .core.losses import LOSSES
+from .core.lattice import LATTICES
 from .methods import CONFIGS, METHODS, build_method
-from .model import INITS
+from .methods.neurosql import INITS
 from .persistence import atomic_write, ensure_writable_dir, environment_info, write_json
 from .options import add_config_arguments, given_values
-from .training import TrainConfig
+from .engine.training import TrainConfig
 
 DATA_FILE = "data/images.pt"  # inside OUT
 SAMPLES_SHOWN = 36  # images per method in the side-by-side grids (Fig. 4)

@@ -15,9 +15,9 @@ import numpy as np
 
 from .benchmark import add_benchmark_parser, cmd_benchmark
 from .errors import NeuroSQLError
-from .model import NeuroSQL, NeuroSQLConfig
+from .methods.neurosql import NeuroSQL, NeuroSQLConfig
 from .options import add_config_arguments, given_values
-from .training import PRESETS
+from .engine.training import PRESETS
 
 DEFAULT_OUT = "runs/neurosql"
 SAMPLE_SUFFIXES = (".png", ".jpg", ".jpeg", ".npy")
@@ -103,7 +103,7 @@ def print_metrics(metrics: dict) -> None:
 
 def cmd_train(args: argparse.Namespace) -> None:
     from .data import load_data, load_validation
-    from .distributed import init_from_environment
+    from .engine.distributed import init_from_environment
     from .runs import check_new_run, check_trainable, new_run, write_config
 
     main_process = init_from_environment().is_main  # under torchrun, only rank 0 writes the run
@@ -196,7 +196,7 @@ def cmd_sample(args: argparse.Namespace) -> None:
     from .persistence import write_files
     from .report import grid_bytes
     from .runs import check_memory
-    from .training import MAX_SEED
+    from .engine.training import MAX_SEED
 
     if args.num < 1:
         raise NeuroSQLError(f"--num must be >= 1, got {args.num}")

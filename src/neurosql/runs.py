@@ -28,8 +28,8 @@ import torch
 from .class_sampling import samples_by_class
 from .data import ImageData, load_data, load_validation
 from .errors import NeuroSQLError
-from .generators import build_generator, count_parameters
-from .losses import loss_per_sample
+from .core.generators import build_generator, count_parameters
+from .core.losses import loss_per_sample
 from .persistence import environment_info, write_json
 from .report import plot_training, save_grid
 

@@ -22,7 +22,7 @@ from ..errors import NeuroSQLError
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp")
 GRAY_MODES = frozenset({"1", "L", "LA", "I", "I;16", "I;16B", "I;16L", "I;16N"})
 LUMA = np.array([0.299, 0.587, 0.114], dtype=np.float32)  # ITU-R 601-2, as Pillow's convert("L")
-MIN_VOLUME_SIDE = 7  # the 3-D SSIM window's side (neurosql.losses3d.WINDOW)
+MIN_VOLUME_SIDE = 7  # the 3-D SSIM window's side (neurosql.core.losses3d.WINDOW)
 PROGRESS_MIN = 200  # fewer files decode in well under a second: no bar
 # Pillow signals malformed or truncated files with any of these, depending on the plugin.
 UNREADABLE = (OSError, ValueError, SyntaxError, EOFError, struct.error, Image.DecompressionBombError)

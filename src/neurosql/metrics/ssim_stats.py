@@ -3,7 +3,7 @@ import numpy as np
 import torch
 
 from neurosql.errors import NeuroSQLError
-from neurosql.losses import pairwise_cost, ssim
+from neurosql.core.losses import pairwise_cost, ssim
 from neurosql.metrics._validate import check_images, check_same_image_shape
 
 

@@ -18,17 +18,17 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .assignment import ASSIGNMENTS, assign, exact_solution
-from .class_sampling import check_labels, resolve_label, sample_class_codes
-from .data import check_images, check_lazy_images, take
-from .distributed import Shard, device_for, init_from_environment
-from .errors import NeuroSQLError
-from .estimator import LatentGeneratorConfig, check_count, decode_in_batches, optimise_latents, split_validation
-from .generators import build_generator, count_parameters
-from .lattice import LATTICES, Lattice, make_lattice
-from .losses import LOSSES, loss_per_sample, pairwise_cost
-from .persistence import images_digest, load_checkpoint, remove_temporaries, restoring, save_checkpoint
-from .training import (
+from ..core.assignment import ASSIGNMENTS, assign, exact_solution
+from ..class_sampling import check_labels, resolve_label, sample_class_codes
+from ..data import check_images, check_lazy_images, take
+from ..engine.distributed import Shard, device_for, init_from_environment
+from ..errors import NeuroSQLError
+from .base import LatentGeneratorConfig, check_count, decode_in_batches, optimise_latents, split_validation
+from ..core.generators import build_generator, count_parameters
+from ..core.lattice import LATTICES, Lattice, make_lattice
+from ..core.losses import LOSSES, loss_per_sample, pairwise_cost
+from ..persistence import images_digest, load_checkpoint, remove_temporaries, restoring, save_checkpoint
+from ..engine.training import (
     Budget,
     EarlyStopping,
     EpochLog,
@@ -126,7 +126,7 @@ class NeuroSQL:
         labels: optional (n,) class of each image (ints or names); they stay
         with the training codes (``labels_``) for ``sample(m, label=c)``.
         Under ``torchrun`` every process calls fit on the same X and trains on
-        its shard (see :mod:`neurosql.distributed`).
+        its shard (see :mod:`neurosql.engine.distributed`).
         """
         cfg = self.config
         cfg.validate()

@@ -29,7 +29,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .errors import NeuroSQLError
+from ..errors import NeuroSQLError
 
 MIN_WIDTH = 8  # narrowest layer; halving schedules stop here and `width` may not go below
 MAX_RESOLUTION = 512  # largest side that supported_resolutions enumerates
@@ -317,7 +317,7 @@ def build_generator(
     volume: bool = False, **options
 ) -> nn.Module:
     """A fresh generator ``name`` mapping (B, latent_dim) codes to (B, channels, resolution, resolution),
-    or with ``volume`` to (B, channels, R, R, R) volumes (:mod:`neurosql.generators3d`).
+    or with ``volume`` to (B, channels, R, R, R) volumes (:mod:`neurosql.core.generators3d`).
 
     ``width`` is the base channel count, None for the backbone's default:
     convnet and resnet start at ``width`` channels and narrow as the side grows;

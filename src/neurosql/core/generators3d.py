@@ -2,7 +2,7 @@
 
 ``convnet`` is the only 3-D backbone so far: the 2-D ConvNet with every
 layer made volumetric. ``build_generator(name, ..., volume=True)`` (in
-:mod:`neurosql.generators`) lands here, and each module's ``config`` carries
+:mod:`neurosql.core.generators`) lands here, and each module's ``config`` carries
 ``volume=True`` so checkpoints rebuild the 3-D network.
 """
 
@@ -11,7 +11,7 @@ import math
 import torch
 from torch import nn
 
-from .errors import NeuroSQLError
+from ..errors import NeuroSQLError
 from .generators import ConvNet, _Generator, _halving
 
 

@@ -4,7 +4,7 @@
 compiler ($CC, default cc) for this CPU (-march=native) into
 $XDG_CACHE_HOME/neurosql on first use and loaded with ctypes. When there is
 no compiler or the build fails, :func:`kernel` returns None and
-:mod:`neurosql.losses` uses its pure-PyTorch path: the C code is an
+:mod:`neurosql.core.losses` uses its pure-PyTorch path: the C code is an
 optimisation, never a requirement. Block sizes are compile-time constants
 shared with the caller.
 """

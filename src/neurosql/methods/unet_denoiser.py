@@ -1,6 +1,6 @@
 """The DDPM's noise-prediction network ε_θ(x_t, t): a small time-conditioned U-Net.
 
-It knows nothing of the noise schedule (see :mod:`neurosql.baselines.ddpm`).
+It knows nothing of the noise schedule (see :mod:`neurosql.methods.ddpm`).
 Its base width is what the DDPM baseline scales to match the parameter count
 of a compared generator (paper §3.1: within ±10%).
 References: Ho et al., DDPM (NeurIPS 2020), the time-conditioned residual

@@ -1,13 +1,17 @@
-"""Every training method by name, and loading any saved model by the kind in its checkpoint."""
+"""The training methods — NeuroSQL and the baselines trained under the same budget as it (paper §3.1,
+App. D, I): a VAE and a GAN on the same generator backbones, a DDPM whose U-Net is scaled to the
+compared generator's parameter count — by name, and loading any saved model by the kind in its checkpoint."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
-from .baselines import DDPM, DDPMConfig, GAN, GANConfig, VAE, VAEConfig
-from .errors import NeuroSQLError
-from .model import NeuroSQL, NeuroSQLConfig
-from .persistence import load_checkpoint
+from ..errors import NeuroSQLError
+from ..persistence import load_checkpoint
+from .ddpm import DDPM, DDPMConfig
+from .gan import GAN, GANConfig
+from .neurosql import NeuroSQL, NeuroSQLConfig
+from .vae import VAE, VAEConfig
 
 METHODS = {"neurosql": NeuroSQL, "vae": VAE, "gan": GAN, "ddpm": DDPM}
 CONFIGS = {"neurosql": NeuroSQLConfig, "vae": VAEConfig, "gan": GANConfig, "ddpm": DDPMConfig}

@@ -22,8 +22,8 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from .errors import NeuroSQLError
-from .persistence import atomic_write
+from ..errors import NeuroSQLError
+from ..persistence import atomic_write
 
 
 def option(default: Any, help: str, **metadata: Any) -> Any:

@@ -1,6 +1,6 @@
 """Volume losses: 3-D SSIM, L1, L2 and SSIM+L1 for (n, C, D, H, W), per sample and pairwise.
 
-The same definitions as :mod:`neurosql.losses`, with the SSIM window a 3-D
+The same definitions as :mod:`neurosql.core.losses`, with the SSIM window a 3-D
 Gaussian w = g ⊗ g ⊗ g and the local statistics taken at every position where
 the whole window fits inside the volume ("valid" positions).
 
@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import torch
 
-from .errors import NeuroSQLError
+from ..errors import NeuroSQLError
 from .losses import C1, C2, LOSSES, _band, _gaussian_window
 
 WINDOW = 7  # taps per axis of the 3-D Gaussian window
@@ -87,7 +87,7 @@ def ssim(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
 def pairwise_cost(x: torch.Tensor, y: torch.Tensor, loss: str = "ssim_l1") -> torch.Tensor:
     """The cost matrix C[i, k] = loss(x[i], y[k]) of volumes, in blocks of pairs, without gradients.
 
-    Problem: as :func:`neurosql.losses.pairwise_cost`. Means and variances are
+    Problem: as :func:`neurosql.core.losses.pairwise_cost`. Means and variances are
     filtered once per volume; for a block of a × b pairs the products
     x_i y_k (a b C D H W floats, at most CHUNK_BUDGET) are filtered for the
     covariances, and |x_i − y_k| summed for L1.

@@ -2,7 +2,7 @@
 with early stopping, inference in batches, and persistence of its networks.
 
 A method supplies its networks and one training step; :class:`Estimator` does
-the rest with the pieces of :mod:`neurosql.training`, so every method spends the
+the rest with the pieces of :mod:`neurosql.engine.training`, so every method spends the
 same budget (epochs × batches of ``batch_size``) under the same optimiser,
 schedule, clipping and stopping rule (paper §3.1, App. D "Budget parity").
 """
@@ -21,12 +21,12 @@ import numpy as np
 import torch
 from torch import nn
 
-from .data import check_images, take
-from .errors import NeuroSQLError
-from .generators import GENERATORS, build_generator
-from .losses import LOSSES, loss_per_sample
-from .persistence import load_checkpoint, restoring, save_checkpoint
-from .training import (
+from ..data import check_images, take
+from ..errors import NeuroSQLError
+from ..core.generators import GENERATORS, build_generator
+from ..core.losses import LOSSES, loss_per_sample
+from ..persistence import load_checkpoint, restoring, save_checkpoint
+from ..engine.training import (
     Budget,
     EarlyStopping,
     EpochLog,
@@ -315,7 +315,7 @@ class Estimator:
 class LatentGenerator(Estimator):
     """An estimator whose images are G(z), z ~ N(0, I): the VAE and the GAN.
 
-    ``networks_["generator"]`` is a backbone from :func:`neurosql.generators.build_generator`.
+    ``networks_["generator"]`` is a backbone from :func:`neurosql.core.generators.build_generator`.
     """
 
     prior = "normal"  # the latent prior's name, as in ``Lattice.prior``

@@ -16,10 +16,10 @@ from torch import nn
 
 from ..data import check_images
 from ..errors import NeuroSQLError
-from ..estimator import LatentGeneratorConfig, LatentGenerator, optimise_latents
-from ..generators import build_generator
-from ..losses import pairwise_cost
-from ..training import Budget, Optimization, option
+from .base import LatentGeneratorConfig, LatentGenerator, optimise_latents
+from ..core.generators import build_generator
+from ..core.losses import pairwise_cost
+from ..engine.training import Budget, Optimization, option
 
 POOL = 256  # fixed prior draws behind the validation loss and the starting codes of encode
 
@@ -111,7 +111,7 @@ class GAN(LatentGenerator):
         """Codes (m, d) on the CPU by latent optimisation, the GAN having no encoder:
         start from the nearest (under ℓ) of the POOL fixed prior draws, then take
         ``encode_steps + refine_steps`` Adam steps on z minimising ℓ(G(z), x)
-        with the generator frozen (see :func:`neurosql.estimator.optimise_latents`)."""
+        with the generator frozen (see :func:`neurosql.methods.base.optimise_latents`)."""
         self._check_fitted()
         X = check_images(X, min_count=1).to(self.device_)
         z, images = self._pool()

@@ -53,7 +53,7 @@ from concurrent.futures import ThreadPoolExecutor
 import torch
 
 from . import native
-from .errors import NeuroSQLError
+from ..errors import NeuroSQLError
 
 LOSSES = ("ssim_l1", "l1", "l2", "ssim")  # "ssim" is the loss 1 - SSIM
 
@@ -150,7 +150,7 @@ def loss_per_sample(x: torch.Tensor, y: torch.Tensor, loss: str = "ssim_l1") -> 
         ssim_l1: 1/2 (1 - SSIM(x_i, y_i)) + 1/2 l1        (paper App. L)
     Shapes: x, y (n, C, H, W) -> (n,).
     Complexity: O(n d) (O(n d * 22) with SSIM).
-    Volumes (n, C, D, H, W) use the 3-D SSIM of :mod:`neurosql.losses3d`.
+    Volumes (n, C, D, H, W) use the 3-D SSIM of :mod:`neurosql.core.losses3d`.
     """
     _check_loss(loss)
     structural = ssim
@@ -194,7 +194,7 @@ def pairwise_cost(
     more) and four tiles of TILE floats.
 
     chunk_size: rows of x and columns of y per tile; None picks cache-sized tiles.
-    Volumes (n, C, D, H, W) go to :func:`neurosql.losses3d.pairwise_cost`.
+    Volumes (n, C, D, H, W) go to :func:`neurosql.core.losses3d.pairwise_cost`.
     """
     _check_loss(loss)
     if x.dim() == 5:

@@ -13,10 +13,10 @@ from torch import nn
 
 from ..data import check_images
 from ..errors import NeuroSQLError
-from ..estimator import LatentGeneratorConfig, LatentGenerator, optimise_latents
-from ..generators import build_generator
-from ..losses import loss_per_sample
-from ..training import Budget, Optimization, option
+from .base import LatentGeneratorConfig, LatentGenerator, optimise_latents
+from ..core.generators import build_generator
+from ..core.losses import loss_per_sample
+from ..engine.training import Budget, Optimization, option
 
 LOGVAR_RANGE = (-12.0, 8.0)  # keeps exp(logvar) finite while the encoder is still untrained
 

@@ -3,7 +3,7 @@ width is scaled to the compared generator's parameter count (±10%), a linear β
 schedule with T = 1000, and deterministic strided (DDIM, η = 0) sampling.
 
 The schedule functions know nothing of the network and the network
-(:mod:`neurosql.baselines.unet_denoiser`) nothing of the schedule.
+(:mod:`neurosql.methods.unet_denoiser`) nothing of the schedule.
 References: Ho et al., Denoising Diffusion Probabilistic Models (NeurIPS 2020);
 Song et al., Denoising Diffusion Implicit Models (ICLR 2021).
 """
@@ -15,9 +15,9 @@ from dataclasses import dataclass
 import torch
 
 from ..errors import NeuroSQLError
-from ..estimator import BackboneConfig, Estimator, check_count
-from ..generators import build_generator, count_parameters
-from ..training import Budget, Optimization, option
+from .base import BackboneConfig, Estimator, check_count
+from ..core.generators import build_generator, count_parameters
+from ..engine.training import Budget, Optimization, option
 from .unet_denoiser import UNetDenoiser
 
 PARAM_TOLERANCE = 0.10  # paper §3.1: denoiser within ±10% of the compared generator's parameters
