@@ -20,7 +20,7 @@ import torch
 from neurosql.metrics import (
     VGGFeatureNet, extract_features, fid_from_features, kid, load_stlpips, lpips_distance, prdc,
 )
-from neurosql.persistence import environment_info
+from neurosql.runs import environment_info
 
 HERE = Path(__file__).resolve().parent
 N_IMAGES = 2048

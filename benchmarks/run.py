@@ -13,7 +13,7 @@ from pathlib import Path
 
 import torch
 
-from neurosql.persistence import environment_info
+from neurosql.runs import environment_info
 
 from . import assignment, cost_matrix, epoch_time, time_to_quality
 

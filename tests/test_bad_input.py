@@ -70,10 +70,10 @@ def world(tmp_path_factory, mnist):
     raw = bytearray((root / "flipped" / "model.pt").read_bytes())
     raw[len(raw) // 2] ^= 0x10
     (root / "flipped" / "model.pt").write_bytes(bytes(raw))
-    _save_variant(root / "run", root / "missing_key", lambda s: s.pop("codes"))
-    _save_variant(root / "run", root / "bad_shape", lambda s: s["generator"].update(
-        {next(iter(s["generator"])): torch.zeros(3)}))
-    _save_variant(root / "run", root / "nan_weights", lambda s: next(iter(s["generator"].values())).fill_(float("nan")))
+    weights = lambda s: s["networks"]["generator"]["state"]
+    _save_variant(root / "run", root / "missing_key", lambda s: s["extra"].pop("codes"))
+    _save_variant(root / "run", root / "bad_shape", lambda s: weights(s).update({next(iter(weights(s))): torch.zeros(3)}))
+    _save_variant(root / "run", root / "nan_weights", lambda s: next(iter(weights(s).values())).fill_(float("nan")))
     shutil.copytree(root / "run", root / "lost_data")
     config = json.loads((root / "lost_data" / "config.json").read_text())
     config["data"]["spec"] = f"npy:{root / 'deleted.npy'}"
@@ -147,7 +147,11 @@ CLI_CASES = [  # (id, argv, words the one error line must contain)
     ("resume-missing", ["train", "--resume", "nosuch"], "cannot resume nosuch"),
     ("resume-not-a-run", ["train", "--resume", "notarun"], "cannot resume"),
     ("resume-ignored-flags", ["train", "--resume", "run", "--epochs", "5", "--lr", "1", "--out", "X"],
-     "--epochs, --lr, --out"),
+     "--lr, --out"),
+    ("resume-method", ["train", "--resume", "run", "--method", "vae"], "--method"),
+    ("method-foreign-flag", ["train", "--method", "gan", "--momentum", "0.5"], "--momentum does not apply to --method gan"),
+    ("config-missing", ["train", "--config", "nosuch/config.json"], "not found"),
+    ("config-not-a-run", ["train", "--config", "notes.txt"], "config.json"),
     ("resume-overwrite", ["train", "--resume", "run", "--overwrite"], "--overwrite"),
     ("resume-corrupt", ["train", "--resume", "flipped", "--no-evaluate"], "corrupt"),
     ("resume-lost-data", ["train", "--resume", "lost_data", "--no-evaluate"], "does not exist"),

@@ -72,7 +72,7 @@ def test_same_split_and_updates_as_neurosql(fitted, digits):
     ref = NeuroSQL(**BUDGET, **BACKBONE, assign_every=2).fit(digits)
     for model in fitted.values():
         assert np.array_equal(model.train_index_, ref.train_index_)
-        assert model.updates_ == ref._optimization.updates
+        assert model.updates_ == ref.updates_
 
 
 def test_best_validation_weights_are_restored(digits):

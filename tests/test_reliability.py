@@ -38,18 +38,18 @@ def run(tmp_path_factory):
 
 def _poison_after(monkeypatch, steps: int) -> None:
     """Step ``steps + 1`` and every later NeuroSQL generator step leave NaN weights behind (their loss is still finite)."""
-    real = NeuroSQL._generator_step
+    real = NeuroSQL._train_step
     calls = {"n": 0}
 
-    def step(self, x, z):
-        loss = real(self, x, z)
+    def step(self, x, idx):
+        loss = real(self, x, idx)
         calls["n"] += 1
         if calls["n"] > steps:
             with torch.no_grad():
                 next(self.generator_.parameters()).fill_(float("nan"))
         return loss
 
-    monkeypatch.setattr(NeuroSQL, "_generator_step", step)
+    monkeypatch.setattr(NeuroSQL, "_train_step", step)
 
 
 def _finite(model: NeuroSQL) -> bool:
@@ -73,10 +73,10 @@ def test_interrupted_overwrite_before_a_checkpoint_puts_the_previous_run_back(ru
     shutil.copytree(run, target)
     before = tree(tmp_path)
 
-    def interrupted(self, x, z):
+    def interrupted(self, x, idx):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(NeuroSQL, "_generator_step", interrupted)
+    monkeypatch.setattr(NeuroSQL, "_train_step", interrupted)
     assert main(["train", *TINY, "--out", str(target), "--overwrite"]) == 130
     assert tree(tmp_path) == before
 

@@ -25,15 +25,15 @@ def _same_state(a: NeuroSQL, b: NeuroSQL) -> None:
 def _crash_after_steps(model: NeuroSQL, steps: int, error=KeyboardInterrupt) -> None:
     """Make the model's generator step fail once ``steps`` steps have run."""
     calls = {"n": 0}
-    real_step = model._generator_step
+    real_step = model._train_step
 
-    def step(x, z):
+    def step(x, idx):
         calls["n"] += 1
         if calls["n"] > steps:
             raise error()
-        return real_step(x, z)
+        return real_step(x, idx)
 
-    model._generator_step = step
+    model._train_step = step
 
 
 @pytest.mark.parametrize("assign_batch", [0, 16])
@@ -93,14 +93,14 @@ def test_sigkill_then_resume_completes(tmp_path):
 def test_divergence_stops_with_clear_error_and_keeps_last_checkpoint(digits, tmp_path):
     path = tmp_path / "model.pt"
     model = NeuroSQL(**{**CFG, "epochs": 4})
-    real_step = model._generator_step
+    real_step = model._train_step
     calls = {"n": 0}
 
-    def poisoned_step(x, z):
+    def poisoned_step(x, idx):
         calls["n"] += 1
-        return real_step(x, z) if calls["n"] <= 6 else float("nan")
+        return real_step(x, idx) if calls["n"] <= 6 else {"train_loss": float("nan")}
 
-    model._generator_step = poisoned_step
+    model._train_step = poisoned_step
     with pytest.raises(NeuroSQLError, match="diverged at epoch 3"):
         model.fit(digits, checkpoint=path)
     assert NeuroSQL.load(path).epochs_run_ == 2

@@ -2,8 +2,9 @@
 latent dimension × seed trained under one budget, evaluated the same way.
 
 Layout of ``OUT``: ``data/`` (the exact images every run sees), ``runs/<name>/``
-(one run each: spec.json, model.pt, log.csv, training.png, samples.png/.npy,
-train.log, result.json), and the summaries written by
+(one run each: spec.json, the files of a run directory written by
+:func:`neurosql.runs.write_run` — model.pt, log.csv, training.png, samples.png/.npy … —,
+train.log and result.json), and the summaries written by
 :mod:`neurosql.benchmark_report` (results.csv/json, summary.md, figures).
 
 Each run trains in its own Python process so that its peak memory (the
@@ -37,7 +38,7 @@ from .core.losses import LOSSES
 from .core.lattice import LATTICES
 from .methods import CONFIGS, METHODS, build_method
 from .methods.neurosql import INITS
-from .persistence import atomic_write, ensure_writable_dir, environment_info, write_json
+from .persistence import atomic_write, ensure_writable_dir, write_json
 from .options import add_config_arguments, given_values
 from .engine.training import TrainConfig
 
@@ -185,7 +186,7 @@ def _evaluate(model, data: dict, spec: dict) -> dict:
 
 def execute_run(run_dir: str | Path) -> dict:
     """Train, save and evaluate the run described by ``run_dir/spec.json``; write result.json last."""
-    from .report import plot_training, save_grid
+    from .runs import environment_info, write_run
 
     run_dir = Path(run_dir)
     spec = json.loads((run_dir / "spec.json").read_text())
@@ -198,12 +199,7 @@ def execute_run(run_dir: str | Path) -> dict:
     wall = time.perf_counter() - start
     cuda = model.device_.type == "cuda"
     peak_train = _peak_rss_mb()
-    model.save(run_dir / "model.pt")
-    model.log_.write_csv(run_dir / "log.csv")
-    plot_training(model.log_.rows, run_dir / "training.png")
-    samples = model.sample(SAMPLES_SHOWN, seed=spec["seed"])
-    save_grid(samples, run_dir / "samples.png", nrow=6)
-    atomic_write(run_dir / "samples.npy", lambda f: np.save(f, samples.numpy()))
+    write_run(model, run_dir, data["train_images"], wall_time=wall, n_samples=SAMPLES_SHOWN)
     metrics = _evaluate(model, data, spec)
     rows = model.log_.rows
     core = model.generator_ if hasattr(model, "generator_") else model.networks_["denoiser"]  # the compared network

@@ -19,7 +19,7 @@ import numpy as np
 import torch
 
 from .persistence import atomic_write, write_json
-from .report import make_grid, plt, save_figure  # report selects the file-only Agg backend
+from .report import make_grid, save_figure, subplots
 
 # (result key, column title, True when higher is better)
 METRICS = (
@@ -167,7 +167,7 @@ def plot_metrics(out: Path, results: list[dict]) -> list[Path]:
     for key, title, _ in METRICS:
         if not _values(results, key):
             continue
-        fig, axes = plt.subplots(1, len(generators), figsize=(4.5 * len(generators), 3.5), squeeze=False)
+        fig, axes = subplots(1, len(generators), figsize=(4.5 * len(generators), 3.5), squeeze=False)
         for ax, generator in zip(axes[0], generators):
             for name, runs in _by([r for r in results if r["generator"] == generator], label).items():
                 dims = sorted({r["latent_dim"] for r in runs if r.get(key) is not None})
@@ -189,7 +189,7 @@ def sample_grids(out: Path, results: list[dict]) -> list[Path]:
         panels = [(name, np.load(p)) for name, p in panels if p.is_file()]
         if not panels:
             continue
-        fig, axes = plt.subplots(1, len(panels), figsize=(3.2 * len(panels), 3.6), squeeze=False)
+        fig, axes = subplots(1, len(panels), figsize=(3.2 * len(panels), 3.6), squeeze=False)
         for ax, (name, images) in zip(axes[0], panels):
             grid = make_grid(torch.from_numpy(images), nrow=6)
             ax.imshow(grid[..., 0] if grid.shape[-1] == 1 else grid, cmap="gray", vmin=0, vmax=255)

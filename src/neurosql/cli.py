@@ -14,14 +14,14 @@ from pathlib import Path
 import numpy as np
 
 from .benchmark import add_benchmark_parser, cmd_benchmark
-from .errors import NeuroSQLError
-from .methods.neurosql import NeuroSQL, NeuroSQLConfig
-from .options import add_config_arguments, given_values
 from .engine.training import PRESETS
+from .errors import NeuroSQLError
+from .methods import CONFIGS, method_class
+from .options import add_config_arguments, given_values
 
 DEFAULT_OUT = "runs/neurosql"
 SAMPLE_SUFFIXES = (".png", ".jpg", ".jpeg", ".npy")
-RESUME_FLAGS = ("device",)  # what --resume may change: where it runs, not what it trains
+RESUME_FLAGS = ("device", "epochs", "steps")  # what --resume may change: where it runs and the total budget
 DATA_FLAGS = ("data", "resolution", "channels", "limit", "out")
 OPTIONAL_METRICS = ("vgg_reason", "lpips_reason")  # skipped by design in the light evaluation or without weights
 DATA_HELP = (
@@ -44,7 +44,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sub = parser.add_subparsers(dest="command", required=True)
 
-    train = sub.add_parser("train", help="train NeuroSQL and write a run directory")
+    train = sub.add_parser("train", help="train NeuroSQL (or a baseline) and write a run directory")
+    train.add_argument("--method", choices=tuple(CONFIGS), default=None,
+                       help="neurosql (default), or a baseline trained by the same engine and budget: vae, gan, ddpm")
+    train.add_argument("--config", default=None, metavar="CONFIG_JSON",
+                       help="re-run a recorded run: method, settings and data from its config.json (or run directory); "
+                            "flags given beside it override them, and the new config.json records which")
     train.add_argument("--data", default=None, help=DATA_HELP)
     train.add_argument("--resolution", type=int, default=None, help="resize images to this square size (default: the layout's: 28 MNIST, 64 CelebA, 128 AFHQ/OASIS, else native)")
     train.add_argument("--channels", type=int, choices=(1, 3), default=None, help="1 = grayscale, 3 = RGB (default: the layout's)")
@@ -54,13 +59,13 @@ def build_parser() -> argparse.ArgumentParser:
                        help="replace the run already in --out (only once the new run has written its first checkpoint)")
     train.add_argument("--resume", default=None, metavar="RUN_DIR",
                        help="continue an interrupted run from its last checkpoint, with its own options and data "
-                       "(only --device, --evaluate may be given)")
+                       "(only --device, --evaluate and a new total budget --epochs or --steps may be given)")
     train.add_argument("--preset", choices=tuple(PRESETS), default=None,
                        help="paper: the paper's MNIST schedule (120 epochs, batch 64, lr 2e-4, no warm-up, no weight "
                             "average); flags given beside it override it (default: the automatic budget)")
     train.add_argument("--evaluate", action=argparse.BooleanOptionalAction, default=True,
                        help="end with a light evaluation on the test split: metrics.json, report.md (default: on)")
-    add_config_arguments(train, NeuroSQLConfig)
+    add_config_arguments(train, *CONFIGS.values(), owners={cls: name for name, cls in CONFIGS.items()})
 
     sample = sub.add_parser("sample", help="draw images from a trained model")
     sample.add_argument("--checkpoint", required=True, help="run directory or model.pt")
@@ -104,50 +109,72 @@ def print_metrics(metrics: dict) -> None:
 def cmd_train(args: argparse.Namespace) -> None:
     from .data import load_data, load_validation
     from .engine.distributed import init_from_environment
-    from .runs import check_new_run, check_trainable, new_run, write_config
+    from .runs import check_new_run, check_trainable, new_run, read_config, write_config
 
     main_process = init_from_environment().is_main  # under torchrun, only rank 0 writes the run
     if args.resume:
         return resume_training(args, main_process)
-    config = NeuroSQLConfig(**{**PRESETS.get(args.preset, {}), **given_values(args, NeuroSQLConfig)})
+    recorded = read_config(args.config) if args.config else {"model": {}, "data": {}}
+    method = args.method or recorded.get("method") or "neurosql"
+    config_cls = CONFIGS.get(method)
+    if config_cls is None:
+        raise NeuroSQLError(f"{args.config} names an unknown method '{method}'; choose --method {', '.join(CONFIGS)}")
+    given = given_values(args, *CONFIGS.values())
+    foreign = sorted(name for name in given if name not in config_cls.__dataclass_fields__)
+    if foreign:
+        flags = ", ".join("--" + name.replace("_", "-") for name in foreign)
+        raise NeuroSQLError(f"{flags} does not apply to --method {method}; drop it (see 'neurosql train --help')")
+    kept = {k: v for k, v in recorded["model"].items() if k in config_cls.__dataclass_fields__}
+    if {"epochs", "steps"} & {*given, *PRESETS.get(args.preset, {})}:  # a budget given replaces the recorded one
+        kept.pop("epochs", None), kept.pop("steps", None)
+    config = config_cls.from_dict({**kept, **PRESETS.get(args.preset, {}), **given})
     config.validate()
-    if args.limit is not None and args.limit < 2:
-        raise NeuroSQLError(f"--limit must be >= 2, got {args.limit}")
+    data_args = {name: getattr(args, name) if getattr(args, name) is not None else recorded["data"].get(name)
+                 for name in ("resolution", "channels", "limit")}
+    spec = args.data if args.data is not None else recorded["data"].get("spec")
+    if data_args["limit"] is not None and data_args["limit"] < 2:
+        raise NeuroSQLError(f"--limit must be >= 2, got {data_args['limit']}")
     out_text = DEFAULT_OUT if args.out is None else args.out
     out = check_new_run(out_text, args.overwrite) if main_process else Path(out_text)
-    data = load_data(
-        args.data, "train", resolution=args.resolution, channels=args.channels, limit=args.limit,
-        seed=config.seed, progress=config.progress,
-    )
-    check_trainable(config, data.images)
+    data = load_data(spec, "train", **data_args, seed=config.seed, progress=config.progress)
+    check_trainable(config, data.images, method)
     val = load_validation(data.source, len(data), config.val_fraction, resolution=data.images.shape[-1],
                           channels=data.images.shape[1], seed=config.seed, progress=config.progress)
     val_images = None if val is None else val.images
-    data_info = {"spec": data.source, "split": "train", "n": len(data), "resolution": args.resolution,
-                 "channels": args.channels, "limit": args.limit, "n_val": None if val is None else len(val)}
+    data_info = {"spec": data.source, "split": "train", "n": len(data), **data_args,
+                 "n_val": None if val is None else len(val)}
+    origin = None
+    if args.config:
+        typed = {**given, **({"method": args.method} if args.method else {}), **({"preset": args.preset} if args.preset else {}),
+                 **{name: getattr(args, name) for name in ("data", "resolution", "channels", "limit") if getattr(args, name) is not None}}
+        origin = {"config": str(args.config), "overrides": typed}
+    model = method_class(method)(config)
+    labels = {"labels": data.label_names()} if method == "neurosql" else {}  # kept with NeuroSQL's codes
     if not main_process:
-        NeuroSQL(config).fit(data.images, val_images, checkpoint=out / "model.pt", labels=data.label_names())
+        model.fit(data.images, val_images, checkpoint=out / "model.pt", **labels)
         return
     with new_run(out):
-        write_config(out, NeuroSQL.kind, config, data_info)  # first, so that --resume finds the data
+        write_config(out, method, config, data_info, origin)  # first, so that --resume finds the data
         start = time.perf_counter()
-        model = NeuroSQL(config).fit(data.images, val_images, checkpoint=out / "model.pt", labels=data.label_names())
+        model.fit(data.images, val_images, checkpoint=out / "model.pt", **labels)
         finish_training(model, out, data, args.evaluate, start)
 
 
 def resume_training(args: argparse.Namespace, main_process: bool) -> None:
-    """``train --resume RUN``: the run's own settings and data; flags that would change them are refused."""
+    """``train --resume RUN``: the run's own settings and data; flags that would change them are refused
+    (a new total budget, --epochs or --steps, may be given)."""
+    from .methods import checkpoint_kind
     from .persistence import remove_temporaries
     from .runs import check_run_dir, load_run_data, load_run_validation
 
-    given = [name for name in given_values(args, NeuroSQLConfig) if name not in RESUME_FLAGS]
-    given += [name for name in DATA_FLAGS if getattr(args, name) is not None] + ["overwrite"] * args.overwrite
-    given += ["preset"] * (args.preset is not None)
+    given = [name for name in given_values(args, *CONFIGS.values()) if name not in RESUME_FLAGS]
+    given += [name for name in (*DATA_FLAGS, "method", "config", "preset") if getattr(args, name) is not None]
+    given += ["overwrite"] * args.overwrite
     if given:
         flags = ", ".join("--" + name.replace("_", "-") for name in given)
         raise NeuroSQLError(
             f"--resume continues a run with its own settings and data, so {flags} cannot be given; "
-            "drop them, or start a new run with --out"
+            "drop them, or start a new run with --out (or --config RUN to re-run it with changes)"
         )
     out = check_run_dir(args.resume)
     data = load_run_data(out, "train")
@@ -155,13 +182,15 @@ def resume_training(args: argparse.Namespace, main_process: bool) -> None:
         remove_temporaries(out)  # left by a process killed while writing
     start = time.perf_counter()
     val = load_run_validation(out, data)
-    model = NeuroSQL.resume(out / "model.pt", data.images, None if val is None else val.images,
-                            device=getattr(args, "device", "auto"))
+    model = method_class(checkpoint_kind(out / "model.pt")).resume(
+        out / "model.pt", data.images, None if val is None else val.images, device=getattr(args, "device", "auto"),
+        epochs=getattr(args, "epochs", None), steps=getattr(args, "steps", None),
+    )
     if main_process:
         finish_training(model, out, data, args.evaluate, start)
 
 
-def finish_training(model: NeuroSQL, out: Path, data, evaluate: bool, start: float) -> None:
+def finish_training(model, out: Path, data, evaluate: bool, start: float) -> None:
     """The rest of the run directory, the light evaluation (skipped with a warning when the data are too few), a summary."""
     from .runs import load_run_data, write_run
 
@@ -226,12 +255,12 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
     from .evaluation import evaluate_model, write_evaluation
     from .methods import load_model
     from .persistence import images_digest
-    from .runs import check_writable, created_dir, load_run_data
+    from .runs import check_writable, created_dir, load_run_data, run_directory
 
     if args.num < 2 or args.n_synthetic < 10 or args.classifier_epochs < 1 or args.refine_steps < 0:
         raise NeuroSQLError("--num must be >= 2, --n-synthetic >= 10, --classifier-epochs >= 1, --refine-steps >= 0")
     model = load_model(args.checkpoint, device=args.device)
-    run_dir = Path(args.checkpoint) if Path(args.checkpoint).is_dir() else Path(args.checkpoint).parent
+    run_dir = run_directory(args.checkpoint)
     out = Path(args.out or run_dir / "eval")
     check_writable(out)
     test = load_run_data(run_dir, args.split, spec=args.data)

@@ -11,14 +11,19 @@ import argparse
 from dataclasses import MISSING, fields
 
 
-def add_config_arguments(parser: argparse.ArgumentParser, config_cls, only=None) -> None:
-    """One ``--flag`` per field of ``config_cls`` (or of the names in ``only``)."""
-    for f in fields(config_cls):
-        if only is not None and f.name not in only:
+def add_config_arguments(parser: argparse.ArgumentParser, *config_classes, only=None, owners=None) -> None:
+    """One ``--flag`` per field of the ``config_classes`` (a field they share once), or of the
+    names in ``only``. ``owners`` (class → method name) adds to a field's help which methods have it."""
+    seen = set()
+    for f in (f for cls in config_classes for f in fields(cls)):
+        if (only is not None and f.name not in only) or f.name in seen:
             continue
+        seen.add(f.name)
         default = f.default if f.default is not MISSING else None
         flag = "--" + f.name.replace("_", "-")
-        help_text = f"{f.metadata.get('help', '')} (default: {'auto' if default is None else default})"
+        having = [name for cls, name in (owners or {}).items() if f.name in cls.__dataclass_fields__]
+        scope = f"{', '.join(having)} only; " if owners and len(having) < len(owners) else ""
+        help_text = f"{f.metadata.get('help', '')} ({scope}default: {'auto' if default is None else default})"
         if isinstance(default, bool):
             parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=argparse.SUPPRESS, help=help_text)
         else:
@@ -26,7 +31,7 @@ def add_config_arguments(parser: argparse.ArgumentParser, config_cls, only=None)
                                 choices=f.metadata.get("choices"), help=help_text)
 
 
-def given_values(args: argparse.Namespace, config_cls, only=None) -> dict:
-    """The fields of ``config_cls`` (or of ``only``) given on the command line, by name."""
-    return {f.name: getattr(args, f.name) for f in fields(config_cls)
+def given_values(args: argparse.Namespace, *config_classes, only=None) -> dict:
+    """The fields of the ``config_classes`` (or of ``only``) given on the command line, by name."""
+    return {f.name: getattr(args, f.name) for cls in config_classes for f in fields(cls)
             if hasattr(args, f.name) and (only is None or f.name in only)}

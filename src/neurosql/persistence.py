@@ -13,7 +13,6 @@ import hashlib
 import io
 import json
 import os
-import platform
 import re
 import tempfile
 from contextlib import contextmanager
@@ -24,7 +23,8 @@ import torch
 
 from .errors import NeuroSQLError
 
-CHECKPOINT_FORMAT = 2  # bump when the checkpoint layout changes; 2: payload + SHA-256
+CHECKPOINT_FORMAT = 3  # bump when the checkpoint layout changes; 2: payload + SHA-256; 3: one schema for every method
+CHECKSUMMED_FORMATS = (2, CHECKPOINT_FORMAT)  # payload + SHA-256 (methods.legacy reads format 2's schemas)
 LEGACY_FORMATS = (1,)  # older layouts still read (without a checksum)
 TEMPORARY = re.compile(r"^\..+\.[A-Za-z0-9_]+\.tmp$")  # names atomic_write gives its temporaries
 
@@ -120,6 +120,12 @@ def _unpickle(source, path: Path):
         ) from None
 
 
+def checkpoint_file(path: str | Path) -> Path:
+    """The checkpoint a user means by ``path``: the file itself, or a run directory's ``model.pt``."""
+    path = Path(path)
+    return path / "model.pt" if path.is_dir() else path
+
+
 def load_checkpoint(path: str | Path, kind: str | None = None) -> dict:
     """Load and validate a checkpoint written by :func:`save_checkpoint`.
 
@@ -127,13 +133,12 @@ def load_checkpoint(path: str | Path, kind: str | None = None) -> dict:
     when given, is the model kind it must hold.
     ``weights_only=True`` keeps loading safe: a checkpoint cannot run code.
     """
-    path = Path(path)
-    if path.is_dir():
-        path = path / "model.pt"
+    path = checkpoint_file(path)
     if not path.is_file():
         raise NeuroSQLError(f"checkpoint not found: {path}; pass a run directory or its model.pt")
     state = _unpickle(path, path)
-    if isinstance(state, dict) and state.get("format") == CHECKPOINT_FORMAT:
+    if isinstance(state, dict) and state.get("format") in CHECKSUMMED_FORMATS:
+        wrapper = state["format"]
         payload = state.get("payload")
         if not isinstance(payload, torch.Tensor) or payload.dtype != torch.uint8:
             raise NeuroSQLError(f"checkpoint {path} is corrupt (no payload); retrain or restore it from a backup")
@@ -143,6 +148,8 @@ def load_checkpoint(path: str | Path, kind: str | None = None) -> dict:
                 f"checkpoint {path} is corrupt (its SHA-256 checksum does not match); retrain or restore it from a backup"
             )
         state = _unpickle(io.BytesIO(data), path)
+        if isinstance(state, dict):
+            state.setdefault("format", wrapper)
     elif not isinstance(state, dict) or state.get("format") not in LEGACY_FORMATS:
         raise NeuroSQLError(f"{path} is not a NeuroSQL checkpoint of format {CHECKPOINT_FORMAT}")
     if not _all_finite(state):
@@ -205,28 +212,3 @@ def ensure_writable_dir(path: str | Path) -> Path:
             f"cannot write to output directory {path} ({exc.strerror or exc}); choose another --out"
         ) from None
     return path
-
-
-def environment_info(device: torch.device | str) -> dict:
-    """Versions and hardware recorded next to every run, for reproducibility."""
-    import numpy
-    import scipy
-
-    from . import __version__
-
-    info = {
-        "neurosql": __version__,
-        "python": platform.python_version(),
-        "torch": torch.__version__,
-        "numpy": numpy.__version__,
-        "scipy": scipy.__version__,
-        "platform": platform.platform(),
-        "processor": platform.processor() or platform.machine(),
-        "cpu_count": os.cpu_count(),
-        "torch_threads": torch.get_num_threads(),
-        "device": str(device),
-    }
-    if torch.cuda.is_available():
-        info["cuda"] = torch.version.cuda
-        info["gpu"] = torch.cuda.get_device_name(0)
-    return info

@@ -83,6 +83,11 @@ def save_grid(images: torch.Tensor, path: str | Path, nrow: int | None = None) -
     return atomic_write(path, lambda f: f.write(data))
 
 
+def subplots(*args, **kwargs):
+    """``matplotlib.pyplot.subplots`` on the file-only backend this module selects."""
+    return plt.subplots(*args, **kwargs)
+
+
 def save_figure(fig: plt.Figure, path: str | Path) -> Path:
     buffer = io.BytesIO()
     fig.savefig(buffer, format="png", dpi=120, bbox_inches="tight")

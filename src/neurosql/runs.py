@@ -1,9 +1,10 @@
-"""A run directory: everything a trained model leaves next to itself.
+"""A run directory: everything a trained model of any method leaves next to itself.
 
-``model.pt`` (checkpoint), ``config.json`` (resolved config and data),
+``model.pt`` (checkpoint), ``config.json`` (method, resolved config and data),
 ``run.json`` (versions, device, timings), ``log.csv`` and ``training.png``
-(per-epoch numbers and curves), ``samples.png`` and ``reconstructions.png``,
-and ``samples_by_class.png`` (one row per class) when the model has labels.
+(per-epoch numbers and curves), ``samples.png`` and ``samples.npy``,
+``reconstructions.png`` when the model keeps training codes, and
+``samples_by_class.png`` (one row per class) when the model has labels.
 
 A failed command never modifies a previous run: a new run is checked
 (settings, data, output directory) before anything is written, replaces an
@@ -15,6 +16,7 @@ from __future__ import annotations
 
 import json
 import os
+import platform
 import shutil
 import tempfile
 import time
@@ -30,10 +32,11 @@ from .data import ImageData, load_data, load_validation
 from .errors import NeuroSQLError
 from .core.generators import build_generator, count_parameters
 from .core.losses import loss_per_sample
-from .persistence import environment_info, write_json
+from .persistence import atomic_write, checkpoint_file, write_json
 from .report import plot_training, save_grid
 
 RUN_FILES = ("config.json", "model.pt")  # what makes a directory a run
+VOLUME_METHODS = ("neurosql", "vae")  # methods whose networks have 3-D versions
 
 
 def physical_memory() -> int | None:
@@ -51,10 +54,13 @@ def check_memory(nbytes: float, what: str, fix: str) -> None:
         raise NeuroSQLError(f"{what} need about {nbytes / 1e9:,.1f} GB, more than this machine's {total / 1e9:.0f} GB; {fix}")
 
 
-def check_trainable(config, images: torch.Tensor) -> None:
-    """Refuse, before anything is written, settings and data that fit would fail on:
-    a backbone that cannot make these images, one too big for memory, images the loss cannot compare."""
+def check_trainable(config, images: torch.Tensor, method: str = "neurosql") -> None:
+    """Refuse, before anything is written, settings and data that fit would fail on: a method
+    without 3-D networks for volumes, a backbone that cannot make these images, one too big
+    for memory, images the loss cannot compare."""
     channels, height, width = images.shape[1], images.shape[-2], images.shape[-1]  # images or volumes
+    if images.ndim == 5 and method not in VOLUME_METHODS:
+        raise NeuroSQLError(f"the {method} has no 3-D networks; train volumes with --method {' or '.join(VOLUME_METHODS)}")
     if height != width:
         raise NeuroSQLError(f"images must be square, got {(height, width)}; crop or resize them")
     with torch.device("meta"):  # shapes only: no memory, however wide
@@ -64,7 +70,8 @@ def check_trainable(config, images: torch.Tensor) -> None:
         )
     n = count_parameters(generator)
     check_memory(16 * n, f"a generator of {n:,} parameters with its gradients and AdamW moments would", "lower --width")
-    loss_per_sample(images[:1], images[:1], config.loss)  # e.g. images smaller than the SSIM window
+    if hasattr(config, "loss"):  # the DDPM's loss is on noise, at any size
+        loss_per_sample(images[:1], images[:1], config.loss)  # e.g. images smaller than the SSIM window
 
 
 def _probe_writable(folder: Path, shown: Path) -> None:
@@ -191,9 +198,26 @@ def timing_summary(rows: list[dict]) -> dict:
     }
 
 
-def write_config(out: str | Path, method: str, config, data: dict) -> Path:
-    """config.json: the method, its resolved configuration and where the data came from."""
-    return write_json(Path(out) / "config.json", {"method": method, "model": config.to_dict(), "data": data})
+def write_config(out: str | Path, method: str, config, data: dict, origin: dict | None = None) -> Path:
+    """config.json: the method, its resolved configuration and where the data came from;
+    ``origin`` records a re-run (``train --config``): the file it came from and what was overridden."""
+    record = {"method": method, "model": config.to_dict(), "data": data}
+    return write_json(Path(out) / "config.json", record if origin is None else {**record, "origin": origin})
+
+
+def read_config(path: str | Path) -> dict:
+    """A run's config.json (or the one in run directory ``path``), checked enough to re-run it."""
+    path = Path(path)
+    path = path / "config.json" if path.is_dir() else path  # a run directory, or a config.json of any name
+    try:
+        record = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise NeuroSQLError(f"{path} not found; pass a config.json written by 'neurosql train'") from None
+    except (OSError, ValueError) as exc:
+        raise NeuroSQLError(f"cannot read {path} ({exc}); pass a config.json written by 'neurosql train'") from None
+    if not isinstance(record, dict) or not all(isinstance(record.get(k), dict) for k in ("model", "data")):
+        raise NeuroSQLError(f"{path} is not a run's config.json (no 'model' and 'data'); pass one written by 'neurosql train'")
+    return record
 
 
 def write_run(model, out: str | Path, X_train: torch.Tensor, wall_time: float, n_samples: int = 64) -> Path:
@@ -204,11 +228,15 @@ def write_run(model, out: str | Path, X_train: torch.Tensor, wall_time: float, n
     plot_training(model.log_.rows, out / "training.png")
     samples = model.sample(n_samples, seed=model.config.seed)
     save_grid(samples, out / "samples.png", nrow=8)
+    atomic_write(out / "samples.npy", lambda f: np.save(f, samples.numpy()))
     if getattr(model, "labels_", None) is not None:
         save_grid(samples_by_class(model, seed=model.config.seed), out / "samples_by_class.png", nrow=8)
-    rows = picture_rows(len(model.train_index_), seed=model.config.seed)
-    recon = model.decode(model.codes_[rows.to(model.codes_.device)].cpu())
-    save_grid(reconstruction_pairs(X_train[torch.as_tensor(model.train_index_[rows.numpy()])], recon), out / "reconstructions.png", nrow=8)
+    codes = model.__dict__.get("codes_")  # the GAN and the DDPM keep none
+    if codes is not None:
+        rows = picture_rows(len(model.train_index_), seed=model.config.seed)
+        recon = model.decode(codes[rows.to(codes.device)].cpu())
+        real = X_train[torch.as_tensor(model.train_index_[rows.numpy()])]
+        save_grid(reconstruction_pairs(real, recon), out / "reconstructions.png", nrow=8)
     write_json(
         out / "run.json",
         {
@@ -225,14 +253,43 @@ def write_run(model, out: str | Path, X_train: torch.Tensor, wall_time: float, n
     return out
 
 
+def environment_info(device: torch.device | str) -> dict:
+    """Versions and hardware recorded next to every run, for reproducibility."""
+    import numpy
+    import scipy
+
+    from . import __version__
+
+    info = {
+        "neurosql": __version__,
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "numpy": numpy.__version__,
+        "scipy": scipy.__version__,
+        "platform": platform.platform(),
+        "processor": platform.processor() or platform.machine(),
+        "cpu_count": os.cpu_count(),
+        "torch_threads": torch.get_num_threads(),
+        "device": str(device),
+    }
+    if torch.cuda.is_available():
+        info["cuda"] = torch.version.cuda
+        info["gpu"] = torch.cuda.get_device_name(0)
+    return info
+
+
+def run_directory(path: str | Path) -> Path:
+    """The run a user means by ``path``: a run directory, or the folder of its ``model.pt``."""
+    return checkpoint_file(path).parent
+
+
 def load_run_data(run_dir: str | Path, split: str, spec: str | None = None, progress: bool = True) -> ImageData:
     """The images of ``split`` as the run saw them: same source, resolution and channels.
 
     The training split also gets the run's cap and seed, so its order matches the
     model's codes (``train_index_`` indexes into it); other splits are used whole.
     """
-    path = Path(run_dir)
-    config_path = (path if path.is_dir() else path.parent) / "config.json"
+    config_path = run_directory(run_dir) / "config.json"
     if not config_path.is_file():
         raise NeuroSQLError(f"{config_path} not found; evaluate a run directory written by 'neurosql train'")
     config = json.loads(config_path.read_text())

@@ -8,7 +8,6 @@ methods (paper §3.1, App. I: AdamW, cosine schedule, clipping, early stopping).
 from __future__ import annotations
 
 import contextlib
-import copy
 import csv
 import io
 import math
@@ -74,6 +73,7 @@ class TrainConfig:
     restart_epochs: int = option(0, "cosine warm-restart period in epochs; 0 = one cosine decay over all epochs")
     patience: int = option(25, "early stopping: epochs without validation improvement (paper: 25–30), "
                                "counted only in the last half of the budget")
+    checkpoint_every: int = option(1, "epochs between checkpoints when fit writes one")
     val_fraction: float = option(0.1, "fraction of training images held out for validation when none are given")
     seed: int = option(0, "random seed for initialisation, shuffling and the lattice")
     device: str = option("auto", "'auto' (CUDA when present), 'cpu', 'cuda' or 'cuda:N'")
@@ -102,6 +102,8 @@ class TrainConfig:
             raise NeuroSQLError(
                 "weight-decay and restart-epochs must be >= 0, grad-clip > 0 and patience >= 1"
             )
+        if self.checkpoint_every < 1:
+            raise NeuroSQLError(f"checkpoint-every must be >= 1, got {self.checkpoint_every}")
         if not 0 <= self.val_fraction < 1:
             raise NeuroSQLError(f"val-fraction must be in [0, 1), got {self.val_fraction}")
         resolve_device(self.device)
@@ -358,14 +360,8 @@ def show_losses(bar: tqdm, rows: list[dict]) -> None:
     bar.set_postfix(loss=f"{rows[-1]['train_loss']:.4f}", val="—" if val is None else f"{val:.4f}")
 
 
-def batches(n: int, batch_size: int, generator: torch.Generator, n_parts: int | None = None) -> list[torch.Tensor]:
-    """A fresh seeded shuffle of ``range(n)`` cut into batches (the last may be smaller),
-    or into exactly ``n_parts`` near-equal batches (what data-parallel processes need)."""
-    order = torch.randperm(n, generator=generator)
-    if n_parts is not None:
-        return list(order.tensor_split(n_parts))
-    parts = list(order.split(batch_size))
-    if len(parts) > 1 and len(parts[-1]) == 1:
-        # BatchNorm cannot normalise a batch of one image in training mode.
-        parts[-2:] = [torch.cat(parts[-2:])]
-    return parts
+def batches(n: int, n_parts: int, generator: torch.Generator) -> list[torch.Tensor]:
+    """A fresh seeded shuffle of ``range(n)`` cut into ``n_parts`` near-equal batches: every
+    epoch has the same number of updates, and no batch is a single image (BatchNorm cannot
+    normalise one) while n >= 2 n_parts, which :meth:`Shard.n_batches` ensures."""
+    return list(torch.randperm(n, generator=generator).tensor_split(n_parts))

@@ -7,9 +7,10 @@ from __future__ import annotations
 from pathlib import Path
 
 from ..errors import NeuroSQLError
-from ..persistence import load_checkpoint
+from ..persistence import load_checkpoint, restoring
 from .ddpm import DDPM, DDPMConfig
 from .gan import GAN, GANConfig
+from .legacy import upgrade_checkpoint
 from .neurosql import NeuroSQL, NeuroSQLConfig
 from .vae import VAE, VAEConfig
 
@@ -39,8 +40,10 @@ def checkpoint_kind(path: str | Path) -> str:
 
 
 def load_model(path: str | Path, device: str = "auto"):
-    """Load a saved model of any method, chosen by the checkpoint's ``kind``."""
-    kind = checkpoint_kind(path)
+    """Load a saved model of any method, chosen by the checkpoint's ``kind`` (the file is read once)."""
+    state = load_checkpoint(path)
+    kind = str(state.get("kind"))
     if kind not in METHODS:
         raise NeuroSQLError(f"checkpoint {path} holds an unknown model kind '{kind}'; known: {', '.join(METHODS)}")
-    return METHODS[kind].load(path, device=device)
+    with restoring(path):
+        return METHODS[kind]._from_state(upgrade_checkpoint(state), device)

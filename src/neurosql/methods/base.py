@@ -1,19 +1,18 @@
-"""What every trained image model shares: the validation split, the epoch loop
-with early stopping, inference in batches, and persistence of its networks.
+"""What every method shares: parameters in the scikit-learn manner, the fit
+preamble (validation split, device, data-parallel shard), training in the one
+engine (:mod:`neurosql.engine.loop`), inference in batches, and one checkpoint
+schema ``{kind, format, config, networks, extra, training}``.
 
-A method supplies its networks and one training step; :class:`Estimator` does
-the rest with the pieces of :mod:`neurosql.engine.training`, so every method spends the
-same budget (epochs × batches of ``batch_size``) under the same optimiser,
-schedule, clipping and stopping rule (paper §3.1, App. D "Budget parity").
+A method supplies its networks and its steps; every method then spends the same
+budget (updates of ``batch_size`` images) under the same optimiser, schedule,
+clipping, weight average and stopping rule (paper §3.1, App. D "Budget parity").
 """
 
 from __future__ import annotations
 
 import copy
-import math
 import numbers
-import time
-from dataclasses import dataclass
+from dataclasses import dataclass, fields, replace
 from pathlib import Path
 from typing import Callable
 
@@ -21,11 +20,11 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..data import check_images, take
-from ..errors import NeuroSQLError
 from ..core.generators import GENERATORS, build_generator
 from ..core.losses import LOSSES, loss_per_sample
-from ..persistence import load_checkpoint, restoring, save_checkpoint
+from ..data import check_images, take
+from ..engine.distributed import Shard, device_for, init_from_environment
+from ..engine.loop import Training, train_epochs
 from ..engine.training import (
     Budget,
     EarlyStopping,
@@ -33,14 +32,23 @@ from ..engine.training import (
     Optimization,
     TrainConfig,
     WeightAverage,
-    averaged,
-    batches,
     option,
-    progress_bar,
-    show_losses,
     resolve_device,
+    rng_state,
     seed_everything,
+    set_rng_state,
 )
+from ..errors import NeuroSQLError
+from ..persistence import (
+    CHECKPOINT_FORMAT,
+    checkpoint_file,
+    images_digest,
+    load_checkpoint,
+    remove_temporaries,
+    restoring,
+    save_checkpoint,
+)
+from .legacy import upgrade_checkpoint
 
 
 @dataclass
@@ -147,14 +155,15 @@ def optimise_latents(
     return torch.cat(out)
 
 
-class Estimator:
-    """Base of the baselines: parameters in ``__init__``, learning in ``fit``.
+class Method:
+    """Base of every method, in the scikit-learn manner: parameters in ``__init__`` (readable as
+    attributes, ``get_params`` / ``set_params`` / ``clone``), learning in ``fit``, learned state
+    ending in ``_``, and a clear error before fit.
 
-    A subclass sets ``kind`` and ``config_class``, lists how to rebuild each of
-    its networks in ``builders`` (name → callable taking the network's
-    ``config`` dict), and implements ``_build`` (create the networks and their
-    :class:`Optimization` objects, the generator's first), ``_train_step`` (one
-    batch → dict of float losses with ``train_loss``) and ``_validation_loss``.
+    A subclass sets ``kind``, ``config_class`` and ``builders`` (network name → constructor
+    taking the network's ``config`` dict), builds its networks in ``_setup`` and implements
+    ``_train_step`` and ``_validation_loss``; the hooks below have defaults that suit a method
+    without state besides its networks.
     """
 
     kind = ""
@@ -167,93 +176,190 @@ class Estimator:
             raise NeuroSQLError(f"pass either a {self.config_class.__name__} or keyword parameters, not both")
         self.config = config if config is not None else self.config_class.from_dict(params)
 
-    # ------------------------------------------------------------------ fit
-    def fit(self, X, X_val=None):
-        """Train on X (n, C, H, W) (or (n, H, W)) in [0, 1]; without ``X_val`` a
-        seeded ``val_fraction`` of X is held out for early stopping. Returns self."""
-        cfg = self.config
-        cfg.validate()
-        X = check_images(X)
-        if X.shape[-1] != X.shape[-2]:
-            raise NeuroSQLError(f"images must be square, got {tuple(X.shape[-2:])}; crop or resize them")
-        self.device_ = resolve_device(cfg.device)
-        seed_everything(cfg.seed)
-        self._shuffle = torch.Generator().manual_seed(cfg.seed)
-        X, X_val, self.train_index_ = split_validation(X, X_val, cfg.val_fraction, self._shuffle)
-        self.image_shape_ = tuple(X.shape[1:])  # (C, H, W)
-        self.budget_ = cfg.budget(len(X))
-        self.networks_: dict[str, nn.Module] = {}
-        self._optimizations: list[Optimization] = []
-        self._build(self.budget_)
-        X = X.to(self.device_)
-        self._train(X, None if X_val is None else X_val.to(self.device_))
-        self._after_fit(X)
+    def __getattr__(self, name: str):
+        """Parameters read as attributes (``model.lr``), as scikit-learn estimators have them."""
+        config = self.__dict__.get("config")
+        if config is not None and name in config.__dataclass_fields__:
+            return getattr(config, name)
+        raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
+
+    def get_params(self, deep: bool = True) -> dict:
+        """Every parameter by name (``deep`` is accepted for scikit-learn compatibility)."""
+        return self.config.to_dict()
+
+    def set_params(self, **params) -> "Method":
+        """Change parameters of an unfitted or fitted model (a refit uses them); returns self."""
+        unknown = sorted(set(params) - {f.name for f in fields(self.config)})
+        if unknown:
+            raise NeuroSQLError(f"unknown parameter(s) {', '.join(unknown)} for {type(self).__name__}")
+        self.config = replace(self.config, **params)
         return self
 
-    def _train(self, X: torch.Tensor, X_val: torch.Tensor | None) -> None:
-        """The epoch loop: train steps on seeded batches, validate, stop early, keep the best
-        weights; validation, the best snapshot and the result use the weight averages."""
-        cfg, budget = self.config, self.budget_
-        stopping, best = EarlyStopping(cfg.patience, min_epoch=budget.epochs // 2), None
-        averages = [WeightAverage(net, cfg.ema) for net in self.networks_.values()] if cfg.ema else []
+    def clone(self) -> "Method":
+        """A new unfitted model with the same parameters."""
+        return type(self)(replace(self.config))
+
+    # ------------------------------------------------------------------ fit
+    def fit(self, X, X_val=None, checkpoint: str | Path | None = None, callback=None) -> "Method":
+        """Train on X (n, C, H, W) (or (n, H, W)) in [0, 1]; returns self.
+
+        Without ``X_val`` a seeded ``val_fraction`` of X is held out for early stopping.
+        checkpoint: a file rewritten atomically every ``checkpoint_every`` epochs and at the end,
+        from which :meth:`resume` continues. callback: called as ``callback(model, row)`` after
+        each epoch's log row. Under ``torchrun`` every process calls fit on the same X and trains
+        on its shard (see :mod:`neurosql.engine.distributed`).
+        """
+        return self._fit(X, X_val, checkpoint, callback)
+
+    def _fit(self, X, X_val, checkpoint, callback, **setup) -> "Method":
+        cfg = self.config
+        cfg.validate()
+        X = self._as_images(X)
+        if X.shape[-1] != X.shape[-2]:
+            raise NeuroSQLError(f"images must be square, got {tuple(X.shape[-2:])}; crop or resize them")
+        self._shard = init_from_environment()
+        self.device_ = device_for(self._shard, resolve_device(cfg.device))
+        self.data_digest_ = images_digest(X)  # resume refuses other data, even of the same shape
+        seed_everything(cfg.seed)
+        X, X_val, self.train_index_ = split_validation(X, X_val, cfg.val_fraction, torch.Generator().manual_seed(cfg.seed))
+        self.image_shape_ = tuple(X.shape[1:])  # (C, H, W) or (C, D, H, W)
+        self.budget_ = cfg.budget(len(X), self._batch_size(), self._shard.n_batches)
+        self._local = self._shard.indices(len(X))  # this process's images
+        X_local = take(X, self._local).to(self.device_)
+        self.networks_: dict[str, nn.Module] = {}
+        self._setup(X_local, **setup)
+        self.training_ = self._new_training()
         self.log_ = EpochLog()
         self.epochs_run_ = 0
-        bar = progress_bar(budget.steps, self.kind.upper(), cfg.progress)
-        for epoch in range(1, budget.epochs + 1):
-            start = time.perf_counter()
-            for net in self.networks_.values():
-                net.train()
-            totals: dict[str, float] = {}
-            for idx in batches(len(X), budget.batch_size, self._shuffle):
-                x = X[idx.to(X.device)]  # (b, C, H, W)
-                for key, value in self._train_step(x).items():
-                    totals[key] = totals.get(key, 0.0) + value * len(idx)
-                for average in averages:
-                    average.update()
-                bar.update(1)
-            row = {"epoch": epoch, **{k: v / len(X) for k, v in totals.items()}}
-            row.update(lr=self._optimizations[0].lr, time_generator=time.perf_counter() - start)
-            if not math.isfinite(row["train_loss"]):
-                bar.close()
-                raise NeuroSQLError(f"{self.kind} training diverged at epoch {epoch} (loss {row['train_loss']}); lower --lr")
-            with averaged(averages):
-                if X_val is not None:
-                    start = time.perf_counter()
-                    row.update(val_loss=self._validation_loss(X_val), time_val=time.perf_counter() - start)
-                if "val_loss" in row and stopping.update(epoch, row["val_loss"]):
-                    best = {name: copy.deepcopy(net.state_dict()) for name, net in self.networks_.items()}
-            self.log_.append(row)
-            self.epochs_run_ = epoch
-            show_losses(bar, self.log_.rows)
-            if stopping.should_stop(epoch):
-                break
-        bar.close()
-        with averaged(averages):
-            final = best or {name: copy.deepcopy(net.state_dict()) for name, net in self.networks_.items()}
-        for name, net in self.networks_.items():
-            net.load_state_dict(final[name])
-        self.updates_ = self._optimizations[0].updates
+        return self._train(X, X_local, X_val, checkpoint, callback)
 
-    def _build(self, budget: Budget) -> None:
+    @classmethod
+    def resume(cls, checkpoint: str | Path, X, X_val=None, device: str = "auto", epochs: int | None = None,
+               steps: int | None = None) -> "Method":
+        """Continue an interrupted :meth:`fit` from its last checkpoint, on the same data.
+
+        Restored: weights, the method's learned state, optimisers and schedule, weight averages,
+        early stopping and the best snapshot, the epoch log and the global RNGs; batches come
+        from generators seeded by (seed, rank, epoch), so the next epoch draws what the
+        uninterrupted run would have. In deterministic CPU mode the result equals an
+        uninterrupted run. ``epochs`` or ``steps`` set a new total budget (same batch size),
+        e.g. to train a finished run further; the schedule is then that of the new budget.
+        """
+        checkpoint = checkpoint_file(checkpoint)
+        model = cls.load(checkpoint, device=device)
+        if model._saved_training is None:
+            raise NeuroSQLError(f"{checkpoint} holds no training state (a baseline saved before release 0.3); "
+                                "it can sample and be evaluated, but not resumed: start a new run")
+        remove_temporaries(checkpoint.parent, checkpoint.name)  # left by a process killed while saving
+        X = model._as_images(X)
+        if model.data_digest_ is not None and images_digest(X) != model.data_digest_:
+            raise NeuroSQLError(
+                f"resume needs the same training data, but these images differ from the ones {checkpoint} was trained on; "
+                "pass the original data"
+            )
+        X_train, X_val, _ = split_validation(X, X_val, model.config.val_fraction, torch.Generator().manual_seed(model.config.seed))
+        if len(X_train) != len(model.train_index_):
+            raise NeuroSQLError(
+                f"resume needs the same training data: the checkpoint has {len(model.train_index_)} images, got {len(X_train)}"
+            )
+        model._shard = init_from_environment()
+        model.device_ = device_for(model._shard, model.device_)
+        for net in model.networks_.values():
+            net.to(model.device_)
+        if epochs is not None or steps is not None:
+            model.config = replace(model.config, epochs=epochs, steps=steps)
+            model.config.validate()
+            model.budget_ = model.config.budget(len(X_train), model.budget_.batch_size, model._shard.n_batches)
+        with restoring(checkpoint):
+            model.training_ = model._new_training()
+            model.training_.load_state_dict(model._saved_training)
+        model._local = model._shard.indices(len(X_train))
+        model._resume_shard()
+        set_rng_state(model._saved_training["rng"])
+        return model._train(X_train, take(X_train, model._local).to(model.device_), X_val, checkpoint)
+
+    def _train(self, X, X_local, X_val, checkpoint, callback=None) -> "Method":
+        train_epochs(self, X_local, X_val, checkpoint, callback)
+        self.updates_ = self.training_.optimizations[0].updates
+        self._after_fit(X)
+        if checkpoint is not None:  # the file ends holding the model fit returns
+            self.save(checkpoint)
+        return self
+
+    def _new_training(self) -> Training:
+        """Optimisers (one per parameter group of :meth:`_optimized`), weight averages, early stopping."""
+        cfg = self.config
+        return Training(
+            optimizations=[Optimization(params, cfg, self.budget_) for params in self._optimized()],
+            averages=[WeightAverage(net, cfg.ema) for net in self.networks_.values()] if cfg.ema else [],
+            stopping=EarlyStopping(cfg.patience, min_epoch=self.budget_.epochs // 2),
+        )
+
+    # ---------------------------------------------------- the method's part
+    def _as_images(self, X):
+        """The training images, validated."""
+        return check_images(X)
+
+    def _batch_size(self) -> int | None:
+        """A batch size that overrides the configured one (Alg. 2's m), or None."""
+        return None
+
+    def _setup(self, X: torch.Tensor) -> None:
+        """Build ``networks_`` (and any learned state) for this process's images X."""
         raise NotImplementedError
 
-    def _backbone(self) -> nn.Module:
-        """The configured generator for this data, on the model's device."""
-        cfg, (C, R, _) = self.config, self.image_shape_
-        return build_generator(cfg.generator, cfg.latent_dim, resolution=R, channels=C, width=cfg.width or None).to(self.device_)
+    def _optimized(self) -> list[list[nn.Parameter]]:
+        """Parameter groups with an optimiser each, the generator's (or the denoiser's) first."""
+        return [list(net.parameters()) for net in self.networks_.values()]
 
-    def _train_step(self, x: torch.Tensor) -> dict[str, float]:
+    def _train_network(self, name: str) -> nn.Module:
+        """The network a training step calls (data-parallel when under torchrun)."""
+        return getattr(self, "_train_networks", self.networks_)[name]
+
+    def _begin_epoch(self, epoch: int, parts: list[torch.Tensor], generator: torch.Generator) -> None:
+        """Per-epoch set-up before the steps over ``parts`` (the epoch's batches of local indices)."""
+
+    def _train_step(self, x: torch.Tensor, idx: torch.Tensor) -> dict[str, float]:
         raise NotImplementedError
+
+    def _end_epoch(self, X: torch.Tensor, epoch: int, last: bool) -> dict:
+        """Work after an epoch's updates; returns numbers for the log row."""
+        return {}
+
+    def _validates(self, epoch: int, last: bool) -> bool:
+        return True
 
     def _validation_loss(self, X_val: torch.Tensor) -> float:
         raise NotImplementedError
 
+    def _learned_tensors(self) -> list[torch.Tensor]:
+        """Learned tensors besides the networks' that must stay finite (NeuroSQL's codes)."""
+        return []
+
+    def _snapshot(self) -> dict:
+        """The learned state kept for the best epoch and restored at the end."""
+        return {"networks": {name: copy.deepcopy(net.state_dict()) for name, net in self.networks_.items()}}
+
+    def _restore(self, snapshot: dict) -> None:
+        for name, net in self.networks_.items():
+            net.load_state_dict(snapshot["networks"][name])
+
     def _after_fit(self, X: torch.Tensor) -> None:
-        """Learned state computed from the final networks (e.g. the VAE's codes)."""
+        """Learned state computed from the final networks and all training images X (the VAE's codes)."""
+
+    def _resume_shard(self) -> None:
+        """Keep this process's part of the learned state when a resume starts (``_local`` is set)."""
+
+    def _extra_state(self) -> dict:
+        """Method-specific learned state to save besides the networks (all processes call it)."""
+        return {}
+
+    def _load_extra(self, extra: dict) -> None:
+        """Restore what :meth:`_extra_state` saved."""
 
     # ------------------------------------------------------------ inference
     def _check_fitted(self) -> None:
-        if not hasattr(self, "networks_"):
+        if "networks_" not in self.__dict__:
             name = type(self).__name__
             raise NeuroSQLError(f"this {name} model is not fitted yet; call fit(X) or {name}.load(path)")
 
@@ -264,56 +370,70 @@ class Estimator:
         return sum(p.numel() for net in self.networks_.values() for p in net.parameters() if p.requires_grad)
 
     # ---------------------------------------------------------- persistence
-    def _extra_state(self) -> dict:
-        """Method-specific learned state to save besides the networks."""
-        return {}
-
-    def _load_extra(self, state: dict) -> None:
-        """Restore what :meth:`_extra_state` saved."""
-
     def save(self, path: str | Path) -> Path:
-        """Config, every network (its rebuild config and weights), the epoch log and the learned state."""
+        """Config, every network (its rebuild config and weights), the learned state and,
+        after training, what a resume needs. Under torchrun every process calls it; the main one writes."""
         self._check_fitted()
+        extra = self._extra_state()
+        training = self.__dict__.get("training_")
+        # a loaded model keeps the training state it was loaded with, so that it stays resumable
+        training = self._saved_training if training is None else {**training.state_dict(), "rng": rng_state()}
+        if not self._shard.is_main:
+            return Path(path)
         state = {
             "kind": self.kind,
+            "format": CHECKPOINT_FORMAT,
             "config": self.config.to_dict(),
             "networks": {name: {"config": net.config, "state": net.state_dict()} for name, net in self.networks_.items()},
-            "image_shape": list(self.image_shape_),
-            "train_index": torch.as_tensor(self.train_index_),
-            "log": self.log_.rows,
-            "epochs_run": self.epochs_run_,
-            "updates": self.updates_,
-            **self._extra_state(),
+            "extra": {
+                "image_shape": list(self.image_shape_),
+                "train_index": torch.as_tensor(self.train_index_),
+                "data_digest": self.data_digest_,
+                "log": self.log_.rows,
+                "epochs_run": self.epochs_run_,
+                "budget": vars(self.budget_),
+                "updates": self.training_.optimizations[0].updates if "training_" in self.__dict__ else self.updates_,
+                **extra,
+            },
+            "training": training,
         }
         return save_checkpoint(state, path)
 
     @classmethod
     def load(cls, path: str | Path, device: str = "auto"):
         """Rebuild a saved model for inference; ``device`` overrides where it runs."""
-        state = load_checkpoint(path, cls.kind)
+        state = upgrade_checkpoint(load_checkpoint(path, cls.kind))
         with restoring(path):
-            return cls._restore(state, device)
+            return cls._from_state(state, device)
 
     @classmethod
-    def _restore(cls, state: dict, device: str):
+    def _from_state(cls, state: dict, device: str):
+        """A model from an upgraded checkpoint; the training state is kept as saved (for :meth:`resume`)."""
         model = cls(cls.config_class.from_dict({**state["config"], "device": device}))
         model.device_ = resolve_device(device)
+        model._shard = Shard()
         model.networks_ = {}
         for name, saved in state["networks"].items():
             net = cls.builders[name](**saved["config"]).to(model.device_)
             net.load_state_dict(saved["state"])
             model.networks_[name] = net.eval()
-        model.image_shape_ = tuple(state["image_shape"])
-        model.train_index_ = state["train_index"].numpy()
-        model.log_ = EpochLog(state["log"])
-        model.epochs_run_ = state["epochs_run"]
-        model.updates_ = state["updates"]
-        model._load_extra(state)
+        extra = state["extra"]
+        model.image_shape_ = tuple(extra["image_shape"])
+        model.train_index_ = extra["train_index"].numpy()
+        model.data_digest_ = extra.get("data_digest")  # None in checkpoints written before it was recorded
+        model.log_ = EpochLog(extra["log"])
+        model.epochs_run_ = extra["epochs_run"]
+        model.updates_ = extra["updates"]
+        model._load_extra(extra)
+        model._local = np.arange(len(model.train_index_))
+        budget = extra.get("budget")  # release-0.1 checkpoints carry none: theirs was the configured one
+        model.budget_ = Budget(**budget) if budget else model.config.budget(len(model.train_index_), model._batch_size(), model._shard.n_batches)
+        model._saved_training = state.get("training")
         return model
 
 
-class LatentGenerator(Estimator):
-    """An estimator whose images are G(z), z ~ N(0, I): the VAE and the GAN.
+class LatentGenerator(Method):
+    """A method whose images are G(z) for codes z from a prior: NeuroSQL, the VAE and the GAN.
 
     ``networks_["generator"]`` is a backbone from :func:`neurosql.core.generators.build_generator`.
     """
@@ -325,9 +445,15 @@ class LatentGenerator(Estimator):
         self._check_fitted()
         return self.networks_["generator"]
 
-    @property
-    def latent_dim(self) -> int:
-        return self.config.latent_dim
+    def _backbone(self) -> nn.Module:
+        """The configured generator for this data, on the model's device."""
+        cfg, shape = self.config, self.image_shape_
+        return build_generator(cfg.generator, cfg.latent_dim, resolution=shape[-1], channels=shape[0],
+                               width=cfg.width or None, volume=len(shape) == 4).to(self.device_)
+
+    def _prior_sample(self, m: int, generator: torch.Generator | None) -> torch.Tensor:
+        """m codes (m, d) from the prior, on the CPU."""
+        return torch.randn(m, self.config.latent_dim, generator=generator)
 
     @torch.no_grad()
     def decode(self, z, batch_size: int = 512, to_cpu: bool = True) -> torch.Tensor:
@@ -336,19 +462,21 @@ class LatentGenerator(Estimator):
         return decode_in_batches(self.generator_, z, self.device_, batch_size, to_cpu)
 
     def sample_latent(self, m: int, seed: int | None = None) -> torch.Tensor:
-        """m codes z ~ N(0, I), (m, d) on the CPU; a seed makes them reproducible."""
+        """m codes z (m, d) drawn from the prior, on the CPU; a seed makes them reproducible."""
         self._check_fitted()
         check_count(m)
-        generator = torch.Generator().manual_seed(seed) if seed is not None else None
-        return torch.randn(m, self.latent_dim, generator=generator)
+        return self._prior_sample(m, torch.Generator().manual_seed(seed) if seed is not None else None)
 
     def sample(self, m: int, seed: int | None = None) -> torch.Tensor:
-        """m new images G(z), z ~ N(0, I): (m, C, H, W) in [0, 1] on the CPU."""
+        """m new images G(z), z from the prior: (m, C, H, W) in [0, 1] on the CPU."""
         return self.decode(self.sample_latent(m, seed))
 
-    def reconstruct(self, X, refine_steps: int = 0) -> torch.Tensor:
-        """G(encode(X)) for images X (m, C, H, W)."""
-        return self.decode(self.encode(X, refine_steps))
-
-    def encode(self, X, refine_steps: int = 0) -> torch.Tensor:
+    def encode(self, X, refine_steps: int = 0, lr: float = 0.05) -> torch.Tensor:
         raise NotImplementedError
+
+    def reconstruct(self, X=None, refine_steps: int = 0) -> torch.Tensor:
+        """G(codes_) for the training images (X=None, in ``train_index_`` order), or G(encode(X))."""
+        self._check_fitted()
+        if X is None and "codes_" not in self.__dict__:
+            raise NeuroSQLError(f"a {self.kind} keeps no training codes; pass the images to reconstruct")
+        return self.decode(self.codes_ if X is None else self.encode(X, refine_steps))

@@ -15,9 +15,9 @@ from dataclasses import dataclass
 import torch
 
 from ..errors import NeuroSQLError
-from .base import BackboneConfig, Estimator, check_count
+from .base import BackboneConfig, Method, check_count
 from ..core.generators import build_generator, count_parameters
-from ..engine.training import Budget, Optimization, option
+from ..engine.training import option
 from .unet_denoiser import UNetDenoiser
 
 PARAM_TOLERANCE = 0.10  # paper §3.1: denoiser within ±10% of the compared generator's parameters
@@ -114,7 +114,7 @@ def match_width(target: int, channels: int) -> int:
     return width
 
 
-class DDPM(Estimator):
+class DDPM(Method):
     """DDPM baseline: ε-prediction on images mapped to [−1, 1], sampled by strided DDIM.
 
     Training minimises E_{x_0, t ~ U{0..T−1}, ε} ‖ε − ε_θ(√ᾱ_t x_0 + √(1−ᾱ_t) ε, t)‖²;
@@ -129,8 +129,8 @@ class DDPM(Estimator):
     builders = {"denoiser": UNetDenoiser}
     supports_reconstruction = False
 
-    def _build(self, budget: Budget) -> None:
-        cfg, (C, R, _) = self.config, self.image_shape_
+    def _setup(self, X: torch.Tensor) -> None:
+        cfg, C, R = self.config, X.shape[1], X.shape[-1]
         with torch.device("meta"):
             target = count_parameters(
                 build_generator(cfg.generator, cfg.latent_dim, resolution=R, channels=C, width=cfg.width or None)
@@ -145,22 +145,21 @@ class DDPM(Estimator):
             "denoiser_parameters": n,
             "ratio": n / target,
         }
-        self._optimizations.append(Optimization(self.networks_["denoiser"].parameters(), cfg, budget))
 
     @property
     def _alpha_bars(self) -> torch.Tensor:
         cfg = self.config
         return linear_alpha_bars(cfg.timesteps, cfg.beta_start, cfg.beta_end).to(self.device_, torch.float32)
 
-    def _noise_loss(self, x: torch.Tensor, t: torch.Tensor, eps: torch.Tensor, alpha_bars: torch.Tensor) -> torch.Tensor:
+    def _noise_loss(self, denoiser, x: torch.Tensor, t: torch.Tensor, eps: torch.Tensor, alpha_bars: torch.Tensor) -> torch.Tensor:
         """Per-image ‖ε − ε_θ(x_t, t)‖² / (C H W) for images x in [0, 1]: (B,)."""
         x_t = q_sample(2 * x - 1, t, eps, alpha_bars)
-        return (self.networks_["denoiser"](x_t, t) - eps).pow(2).flatten(1).mean(dim=1)
+        return (denoiser(x_t, t) - eps).pow(2).flatten(1).mean(dim=1)
 
-    def _train_step(self, x: torch.Tensor) -> dict[str, float]:
+    def _train_step(self, x: torch.Tensor, idx: torch.Tensor) -> dict[str, float]:
         t = torch.randint(0, self.config.timesteps, (len(x),), device=x.device)
-        loss = self._noise_loss(x, t, torch.randn_like(x), self._alpha_bars).mean()
-        self._optimizations[0].step(loss)
+        loss = self._noise_loss(self._train_network("denoiser"), x, t, torch.randn_like(x), self._alpha_bars).mean()
+        self.training_.optimizations[0].step(loss)
         return {"train_loss": float(loss.detach())}
 
     @torch.no_grad()
@@ -171,7 +170,7 @@ class DDPM(Estimator):
         eps = torch.randn(X_val.shape, generator=generator).to(X_val.device)
         alpha_bars = self._alpha_bars
         total = sum(
-            float(self._noise_loss(x, s, e, alpha_bars).sum())
+            float(self._noise_loss(self.networks_["denoiser"], x, s, e, alpha_bars).sum())
             for x, s, e in zip(X_val.split(256), t.split(256), eps.split(256))
         )
         return total / len(X_val)
@@ -203,5 +202,5 @@ class DDPM(Estimator):
     def _extra_state(self) -> dict:
         return {"param_match": self.param_match_}
 
-    def _load_extra(self, state: dict) -> None:
-        self.param_match_ = state["param_match"]
+    def _load_extra(self, extra: dict) -> None:
+        self.param_match_ = extra["param_match"]

@@ -16,10 +16,10 @@ from torch import nn
 
 from ..data import check_images
 from ..errors import NeuroSQLError
-from .base import LatentGeneratorConfig, LatentGenerator, optimise_latents
+from .base import LatentGenerator, LatentGeneratorConfig, optimise_latents
 from ..core.generators import build_generator
 from ..core.losses import pairwise_cost
-from ..engine.training import Budget, Optimization, option
+from ..engine.training import option
 
 POOL = 256  # fixed prior draws behind the validation loss and the starting codes of encode
 
@@ -78,20 +78,21 @@ class GAN(LatentGenerator):
     config_class = GANConfig
     builders = {"generator": build_generator, "discriminator": Discriminator}
 
-    def _build(self, budget: Budget) -> None:
-        cfg, (C, R, _) = self.config, self.image_shape_
+    def _setup(self, X: torch.Tensor) -> None:
+        C, R = X.shape[1], X.shape[-1]
         self.networks_["generator"] = self._backbone()
-        self.networks_["discriminator"] = Discriminator(R, C, cfg.disc_width).to(self.device_)
-        for net in self.networks_.values():
-            self._optimizations.append(Optimization(net.parameters(), cfg, budget))
+        self.networks_["discriminator"] = Discriminator(R, C, self.disc_width).to(self.device_)
 
-    def _train_step(self, x: torch.Tensor) -> dict[str, float]:
-        G, D = self.generator_, self.networks_["discriminator"]
-        g_opt, d_opt = self._optimizations
+    def _train_step(self, x: torch.Tensor, idx: torch.Tensor) -> dict[str, float]:
+        G, D = self._train_network("generator"), self._train_network("discriminator")
+        g_opt, d_opt = self.training_.optimizations
         real, fake_label = torch.ones(len(x), device=x.device), torch.zeros(len(x), device=x.device)
         fake = G(torch.randn(len(x), self.latent_dim, device=x.device))  # (b, C, H, W)
-        d_loss = F.binary_cross_entropy_with_logits(D(x), real) + F.binary_cross_entropy_with_logits(
-            D(fake.detach()), fake_label
+        # one call of D on real and fake images together (D has no batch statistics, so this equals
+        # two calls), as a data-parallel D expects one forward per backward
+        logits = D(torch.cat([x, fake.detach()]))  # (2b,)
+        d_loss = F.binary_cross_entropy_with_logits(logits[: len(x)], real) + F.binary_cross_entropy_with_logits(
+            logits[len(x):], fake_label
         )
         d_opt.step(d_loss)
         g_loss = F.binary_cross_entropy_with_logits(D(fake), real)

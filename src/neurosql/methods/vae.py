@@ -13,10 +13,10 @@ from torch import nn
 
 from ..data import check_images
 from ..errors import NeuroSQLError
-from .base import LatentGeneratorConfig, LatentGenerator, optimise_latents
+from .base import LatentGenerator, LatentGeneratorConfig, optimise_latents
 from ..core.generators import build_generator
 from ..core.losses import loss_per_sample
-from ..engine.training import Budget, Optimization, option
+from ..engine.training import option
 
 LOGVAR_RANGE = (-12.0, 8.0)  # keeps exp(logvar) finite while the encoder is still untrained
 
@@ -81,23 +81,24 @@ class VAE(LatentGenerator):
     config_class = VAEConfig
     builders = {"generator": build_generator, "encoder": MLPEncoder}
 
-    def _build(self, budget: Budget) -> None:
-        cfg, (C, R, _) = self.config, self.image_shape_
+    def _setup(self, X: torch.Tensor) -> None:
         self.networks_["generator"] = self._backbone()
-        self.networks_["encoder"] = MLPEncoder(C * R * R, cfg.latent_dim, cfg.encoder_hidden).to(self.device_)
-        params = [p for net in self.networks_.values() for p in net.parameters()]
-        self._optimizations.append(Optimization(params, cfg, budget))
+        self.networks_["encoder"] = MLPEncoder(X[0].numel(), self.latent_dim, self.encoder_hidden).to(self.device_)
 
-    def _objective(self, x: torch.Tensor, eps: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def _optimized(self) -> list[list[nn.Parameter]]:
+        return [[p for net in self.networks_.values() for p in net.parameters()]]  # one objective, one optimiser
+
+    def _objective(self, x: torch.Tensor, eps: torch.Tensor, networks: dict) -> tuple[torch.Tensor, torch.Tensor]:
         """Per-image reconstruction ℓ and KL, (B,) each, with the noise ε (B, d) given."""
-        mu, logvar = self.networks_["encoder"](x)
+        mu, logvar = networks["encoder"](x)
         z = mu + eps * (0.5 * logvar).exp()  # reparameterisation: (B, d)
-        return loss_per_sample(self.generator_(z), x, self.config.loss), kl_to_standard_normal(mu, logvar)
+        return loss_per_sample(networks["generator"](z), x, self.config.loss), kl_to_standard_normal(mu, logvar)
 
-    def _train_step(self, x: torch.Tensor) -> dict[str, float]:
-        recon, kl = self._objective(x, torch.randn(len(x), self.latent_dim, device=x.device))
+    def _train_step(self, x: torch.Tensor, idx: torch.Tensor) -> dict[str, float]:
+        networks = {name: self._train_network(name) for name in self.networks_}
+        recon, kl = self._objective(x, torch.randn(len(x), self.latent_dim, device=x.device), networks)
         loss = (recon + self.config.beta * kl).mean()
-        self._optimizations[0].step(loss)
+        self.training_.optimizations[0].step(loss)
         return {"train_loss": float(loss.detach()), "recon_loss": float(recon.detach().mean()), "kl": float(kl.detach().mean())}
 
     @torch.no_grad()
@@ -107,7 +108,7 @@ class VAE(LatentGenerator):
         eps = torch.randn(len(X_val), self.latent_dim, generator=torch.Generator().manual_seed(self.config.seed))
         total = 0.0
         for x, e in zip(X_val.split(512), eps.to(X_val.device).split(512)):
-            recon, kl = self._objective(x, e)
+            recon, kl = self._objective(x, e, self.networks_)
             total += float((recon + self.config.beta * kl).sum())
         return total / len(X_val)
 
@@ -129,13 +130,9 @@ class VAE(LatentGenerator):
             z = optimise_latents(self.generator_, X, z, refine_steps, lr, self.config.loss)
         return z.cpu()
 
-    def reconstruct(self, X=None, refine_steps: int = 0) -> torch.Tensor:
-        """G(codes_) for the training images (X=None, ``train_index_`` order), or G(encode(X))."""
-        self._check_fitted()
-        return self.decode(self.codes_ if X is None else self.encode(X, refine_steps))
-
     def _extra_state(self) -> dict:
-        return {"codes": self.codes_.cpu()}
+        return {"codes": self.codes_.cpu()} if "codes_" in self.__dict__ else {}  # none until training ends
 
-    def _load_extra(self, state: dict) -> None:
-        self.codes_ = state["codes"].to(self.device_)
+    def _load_extra(self, extra: dict) -> None:
+        if "codes" in extra:
+            self.codes_ = extra["codes"].to(self.device_)
