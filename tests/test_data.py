@@ -14,6 +14,7 @@ from PIL import Image
 from neurosql.data import (
     ImageData,
     check_images,
+    check_lazy_images,
     detect_layout,
     load_data,
     load_validation,
@@ -511,6 +512,8 @@ def test_check_images_accepts_and_converts():
 def test_check_images_rejects(x, message):
     with pytest.raises(NeuroSQLError, match=message):
         check_images(x)
+    with pytest.raises(NeuroSQLError, match=message):  # an on-disk array gets the same message
+        check_lazy_images(x)
 
 
 def test_image_data_subset():

@@ -53,6 +53,7 @@ from concurrent.futures import ThreadPoolExecutor
 import torch
 
 from . import native
+from .images import check_images
 from ..errors import NeuroSQLError
 
 LOSSES = ("ssim_l1", "l1", "l2", "ssim")  # "ssim" is the loss 1 - SSIM
@@ -67,22 +68,23 @@ ROWS_PER_TILE = 128  # default rows of x per C kernel call; columns are split ev
 COLS_PER_TILE = 512  # this many per call, so a call's scratch, (rows + cols) * ~22 H floats, stays in L3
 
 
-def _check_images(x: torch.Tensor, y: torch.Tensor, *, same_batch: bool) -> None:
-    """Raise NeuroSQLError unless x and y are floating (n, C, H, W) images SSIM can compare."""
+def _check_pair(x: torch.Tensor, y: torch.Tensor, *, dims: int, same_batch: bool, window: int) -> None:
+    """Raise NeuroSQLError unless x and y are floating images (dims 4) or volumes (dims 5) SSIM can compare.
+
+    The values are not checked: this runs on every training step.
+    """
     for name, t in (("x", x), ("y", y)):
-        if not isinstance(t, torch.Tensor) or t.dim() != 4:
-            raise NeuroSQLError(f"{name} must be a 4-D image tensor (n, C, H, W); reshape or stack your images")
-        if not t.is_floating_point():
-            raise NeuroSQLError(f"{name} has dtype {t.dtype}; pass float images scaled to [0, 1]")
+        check_images(t, name=name, dims=(dims,), min_count=0, from_numpy=False, value_range=False)
+    item = "volume" if dims == 5 else "image"
     if x.shape[1:] != y.shape[1:] or (same_batch and x.shape[0] != y.shape[0]):
-        what = "shapes" if same_batch else "image shapes (C, H, W)"
+        what = "shapes" if same_batch else f"{item} shapes {'(C, D, H, W)' if dims == 5 else '(C, H, W)'}"
         raise NeuroSQLError(
-            f"x and y {what} differ: {tuple(x.shape)} vs {tuple(y.shape)}; pass images of the same size and channels"
+            f"x and y {what} differ: {tuple(x.shape)} vs {tuple(y.shape)}; pass {item}s of the same size and channels"
         )
-    if min(x.shape[2:]) < WINDOW:
+    if min(x.shape[2:]) < window:
+        side = f"{window}x{window}" if dims == 4 else f"{window}³"
         raise NeuroSQLError(
-            f"images of size {tuple(x.shape[2:])} are smaller than the {WINDOW}x{WINDOW} SSIM window; "
-            f"resize them to at least {WINDOW}x{WINDOW}"
+            f"{item}s of size {tuple(x.shape[2:])} are smaller than the {side} SSIM window; resize them to at least {side}"
         )
 
 
@@ -131,7 +133,7 @@ def ssim(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     Shapes: x, y (n, C, H, W) floats in [0, 1], H, W >= 11 -> (n,).
     Complexity: O(n C H W * 22) for the five separable filterings.
     """
-    _check_images(x, y, same_batch=True)
+    _check_pair(x, y, dims=4, same_batch=True, window=WINDOW)
     mu_x, var_x = _local_moments(x)  # (n, C, H', W')
     mu_y, var_y = _local_moments(y)
     cov = _blur(x * y) - mu_x * mu_y
@@ -157,10 +159,10 @@ def loss_per_sample(x: torch.Tensor, y: torch.Tensor, loss: str = "ssim_l1") -> 
     if x.dim() == 5:
         from . import losses3d  # imported here: losses3d builds on this module
 
-        losses3d._check_volumes(x, y, same_batch=True)
+        _check_pair(x, y, dims=5, same_batch=True, window=losses3d.WINDOW)
         structural = losses3d.ssim
     else:
-        _check_images(x, y, same_batch=True)
+        _check_pair(x, y, dims=4, same_batch=True, window=WINDOW)
     if loss == "l2":
         return (x - y).pow(2).flatten(1).mean(dim=1)
     if loss == "ssim":
@@ -201,7 +203,7 @@ def pairwise_cost(
         from . import losses3d
 
         return losses3d.pairwise_cost(x, y, loss)
-    _check_images(x, y, same_batch=False)
+    _check_pair(x, y, dims=4, same_batch=False, window=WINDOW)
     if chunk_size is not None and chunk_size < 1:
         raise NeuroSQLError(f"chunk_size must be a positive number of rows, got {chunk_size}; pass e.g. 256 or None")
     x = x.float()

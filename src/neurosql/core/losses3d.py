@@ -24,29 +24,11 @@ from __future__ import annotations
 import torch
 
 from ..errors import NeuroSQLError
-from .losses import C1, C2, LOSSES, _band, _gaussian_window
+from .losses import C1, C2, LOSSES, _band, _check_pair, _gaussian_window
 
 WINDOW = 7  # taps per axis of the 3-D Gaussian window
 SIGMA = 0.9  # its standard deviation, in voxels
 CHUNK_BUDGET = 2**23  # floats of pair products a block of pairwise_cost may hold (32 MB in float32)
-
-
-def _check_volumes(x: torch.Tensor, y: torch.Tensor, *, same_batch: bool) -> None:
-    """Raise NeuroSQLError unless x and y are floating (n, C, D, H, W) volumes SSIM can compare."""
-    for name, t in (("x", x), ("y", y)):
-        if not isinstance(t, torch.Tensor) or t.dim() != 5:
-            raise NeuroSQLError(f"{name} must be a 5-D volume tensor (n, C, D, H, W); reshape or stack your volumes")
-        if not t.is_floating_point():
-            raise NeuroSQLError(f"{name} has dtype {t.dtype}; pass float volumes scaled to [0, 1]")
-    if x.shape[1:] != y.shape[1:] or (same_batch and x.shape[0] != y.shape[0]):
-        raise NeuroSQLError(
-            f"x and y shapes differ: {tuple(x.shape)} vs {tuple(y.shape)}; pass volumes of the same size and channels"
-        )
-    if min(x.shape[2:]) < WINDOW:
-        raise NeuroSQLError(
-            f"volumes of size {tuple(x.shape[2:])} are smaller than the {WINDOW}³ SSIM window; "
-            f"resample them to at least {WINDOW} voxels per side"
-        )
 
 
 def blur(x: torch.Tensor) -> torch.Tensor:
@@ -77,7 +59,7 @@ def ssim(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     Complexity: O(n C D H W · 3 · max(D, H, W)) for five separable filterings
     (banded matrix products).
     """
-    _check_volumes(x, y, same_batch=True)
+    _check_pair(x, y, dims=5, same_batch=True, window=WINDOW)
     mu_x, mu_y = blur(x), blur(y)
     var_x, var_y = blur(x * x) - mu_x * mu_x, blur(y * y) - mu_y * mu_y
     return _ssim_map_mean(mu_x, mu_y, var_x, var_y, blur(x * y) - mu_x * mu_y)
@@ -96,7 +78,7 @@ def pairwise_cost(x: torch.Tensor, y: torch.Tensor, loss: str = "ssim_l1") -> to
     """
     if loss not in LOSSES:
         raise NeuroSQLError(f"unknown loss {loss!r}; choose one of {', '.join(LOSSES)}")
-    _check_volumes(x, y, same_batch=False)
+    _check_pair(x, y, dims=5, same_batch=False, window=WINDOW)
     x, y = x.float(), y.to(device=x.device, dtype=torch.float32)
     n, m, d = len(x), len(y), x[0].numel()
     if loss == "l2":

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from ..core import images as core_images
 from ..errors import NeuroSQLError
 
 
@@ -59,39 +60,7 @@ def check_images(x, *, min_count: int = 2) -> torch.Tensor:
     uint8 is divided by 255, floats must already lie in [0, 1]. ``min_count`` is
     the fewest images accepted.
     """
-    if not isinstance(x, torch.Tensor):
-        try:
-            x = torch.as_tensor(np.asarray(x))
-        except (TypeError, ValueError) as err:
-            raise NeuroSQLError(f"images must be a numeric array or tensor ({err})") from None
-    if x.ndim == 3:
-        x = x.unsqueeze(1)  # (n, H, W) -> (n, 1, H, W)
-    if x.ndim not in (4, 5):
-        raise NeuroSQLError(
-            f"images must be 4-D (n, C, H, W), 3-D (n, H, W) or volumes (n, C, D, H, W), got shape {tuple(x.shape)}"
-        )
-    if x.shape[1] not in (1, 3) and x.shape[-1] in (1, 3):
-        raise NeuroSQLError(
-            f"images of shape {tuple(x.shape)} look channels-last; "
-            "reorder them to (n, C, H, W) or (n, C, D, H, W), e.g. x.permute(0, 3, 1, 2)"
-        )
-    if len(x) < min_count:
-        raise NeuroSQLError(f"need at least {min_count} images, got {len(x)}")
-    if x.dtype == torch.uint8:
-        return x.float() / 255.0
-    if not x.is_floating_point():
-        raise NeuroSQLError(
-            f"images must be uint8 or float in [0, 1], got {x.dtype}; convert them, e.g. x.astype('uint8')"
-        )
-    if not bool(torch.isfinite(x).all()):
-        raise NeuroSQLError("images contain NaN or Inf; remove or repair those images")
-    lo, hi = float(x.min()), float(x.max())
-    if lo < 0.0 or hi > 1.0:
-        raise NeuroSQLError(
-            f"image values lie in [{lo:g}, {hi:g}], outside [0, 1]; "
-            "scale your data to [0, 1], e.g. divide uint8 images by 255"
-        )
-    return x.float()
+    return core_images.check_images(x, name="images", dims=(4, 5), min_count=min_count, add_channel=True, convert=True)
 
 
 class LazyImages:
@@ -134,23 +103,14 @@ def _to_unit_float(x: torch.Tensor) -> torch.Tensor:
 
 
 def check_lazy_images(array, *, min_count: int = 2, chunk: int = 4096) -> LazyImages:
-    """Validate an on-disk array like :func:`check_images`, streaming it in chunks."""
+    """Validate an on-disk array like :func:`check_images`, 4-D or 3-D only, streaming it in chunks."""
     shape = tuple(array.shape)
-    if len(shape) not in (3, 4):
-        raise NeuroSQLError(f"images must be 4-D (n, C, H, W) or 3-D (n, H, W), got shape {shape}")
-    if len(shape) == 4 and shape[1] not in (1, 3):
-        raise NeuroSQLError(f"images of shape {shape} need 1 or 3 channels in axis 1, (n, C, H, W)")
-    if shape[0] < min_count:
-        raise NeuroSQLError(f"need at least {min_count} images, got {shape[0]}")
-    if array.dtype != np.uint8:
-        if not np.issubdtype(array.dtype, np.floating):
-            raise NeuroSQLError(f"images must be uint8 or float in [0, 1], got {array.dtype}")
-        for start in range(0, shape[0], chunk):
-            part = np.asarray(array[start : start + chunk])
-            if not np.isfinite(part).all():
-                raise NeuroSQLError("images contain NaN or Inf; remove or repair those images")
-            if part.min() < 0 or part.max() > 1:
-                raise NeuroSQLError("image values lie outside [0, 1]; scale your data to [0, 1]")
+    if len(shape) == 3:
+        shape = (shape[0], 1, *shape[1:])  # (n, H, W) -> (n, 1, H, W), as LazyImages reads it
+    core_images.check_shape(shape, name="images", dims=(4,), min_count=min_count, add_channel=True)
+    if core_images.check_dtype(array.dtype, name="images", convert=True) == "float":
+        parts = (torch.from_numpy(np.array(array[start : start + chunk])) for start in range(0, shape[0], chunk))
+        core_images.check_values(parts, name="images")
     return LazyImages(array)
 
 

@@ -2,26 +2,16 @@
 import numpy as np
 import torch
 
+from neurosql.core import images as core_images
 from neurosql.errors import NeuroSQLError
 
 
 def check_images(x, name: str, min_count: int = 1) -> torch.Tensor:
     """Return ``x`` as a floating tensor (n, C, H, W) in [0, 1] or raise NeuroSQLError."""
-    if isinstance(x, np.ndarray):
-        x = torch.from_numpy(x)
-    if not isinstance(x, torch.Tensor):
-        raise NeuroSQLError(f"{name} must be a torch tensor (n, C, H, W); got {type(x).__name__}")
-    if x.ndim != 4:
-        raise NeuroSQLError(f"{name} must have shape (n, C, H, W); got {tuple(x.shape)}")
-    if not x.is_floating_point():
-        raise NeuroSQLError(f"{name} must be float in [0, 1]; got {x.dtype} (divide by 255 first)")
-    if x.shape[0] < min_count:
-        raise NeuroSQLError(f"{name} needs at least {min_count} images; got {x.shape[0]}")
-    # A small tolerance lets bilinear resampling overshoot pass; anything larger is a range bug.
-    lo, hi = float(x.min()), float(x.max())
-    if lo < -1e-3 or hi > 1 + 1e-3:
-        raise NeuroSQLError(f"{name} must lie in [0, 1]; got values in [{lo:.3g}, {hi:.3g}] (rescale first)")
-    return x
+    # A small slack lets bilinear resampling overshoot pass; anything larger is a range bug.
+    return core_images.check_images(
+        x, name=name, dims=(4,), min_count=min_count, convert=False, from_numpy=True, value_range=True, slack=1e-3
+    )
 
 
 def check_same_image_shape(a: torch.Tensor, b: torch.Tensor, names: str) -> None:
