@@ -157,3 +157,45 @@ def test_weight_average_follows_its_recursion_and_swaps_back():
     with average.applied():
         assert torch.allclose(net.weight, expected)
     assert (net.weight == 7.0).all()  # its own weights are back after the block
+
+
+# ------------------------------------------------------- declared config fields
+def test_interval_membership_and_wording():
+    from neurosql.engine.config import Interval
+
+    cases = {"(0, 1]": (0.5, [1.0], [0.0, 1.5]), "[1, inf)": (3, [1], [0, 0.5]), "[0, 1)": (0.0, [0.999], [1.0, -0.1])}
+    for text, (inside, edge_in, outside) in cases.items():
+        interval = Interval.parse(text)
+        assert inside in interval and all(v in interval for v in edge_in)
+        assert not any(v in interval for v in outside), text
+    assert str(Interval.parse("(0, 1]")) == "in (0, 1]" and str(Interval.parse("[1, inf)")) == ">= 1"
+    assert str(Interval.parse("(0, inf)")) == "> 0"
+    with pytest.raises(ValueError):
+        Interval.parse("0 to 1")
+
+
+def _configs():
+    from neurosql.methods import CONFIGS
+
+    return list(CONFIGS.values())
+
+
+@pytest.mark.parametrize("cls", _configs(), ids=lambda c: c.__name__)
+def test_every_numeric_field_declares_its_bounds_and_refuses_nan_and_inf(cls):
+    """One declaration per field, checked by one function: a number without bounds would be unchecked."""
+    from dataclasses import fields
+
+    from neurosql.engine.config import check_config
+
+    for f in fields(cls):
+        kind = f.metadata.get("type", type(f.default))
+        if kind in (int, float):
+            assert "within" in f.metadata, f"{cls.__name__}.{f.name} declares no interval"
+        if kind is float:
+            for bad in (float("nan"), float("inf"), -float("inf")):
+                with pytest.raises(NeuroSQLError, match=f.name.replace("_", "-")):
+                    check_config(cls(**{f.name: bad}))
+        if "choices" in f.metadata:
+            with pytest.raises(NeuroSQLError, match=f"unknown {f.name.replace('_', '-')} 'nosuch'"):
+                check_config(cls(**{f.name: "nosuch"}))
+    check_config(cls())  # the defaults pass

@@ -225,7 +225,7 @@ def cmd_sample(args: argparse.Namespace) -> None:
     from .persistence import write_files
     from .report import grid_bytes
     from .runs import check_memory
-    from .engine.training import MAX_SEED
+    from .engine.config import MAX_SEED
 
     if args.num < 1:
         raise NeuroSQLError(f"--num must be >= 1, got {args.num}")

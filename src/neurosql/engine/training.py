@@ -11,23 +11,18 @@ import contextlib
 import csv
 import io
 import math
-import numbers
 import random
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, fields
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Iterable
 
 import numpy as np
 import torch
 from tqdm.auto import tqdm
 
 from ..errors import NeuroSQLError
+from .config import MAX_SEED, check_config, option
 from ..persistence import atomic_write
-
-
-def option(default: Any, help: str, **metadata: Any) -> Any:
-    """A config field with its default and a one-line help (the CLI reads both)."""
-    return field(default=default, metadata={"help": help, **metadata})
 
 
 # The automatic budget (issue 10; measurements in benchmarks/small_data.md): small data sets need
@@ -59,53 +54,39 @@ class Budget:
 class TrainConfig:
     """The optimisation budget shared by every method (App. I, J)."""
 
-    epochs: int | None = option(None, "training epochs; None = auto, see steps", type=int)
+    epochs: int | None = option(None, "training epochs; None = auto, see steps", type=int, within="[1, inf)",
+                                hint="or omit it for the automatic budget")
     steps: int | None = option(None, f"budget in generator updates, rounded up to whole epochs; None (with epochs "
                                      f"None) = auto: {AUTO_EPOCHS} epochs, at least {AUTO_STEPS[0]} and at most "
-                                     f"{AUTO_STEPS[1]} updates", type=int)
+                                     f"{AUTO_STEPS[1]} updates", type=int, within="[1, inf)",
+                               hint="or omit it for the automatic budget")
     batch_size: int | None = option(None, f"images per generator step; None = auto: n/{AUTO_BATCH_DIVISOR} rounded "
-                                          f"down to a power of two in [{AUTO_BATCH[0]}, {AUTO_BATCH[1]}]", type=int)
-    lr: float = option(2e-3, "peak AdamW learning rate (paper: 1e-4 to 3e-4 over 120–250 epochs: --preset paper)")
-    warmup: float = option(0.05, "fraction of the updates over which the learning rate rises linearly from 0")
-    ema: float = option(0.999, "decay of the moving average of the weights that sampling uses; 0 = off")
-    weight_decay: float = option(1e-4, "AdamW weight decay (paper: ~1e-4)")
-    grad_clip: float = option(1.0, "gradient-norm clipping threshold (paper: 1.0)")
-    restart_epochs: int = option(0, "cosine warm-restart period in epochs; 0 = one cosine decay over all epochs")
+                                          f"down to a power of two in [{AUTO_BATCH[0]}, {AUTO_BATCH[1]}]", type=int,
+                                    within="[1, inf)", hint="or omit it for the automatic batch size")
+    lr: float = option(2e-3, "peak AdamW learning rate (paper: 1e-4 to 3e-4 over 120–250 epochs: --preset paper)",
+                       within="(0, inf)")
+    warmup: float = option(0.05, "fraction of the updates over which the learning rate rises linearly from 0",
+                           within="[0, 1)")
+    ema: float = option(0.999, "decay of the moving average of the weights that sampling uses; 0 = off", within="[0, 1)")
+    weight_decay: float = option(1e-4, "AdamW weight decay (paper: ~1e-4)", within="[0, inf)")
+    grad_clip: float = option(1.0, "gradient-norm clipping threshold (paper: 1.0)", within="(0, inf)")
+    restart_epochs: int = option(0, "cosine warm-restart period in epochs; 0 = one cosine decay over all epochs",
+                                 within="[0, inf)")
     patience: int = option(25, "early stopping: epochs without validation improvement (paper: 25–30), "
-                               "counted only in the last half of the budget")
-    checkpoint_every: int = option(1, "epochs between checkpoints when fit writes one")
-    val_fraction: float = option(0.1, "fraction of training images held out for validation when none are given")
-    seed: int = option(0, "random seed for initialisation, shuffling and the lattice")
+                               "counted only in the last half of the budget", within="[1, inf)")
+    checkpoint_every: int = option(1, "epochs between checkpoints when fit writes one", within="[1, inf)")
+    val_fraction: float = option(0.1, "fraction of training images held out for validation when none are given",
+                                 within="[0, 1)")
+    seed: int = option(0, "random seed for initialisation, shuffling and the lattice", within=f"[0, {MAX_SEED}]")
     device: str = option("auto", "'auto' (CUDA when present), 'cpu', 'cuda' or 'cuda:N'")
     progress: bool = option(True, "show a progress bar with ETA and the current loss")
 
     def validate(self) -> None:
-        """Raise NeuroSQLError for values no run can use."""
-        for f in fields(self):
-            kind, value = f.metadata.get("type", type(f.default)), getattr(self, f.name)
-            if kind in TYPE_NAMES and not (value is None and f.default is None):  # None = automatic
-                check_type(f.name, value, kind)
-        if not 0 <= self.seed <= MAX_SEED:
-            raise NeuroSQLError(f"seed must be in [0, {MAX_SEED}], got {self.seed}")
-        for name in ("epochs", "steps", "batch_size"):
-            if getattr(self, name) is not None and getattr(self, name) < 1:
-                raise NeuroSQLError(f"{name.replace('_', '-')} must be >= 1, or omitted for the automatic budget; "
-                                    f"got {getattr(self, name)}")
+        """Raise NeuroSQLError for values no run can use: each field's declaration (see
+        :func:`neurosql.engine.config.check_config`), then what involves several fields."""
+        check_config(self)
         if self.epochs and self.steps:
             raise NeuroSQLError(f"give the budget once: --epochs {self.epochs} or --steps {self.steps}, not both")
-        if not self.lr > 0:
-            raise NeuroSQLError(f"lr must be > 0, got {self.lr}")
-        for name in ("warmup", "ema"):
-            if not 0 <= getattr(self, name) < 1:
-                raise NeuroSQLError(f"{name} must be in [0, 1), got {getattr(self, name)}")
-        if self.weight_decay < 0 or self.grad_clip <= 0 or self.restart_epochs < 0 or self.patience < 1:
-            raise NeuroSQLError(
-                "weight-decay and restart-epochs must be >= 0, grad-clip > 0 and patience >= 1"
-            )
-        if self.checkpoint_every < 1:
-            raise NeuroSQLError(f"checkpoint-every must be >= 1, got {self.checkpoint_every}")
-        if not 0 <= self.val_fraction < 1:
-            raise NeuroSQLError(f"val-fraction must be in [0, 1), got {self.val_fraction}")
         resolve_device(self.device)
 
     def budget(self, n: int, batch_size: int | None = None, n_batches=None) -> Budget:
@@ -142,25 +123,6 @@ def auto_batch_size(n: int) -> int:
     """n / AUTO_BATCH_DIVISOR rounded down to a power of two, clamped to AUTO_BATCH."""
     target = max(n // AUTO_BATCH_DIVISOR, 1)
     return min(max(1 << (target.bit_length() - 1), AUTO_BATCH[0]), AUTO_BATCH[1])
-
-
-MAX_SEED = 2**32 - 1  # every RNG seeded from it (NumPy's legacy one included) takes this range
-TYPE_NAMES = {bool: "true or false", int: "an integer", float: "a finite number", str: "a string"}
-
-
-def check_type(name: str, value: Any, kind: type) -> None:
-    """Raise NeuroSQLError unless ``value`` suits a config field of type ``kind``
-    (no bool for a number, no string for anything else, no NaN or Inf)."""
-    if kind is bool:
-        ok = isinstance(value, (bool, np.bool_))
-    elif kind is int:
-        ok = isinstance(value, numbers.Integral) and not isinstance(value, (bool, np.bool_))
-    elif kind is float:
-        ok = isinstance(value, numbers.Real) and not isinstance(value, (bool, np.bool_)) and math.isfinite(value)
-    else:
-        ok = isinstance(value, kind)
-    if not ok:
-        raise NeuroSQLError(f"{name.replace('_', '-')} must be {TYPE_NAMES.get(kind, kind.__name__)}, got {value!r}")
 
 
 def resolve_device(name: str) -> torch.device:

@@ -23,6 +23,7 @@ from torch import nn
 from ..core.generators import GENERATORS, build_generator
 from ..core.losses import LOSSES, loss_per_sample
 from ..data import check_images, take
+from ..engine.config import option
 from ..engine.distributed import Shard, device_for, init_from_environment
 from ..engine.loop import Training, train_epochs
 from ..engine.training import (
@@ -32,7 +33,6 @@ from ..engine.training import (
     Optimization,
     TrainConfig,
     WeightAverage,
-    option,
     resolve_device,
     rng_state,
     seed_everything,
@@ -55,18 +55,9 @@ from .legacy import upgrade_checkpoint
 class BackboneConfig(TrainConfig):
     """The generator backbone a method trains (or, for the DDPM, is matched to)."""
 
-    latent_dim: int = option(16, "latent dimension d")
+    latent_dim: int = option(16, "latent dimension d", within="[1, inf)")
     generator: str = option("convnet", "generator backbone", choices=GENERATORS)
-    width: int = option(0, "generator base width; 0 = the backbone's default")
-
-    def validate(self) -> None:
-        super().validate()
-        if self.latent_dim < 1:
-            raise NeuroSQLError(f"latent-dim must be >= 1, got {self.latent_dim}")
-        if self.width < 0:
-            raise NeuroSQLError(f"width must be >= 0 (0 = default), got {self.width}")
-        if self.generator not in GENERATORS:
-            raise NeuroSQLError(f"unknown generator '{self.generator}'; choose one of {', '.join(GENERATORS)}")
+    width: int = option(0, "generator base width; 0 = the backbone's default", within="[0, inf)")
 
 
 @dataclass
@@ -74,11 +65,6 @@ class LatentGeneratorConfig(BackboneConfig):
     """A backbone trained as G(z), z ~ N(0, I), with an image loss ℓ."""
 
     loss: str = option("ssim_l1", "image loss ℓ (paper: ½(1−SSIM) + ½·L1)", choices=LOSSES)
-
-    def validate(self) -> None:
-        super().validate()
-        if self.loss not in LOSSES:
-            raise NeuroSQLError(f"unknown loss '{self.loss}'; choose one of {', '.join(LOSSES)}")
 
 
 def split_validation(X: torch.Tensor, X_val, val_fraction: float, shuffle: torch.Generator):

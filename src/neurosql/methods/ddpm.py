@@ -17,7 +17,7 @@ import torch
 from ..errors import NeuroSQLError
 from .base import BackboneConfig, Method, check_count
 from ..core.generators import build_generator, count_parameters
-from ..engine.training import option
+from ..engine.config import option
 from .unet_denoiser import UNetDenoiser
 
 PARAM_TOLERANCE = 0.10  # paper §3.1: denoiser within ±10% of the compared generator's parameters
@@ -29,22 +29,19 @@ class DDPMConfig(BackboneConfig):
     """DDPM hyper-parameters. ``generator``, ``latent_dim`` and ``width`` name the
     compared generator, whose parameter count the denoiser matches."""
 
-    timesteps: int = option(1000, "diffusion steps T")
-    beta_start: float = option(1e-4, "β_1 of the linear noise schedule")
-    beta_end: float = option(0.02, "β_T of the linear noise schedule")
-    sample_steps: int = option(100, "denoising steps when sampling (DDIM, evenly strided over T)")
-    denoiser_width: int = option(0, "U-Net base width; 0 = match the compared generator's parameter count")
+    timesteps: int = option(1000, "diffusion steps T", within="[2, inf)")
+    beta_start: float = option(1e-4, "β_1 of the linear noise schedule", within="(0, 1)")
+    beta_end: float = option(0.02, "β_T of the linear noise schedule", within="(0, 1)")
+    sample_steps: int = option(100, "denoising steps when sampling (DDIM, evenly strided over T)", within="[1, inf)")
+    denoiser_width: int = option(0, "U-Net base width; 0 = match the compared generator's parameter count",
+                                 within="[0, inf)")
 
     def validate(self) -> None:
         super().validate()
-        if self.timesteps < 2 or not 1 <= self.sample_steps <= self.timesteps:
-            raise NeuroSQLError(
-                f"need timesteps >= 2 and 1 <= sample-steps <= timesteps, got {self.timesteps} and {self.sample_steps}"
-            )
-        if not 0 < self.beta_start < self.beta_end < 1:
-            raise NeuroSQLError(f"need 0 < beta-start < beta-end < 1, got {self.beta_start} and {self.beta_end}")
-        if self.denoiser_width < 0:
-            raise NeuroSQLError(f"denoiser-width must be >= 0 (0 = matched), got {self.denoiser_width}")
+        if self.sample_steps > self.timesteps:
+            raise NeuroSQLError(f"sample-steps must be <= timesteps, got {self.sample_steps} and {self.timesteps}")
+        if self.beta_start >= self.beta_end:
+            raise NeuroSQLError(f"need beta-start < beta-end, got {self.beta_start} and {self.beta_end}")
 
 
 # -------------------------------------------------------------- noise schedule

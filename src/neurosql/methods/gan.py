@@ -15,11 +15,10 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..data import check_images
-from ..errors import NeuroSQLError
 from .base import LatentGenerator, LatentGeneratorConfig, optimise_latents
 from ..core.generators import build_generator
 from ..core.losses import pairwise_cost
-from ..engine.training import option
+from ..engine.config import option
 
 POOL = 256  # fixed prior draws behind the validation loss and the starting codes of encode
 
@@ -28,15 +27,9 @@ POOL = 256  # fixed prior draws behind the validation loss and the starting code
 class GANConfig(LatentGeneratorConfig):
     """GAN hyper-parameters; the budget fields are shared with every method."""
 
-    disc_width: int = option(32, "discriminator width of the first layer (then 2×, 4×, 8×)")
-    encode_steps: int = option(10, "Adam steps on z per encode (a GAN has no encoder; see GAN.encode)")
-
-    def validate(self) -> None:
-        super().validate()
-        if self.disc_width < 1:
-            raise NeuroSQLError(f"disc-width must be >= 1, got {self.disc_width}")
-        if self.encode_steps < 0:
-            raise NeuroSQLError(f"encode-steps must be >= 0, got {self.encode_steps}")
+    disc_width: int = option(32, "discriminator width of the first layer (then 2×, 4×, 8×)", within="[1, inf)")
+    encode_steps: int = option(10, "Adam steps on z per encode (a GAN has no encoder; see GAN.encode)",
+                               within="[0, inf)")
 
 
 class Discriminator(nn.Module):

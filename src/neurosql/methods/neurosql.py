@@ -23,7 +23,7 @@ from ..core.lattice import LATTICES, Lattice, make_lattice
 from ..core.losses import LOSSES, loss_per_sample, pairwise_cost
 from ..data import check_images, check_lazy_images
 from ..errors import NeuroSQLError
-from ..engine.training import option
+from ..engine.config import option
 from .base import LatentGenerator, LatentGeneratorConfig, optimise_latents
 
 INITS = ("pca", "random")
@@ -41,11 +41,14 @@ class NeuroSQLConfig(LatentGeneratorConfig):
     lattice: str = option("sobol_gaussian", "quantile lattice Q and its prior", choices=LATTICES)
     assignment: str = option("exact", "assignment solver: exact (Hungarian/LAPJV) or greedy (Alg. 3)", choices=ASSIGNMENTS)
     assign_every: int = option(3, "K: solve the assignment every K epochs (paper: 2, 3 or 5); validation runs on the same "
-                                  "epochs. With --assign-batch, K spaces only validation unless --no-assign-every-batch")
-    momentum: float = option(0.7, "ρ in (0, 1]: weight of the new lattice point in the code update")
+                                  "epochs. With --assign-batch, K spaces only validation unless --no-assign-every-batch",
+                               within="[1, inf)")
+    momentum: float = option(0.7, "ρ in (0, 1]: weight of the new lattice point in the code update", within="(0, 1]",
+                             hint="ρ = 1 is plain assignment, ρ = 0 would never move a code")
     init: str = option("pca", "initial assignment π₀: PCA scores matched to the lattice, or random", choices=INITS)
-    cost: str = option("", "assignment cost; empty = the same as --loss (the L2 ablation uses l2)")
-    assign_batch: int = option(0, "m for Algorithm 2 (mini-batch assignment, m×m costs); 0 = full batch (Alg. 1)")
+    cost: str = option("", "assignment cost; empty = the same as --loss (the L2 ablation uses l2)", choices=("", *LOSSES))
+    assign_batch: int = option(0, "m for Algorithm 2 (mini-batch assignment, m×m costs); 0 = full batch (Alg. 1)",
+                               within="[0, inf)")
     lattice_subset: str = option("held", "Alg. 2 lattice subset K of batch B: 'held' = the points π(B) its images hold "
                                           "(codes settle); 'random' = a part of a fresh random partition of the lattice "
                                           "(codes keep moving and shrink towards 0)", choices=SUBSETS)
@@ -54,19 +57,8 @@ class NeuroSQLConfig(LatentGeneratorConfig):
 
     def validate(self) -> None:
         super().validate()
-        if self.assign_every < 1:
-            raise NeuroSQLError(f"assign-every (K) must be >= 1, got {self.assign_every}")
-        if not 0 < self.momentum <= 1:
-            raise NeuroSQLError(
-                f"momentum (ρ) must be in (0, 1], got {self.momentum}: ρ=1 is plain assignment, ρ=0 never moves a code"
-            )
-        if self.assign_batch < 0 or self.assign_batch == 1:
-            raise NeuroSQLError(f"assign-batch must be 0 (full batch) or >= 2, got {self.assign_batch}")
-        for name, valid in (("lattice", LATTICES), ("assignment", ASSIGNMENTS), ("init", INITS), ("lattice_subset", SUBSETS)):
-            if getattr(self, name) not in valid:
-                raise NeuroSQLError(f"unknown {name} '{getattr(self, name)}'; choose one of {', '.join(valid)}")
-        if self.cost and self.cost not in LOSSES:
-            raise NeuroSQLError(f"unknown cost '{self.cost}'; choose one of {', '.join(LOSSES)}")
+        if self.assign_batch == 1:
+            raise NeuroSQLError("assign-batch must be 0 (full batch) or >= 2, got 1: one image has nothing to swap with")
 
     @property
     def cost_name(self) -> str:

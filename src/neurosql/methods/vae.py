@@ -12,11 +12,10 @@ import torch
 from torch import nn
 
 from ..data import check_images
-from ..errors import NeuroSQLError
 from .base import LatentGenerator, LatentGeneratorConfig, optimise_latents
 from ..core.generators import build_generator
 from ..core.losses import loss_per_sample
-from ..engine.training import option
+from ..engine.config import option
 
 LOGVAR_RANGE = (-12.0, 8.0)  # keeps exp(logvar) finite while the encoder is still untrained
 
@@ -25,15 +24,8 @@ LOGVAR_RANGE = (-12.0, 8.0)  # keeps exp(logvar) finite while the encoder is sti
 class VAEConfig(LatentGeneratorConfig):
     """VAE hyper-parameters; the budget fields are shared with every method."""
 
-    beta: float = option(0.005, "weight β of the KL term (paper: 0.005)")
-    encoder_hidden: int = option(256, "width of the encoder's two hidden layers")
-
-    def validate(self) -> None:
-        super().validate()
-        if self.beta < 0:
-            raise NeuroSQLError(f"beta must be >= 0, got {self.beta}")
-        if self.encoder_hidden < 1:
-            raise NeuroSQLError(f"encoder-hidden must be >= 1, got {self.encoder_hidden}")
+    beta: float = option(0.005, "weight β of the KL term (paper: 0.005)", within="[0, inf)")
+    encoder_hidden: int = option(256, "width of the encoder's two hidden layers", within="[1, inf)")
 
 
 class MLPEncoder(nn.Module):
