@@ -9,6 +9,10 @@ Three pure networks, chosen by name through :func:`build_generator`:
 ``unet``     a three-level U-Net on a learnable constant input; z enters only
              through FiLM, at every convolution of every level.
 
+For volumes (n, C, D, H, W), ``build_generator(..., volume=True)`` gives the
+ConvNet with every layer made volumetric (:class:`ConvNet3D`, the only 3-D
+backbone so far); its ``config`` carries ``volume=True`` so checkpoints rebuild it.
+
 Each maps codes ``z`` (B, d) to images (B, C, R, R) through a sigmoid and knows
 nothing of lattices, codes or assignment. Every module records ``latent_dim``,
 ``resolution``, ``channels`` and a ``config`` dict such that
@@ -317,7 +321,7 @@ def build_generator(
     volume: bool = False, **options
 ) -> nn.Module:
     """A fresh generator ``name`` mapping (B, latent_dim) codes to (B, channels, resolution, resolution),
-    or with ``volume`` to (B, channels, R, R, R) volumes (:mod:`neurosql.core.generators3d`).
+    or with ``volume`` to (B, channels, R, R, R) volumes (:class:`ConvNet3D`).
 
     ``width`` is the base channel count, None for the backbone's default:
     convnet and resnet start at ``width`` channels and narrow as the side grows;
@@ -326,8 +330,6 @@ def build_generator(
     ``build_generator(**g.config)`` rebuilds the architecture of ``g``.
     """
     if volume:
-        from .generators3d import build_volume_generator  # imported here: generators3d builds on this module
-
         return build_volume_generator(name, latent_dim, resolution, channels, width, **options)
     cls = _lookup(name)
     unknown = sorted(set(options) - set(cls.OPTIONS))
@@ -350,3 +352,55 @@ def supported_resolutions(name: str) -> tuple[int, ...]:
 def count_parameters(module: nn.Module) -> int:
     """Number of trainable scalars (parameters with requires_grad) in ``module``."""
     return sum(p.numel() for p in module.parameters() if p.requires_grad)
+
+
+# ------------------------------------------------------------------ volumes
+class ConvNet3D(_Generator):
+    """z → Linear → (w, s0, s0, s0) → k × [ConvT 4³/2 + BN + ReLU] → Conv 3³ → sigmoid.
+
+    Shapes: z (B, d) → (B, w, s0³) → ... → (B, w/2^k, R³) → (B, C, R, R, R), with
+    R = s0·2^k, s0 = 7 when 7 divides R (28 = 7·4) and 4 otherwise (16, 32, 64).
+    Widths halve at each stage, floored at MIN_WIDTH. Cost per volume
+    O(d·w·s0³ + Σ_i w_i·w_{i+1}·8·(s0 2^(i+1))³).
+    """
+
+    NAME = "convnet"
+    DEFAULT_WIDTH = 64  # 32³, d = 16: 0.25 M parameters; a volume has 32× the voxels of a 32² image
+    RULE = "4·2^k or 7·2^k voxels per side for k >= 1 (8, 14, 16, 28, 32, 56, 64, ...)"
+
+    def __init__(self, latent_dim: int, resolution: int = 32, channels: int = 1, width: int | None = None):
+        super().__init__(latent_dim, resolution, channels, width, volume=True)
+        d, R, C = self.latent_dim, self.resolution, self.channels
+        s0 = ConvNet._start_size(R)
+        widths = _halving(self.width, int(math.log2(R // s0)) + 1)
+        self.project = nn.Sequential(
+            nn.Linear(d, widths[0] * s0**3, bias=False),
+            nn.Unflatten(1, (widths[0], s0, s0, s0)),
+            nn.BatchNorm3d(widths[0]),
+            nn.ReLU(),
+        )
+        stages = []
+        for c_in, c_out in zip(widths, widths[1:]):
+            stages += [nn.ConvTranspose3d(c_in, c_out, 4, 2, 1, bias=False), nn.BatchNorm3d(c_out), nn.ReLU()]
+        self.upsample = nn.Sequential(*stages)
+        self.head = nn.Conv3d(widths[-1], C, 3, padding=1)
+
+    fits = staticmethod(ConvNet.fits)  # the same sides as the 2-D ConvNet
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        self._check_codes(z)
+        h = self.upsample(self.project(z))  # (B, w_k, R, R, R)
+        return torch.sigmoid(self.head(h))  # (B, C, R, R, R)
+
+
+VOLUME_GENERATORS = {ConvNet3D.NAME: ConvNet3D}
+
+
+def build_volume_generator(name: str, latent_dim: int, resolution: int, channels: int, width: int | None,
+                           **options) -> nn.Module:
+    """A fresh 3-D generator ``name`` mapping (B, latent_dim) codes to (B, channels, R, R, R)."""
+    if name not in VOLUME_GENERATORS:
+        raise NeuroSQLError(f"generator {name!r} has no 3-D version; for volumes use {', '.join(VOLUME_GENERATORS)}")
+    if options:
+        raise NeuroSQLError(f"unknown option(s) {', '.join(sorted(options))} for the 3-D generator {name!r}")
+    return VOLUME_GENERATORS[name](latent_dim, resolution, channels, width)

@@ -24,7 +24,7 @@ from __future__ import annotations
 import torch
 
 from ..errors import NeuroSQLError
-from .losses import C1, C2, LOSSES, _band, _check_pair, _gaussian_window
+from .ssim_parts import C1, C2, LOSSES, _band, _check_pair, _gaussian_window
 
 WINDOW = 7  # taps per axis of the 3-D Gaussian window
 SIGMA = 0.9  # its standard deviation, in voxels
