@@ -213,3 +213,17 @@ def test_wrong_code_shape_raises(name):
         g(torch.randn(2, 5))
     with pytest.raises(NeuroSQLError, match=r"\(B, 4\)"):
         g(torch.randn(4))
+
+
+def test_resnet_constant_width_is_reachable_from_the_config(digits):
+    """App. D's ResNet at one width throughout: --generator resnet --width-schedule constant."""
+    from neurosql import NeuroSQL, NeuroSQLError
+
+    model = NeuroSQL(generator="resnet", width=16, width_schedule="constant", latent_dim=2, epochs=1,
+                     progress=False).fit(digits[:16])
+    convs = [m for m in model.generator_.modules() if isinstance(m, torch.nn.Conv2d)]
+    assert {m.out_channels for m in convs[:-1]} == {16} and model.generator_.config["width_schedule"] == "constant"
+    halving = NeuroSQL(generator="resnet", width=16, latent_dim=2, epochs=1, progress=False).fit(digits[:16])
+    assert len({m.out_channels for m in halving.generator_.modules() if isinstance(m, torch.nn.Conv2d)}) > 2
+    with pytest.raises(NeuroSQLError, match="resnet only"):
+        NeuroSQL(generator="convnet", width_schedule="constant").fit(digits[:16])

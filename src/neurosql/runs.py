@@ -30,7 +30,7 @@ import torch
 from .class_sampling import samples_by_class
 from .data import ImageData, load_data, load_validation
 from .errors import NeuroSQLError
-from .core.generators import build_generator, count_parameters
+from .core.generators import count_parameters
 from .core.losses import loss_per_sample
 from .persistence import atomic_write, checkpoint_file, write_json
 from .report import plot_training, save_grid
@@ -64,10 +64,7 @@ def check_trainable(config, images: torch.Tensor, method: str = "neurosql") -> N
     if height != width:
         raise NeuroSQLError(f"images must be square, got {(height, width)}; crop or resize them")
     with torch.device("meta"):  # shapes only: no memory, however wide
-        generator = build_generator(
-            config.generator, config.latent_dim, resolution=height, channels=channels, width=config.width or None,
-            volume=images.ndim == 5,
-        )
+        generator = config.backbone(height, channels, volume=images.ndim == 5)
     n = count_parameters(generator)
     check_memory(16 * n, f"a generator of {n:,} parameters with its gradients and AdamW moments would", "lower --width")
     if hasattr(config, "loss"):  # the DDPM's loss is on noise, at any size

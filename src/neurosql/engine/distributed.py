@@ -99,6 +99,23 @@ class Shard:
         return full
 
 
+    def gather_bank(self, codes: torch.Tensor, perm: torch.Tensor, n: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """A code bank whose rows ``indices(n)`` each rank holds — codes Ẑ (n_local, d) and global
+        lattice indices π (n_local,) — whole, (n, d) and (n,), on the CPU of every rank."""
+        if len(codes) == n:
+            return codes.cpu(), perm
+        return self.gather_rows(codes, n), self.gather_rows(perm, n)
+
+    def own_bank(self, codes: torch.Tensor, perm: np.ndarray, local: np.ndarray, lattice_index: np.ndarray):
+        """This rank's part of a whole bank, codes (n, d) and global π (n,): its rows ``local``, with π
+        as positions in ``lattice_index`` (the lattice points this rank's π may hold)."""
+        position = {int(g): i for i, g in enumerate(lattice_index)}
+        own = perm[local]
+        # With another world size a code's lattice point may sit on another rank:
+        # the code keeps its value, π restarts from the identity there.
+        return codes[local], np.array([position.get(int(g), i) for i, g in enumerate(own)], dtype=np.int64)
+
+
 def _device() -> torch.device:
     """Collectives run where the backend wants them: CUDA for nccl, CPU for gloo."""
     if dist.get_backend() == "nccl":

@@ -58,6 +58,20 @@ class BackboneConfig(TrainConfig):
     latent_dim: int = option(16, "latent dimension d", within="[1, inf)")
     generator: str = option("convnet", "generator backbone", choices=GENERATORS)
     width: int = option(0, "generator base width; 0 = the backbone's default", within="[0, inf)")
+    width_schedule: str = option("halving", "ResNet block widths: halving from --width (the paper's 512→256→128→64) or "
+                                            "constant (App. D's ResNet at width 512 throughout)", choices=("halving", "constant"))
+
+    def validate(self) -> None:
+        super().validate()
+        if self.width_schedule != "halving" and self.generator != "resnet":
+            raise NeuroSQLError(f"width-schedule {self.width_schedule} applies to --generator resnet only, "
+                                f"not {self.generator}; drop it or choose resnet")
+
+    def backbone(self, resolution: int, channels: int, volume: bool = False) -> nn.Module:
+        """The configured generator for images (or volumes) of this side and channel count, on the CPU."""
+        options = {"width_schedule": self.width_schedule} if self.generator == "resnet" else {}
+        return build_generator(self.generator, self.latent_dim, resolution=resolution, channels=channels,
+                               width=self.width or None, volume=volume, **options)
 
 
 @dataclass
@@ -433,9 +447,8 @@ class LatentGenerator(Method):
 
     def _backbone(self) -> nn.Module:
         """The configured generator for this data, on the model's device."""
-        cfg, shape = self.config, self.image_shape_
-        return build_generator(cfg.generator, cfg.latent_dim, resolution=shape[-1], channels=shape[0],
-                               width=cfg.width or None, volume=len(shape) == 4).to(self.device_)
+        shape = self.image_shape_
+        return self.config.backbone(shape[-1], shape[0], volume=len(shape) == 4).to(self.device_)
 
     def _prior_sample(self, m: int, generator: torch.Generator | None) -> torch.Tensor:
         """m codes (m, d) from the prior, on the CPU."""

@@ -16,7 +16,7 @@ import torch
 
 from ..errors import NeuroSQLError
 from .base import BackboneConfig, Method, check_count
-from ..core.generators import build_generator, count_parameters
+from ..core.generators import count_parameters
 from ..engine.config import option
 from .unet_denoiser import UNetDenoiser
 
@@ -130,7 +130,7 @@ class DDPM(Method):
         cfg, C, R = self.config, X.shape[1], X.shape[-1]
         with torch.device("meta"):
             target = count_parameters(
-                build_generator(cfg.generator, cfg.latent_dim, resolution=R, channels=C, width=cfg.width or None)
+                cfg.backbone(R, C)
             )
         width = cfg.denoiser_width or match_width(target, C)
         self.networks_["denoiser"] = UNetDenoiser(C, width).to(self.device_)

@@ -24,7 +24,7 @@ from ..core.losses import LOSSES, loss_per_sample, pairwise_cost
 from ..data import check_images, check_lazy_images
 from ..errors import NeuroSQLError
 from ..engine.config import option
-from .base import LatentGenerator, LatentGeneratorConfig, optimise_latents
+from .base import LatentGenerator, LatentGeneratorConfig, check_count, optimise_latents
 
 INITS = ("pca", "random")
 SUBSETS = ("held", "random")  # Alg. 2's lattice subset K of a batch
@@ -241,23 +241,15 @@ class NeuroSQL(LatentGenerator):
 
     def _gather_bank(self) -> tuple[torch.Tensor, torch.Tensor]:
         """Codes Ẑ (n, d) and global lattice indices π (n,) of all training images, on the CPU."""
-        n = self.lattice_.n
-        global_perm = torch.as_tensor(self._lattice_index[self.perm_])
-        if len(self._local) == n:
-            return self.codes_.cpu(), global_perm
-        return self._shard.gather_rows(self.codes_, n), self._shard.gather_rows(global_perm, n)
+        return self._shard.gather_bank(self.codes_, torch.as_tensor(self._lattice_index[self.perm_]), self.lattice_.n)
 
     def _resume_shard(self) -> None:
-        """Keep this process's part of the bank; π becomes indices into ``_lattice_index``."""
-        codes, perm = self.codes_, self.perm_
-        position = {int(g): i for i, g in enumerate(self._lattice_index)}
-        own = perm[self._local]
-        # With another world size a code's lattice point may sit on another rank:
-        # the code keeps its value, π restarts from the identity there.
-        self.perm_ = np.array([position.get(int(g), i) for i, g in enumerate(own)], dtype=np.int64)
-        self.codes_ = codes[self._local].to(self.device_)
+        self.codes_, self.perm_ = self._shard.own_bank(self.codes_, self.perm_, self._local, self._lattice_index)
+        self.codes_ = self.codes_.to(self.device_)
 
     # ------------------------------------------------------------ inference
+    prior = property(lambda self: self.lattice_.prior, doc="Name of the latent prior (see ``Lattice.prior``).")
+
     def _prior_sample(self, m, generator) -> torch.Tensor:
         return self.lattice_.sample_prior(m, generator)
 
@@ -270,10 +262,8 @@ class NeuroSQL(LatentGenerator):
         """
         if label is None:
             return super().sample(m, seed)
-        self._check_fitted()
-        if m < 1:
-            raise NeuroSQLError(f"number of samples must be >= 1, got {m}")
-        label = resolve_label(label, self.classes_)
+        check_count(m)
+        label = resolve_label(label, self.classes_)  # classes_ checks that the model is fitted
         generator = torch.Generator().manual_seed(seed) if seed is not None else None
         z = sample_class_codes(lambda count: self._prior_sample(count, generator), self.codes_, self.labels_, label, m)
         return self.decode(z)
@@ -294,12 +284,6 @@ class NeuroSQL(LatentGenerator):
         if refine_steps > 0:
             z = optimise_latents(self.generator_, X, z, refine_steps, lr, self.config.loss)
         return z.cpu()
-
-    @property
-    def prior(self) -> str:
-        """Name of the latent prior (see ``Lattice.prior``)."""
-        self._check_fitted()
-        return self.lattice_.prior
 
     # ---------------------------------------------------------- persistence
     def _extra_state(self) -> dict:
