@@ -86,3 +86,21 @@ def test_neurosql_fits_volumes_and_cli_writes_the_run(tmp_path):
             "--latent-dim", "3", "--width", "8", "--no-progress"]
     assert main(args) == 0
     assert (out / "samples.png").is_file() and (out / "reconstructions.png").is_file()
+
+
+def test_the_vae_trains_on_volumes_with_the_same_3d_decoder(tmp_path):
+    """The VAE baseline on volumes: the 3-D ConvNet as decoder, its pixel-MLP encoder on the voxels."""
+    from neurosql.methods import VAE
+
+    X = ellipsoids(24)
+    vae = VAE(latent_dim=3, epochs=2, width=8, batch_size=8, encoder_hidden=16, progress=False).fit(X)
+    assert vae.generator_.config["volume"] is True and vae.sample(2, seed=0).shape == (2, 1, 16, 16, 16)
+    assert vae.reconstruct().shape == (len(vae.train_index_), 1, 16, 16, 16)
+    np.save(tmp_path / "heads.npy", X)
+    out = tmp_path / "vae"
+    assert main(["train", "--method", "vae", "--data", f"npy:{tmp_path / 'heads.npy'}", "--out", str(out),
+                 "--epochs", "1", "--latent-dim", "3", "--width", "8", "--no-progress", "--no-evaluate"]) == 0
+    assert (out / "samples.png").is_file() and (out / "reconstructions.png").is_file()
+    assert main(["train", "--method", "gan", "--data", f"npy:{tmp_path / 'heads.npy'}", "--out", str(tmp_path / "gan"),
+                 "--epochs", "1", "--no-progress"]) == 2  # no 3-D discriminator: refused before anything is written
+    assert not (tmp_path / "gan").exists()
