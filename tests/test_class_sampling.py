@@ -98,3 +98,27 @@ def test_cli_labels_reach_the_run_and_sample(tmp_path, capsys):
     err = capsys.readouterr().err
     assert err.startswith("error: unknown label 'cat'") and err.count("\n") == 1
     assert not (tmp_path / "c.png").exists()
+
+
+def test_segment_draws_lie_between_a_class_code_and_one_of_its_nearest_same_class_codes():
+    from neurosql.class_sampling import class_segment_draws
+
+    rng = np.random.default_rng(0)
+    codes = torch.from_numpy(rng.normal(size=(30, 3))).float()
+    labels = np.array(["a", "b", "c"])[rng.integers(0, 3, 30)]
+    k = 2
+    draw = class_segment_draws(codes, labels, "b", torch.Generator().manual_seed(1), k=k)
+    z = draw(200)
+    own = codes[torch.as_tensor(labels == "b")].numpy()
+    # brute force: every draw is on a segment from some class-b code to one of its k nearest class-b codes
+    segments = []
+    for i, a in enumerate(own):
+        others = [j for j in np.argsort(np.linalg.norm(own - a, axis=1)) if j != i][:k]
+        segments += [(a, own[j]) for j in others]
+    for point in z.numpy():
+        on = [np.linalg.norm(np.cross(point - a, b - a)) < 1e-4 * np.linalg.norm(b - a) + 1e-5
+              and -1e-5 <= np.dot(point - a, b - a) <= np.dot(b - a, b - a) + 1e-5 for a, b in segments]
+        assert any(on)
+    assert torch.equal(z, class_segment_draws(codes, labels, "b", torch.Generator().manual_seed(1), k=k)(200))
+    with pytest.raises(NeuroSQLError, match="no training image has label d"):
+        class_segment_draws(codes, labels, "d", None)

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from ..class_sampling import check_labels, resolve_label, sample_class_codes
+from ..class_sampling import check_labels, class_segment_draws, resolve_label, sample_class_codes
 from ..core.assignment import ASSIGNMENTS, assign, exact_solution
 from ..core.generators import build_generator
 from ..core.lattice import LATTICES, Lattice, make_lattice
@@ -256,16 +256,17 @@ class NeuroSQL(LatentGenerator):
     def sample(self, m: int, seed: int | None = None, label=None) -> torch.Tensor:
         """m new images G(z), z drawn from the lattice's prior; a seed makes them reproducible.
 
-        With ``label``, only draws whose 5 nearest training codes vote for that
-        class are kept (see :mod:`neurosql.class_sampling`); needs a model
-        fitted with labels.
+        With ``label``, z are drawn between training codes of that class and kept when their
+        5 nearest training codes vote for it (see :mod:`neurosql.class_sampling`); needs a
+        model fitted with labels.
         """
         if label is None:
             return super().sample(m, seed)
         check_count(m)
         label = resolve_label(label, self.classes_)  # classes_ checks that the model is fitted
         generator = torch.Generator().manual_seed(seed) if seed is not None else None
-        z = sample_class_codes(lambda count: self._prior_sample(count, generator), self.codes_, self.labels_, label, m)
+        draw = class_segment_draws(self.codes_, self.labels_, label, generator)
+        z = sample_class_codes(draw, self.codes_, self.labels_, label, m)
         return self.decode(z)
 
     @property
