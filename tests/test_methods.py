@@ -146,3 +146,15 @@ def test_config_reruns_a_recorded_run_with_overrides(tmp_path):
     third = tmp_path / "third"
     assert main(["train", "--config", str(first), "--out", str(third), "--no-evaluate"]) == 0
     assert torch.equal(load_model(first).sample(3, seed=0), load_model(third).sample(3, seed=0))
+
+
+def test_unwrapped_format_1_checkpoints_still_load(tmp_path):
+    """Release 0.1 wrote the state dict itself (format 1, no checksum, no budget): rebuilt here from the
+    format-2 fixture's state, which has the same NeuroSQL layout."""
+    state = load_checkpoint(FIXTURES / "neurosql-format2.pt")
+    state = {**{k: v for k, v in state.items() if k != "budget"}, "format": 1}
+    torch.save(state, tmp_path / "old.pt")
+    model = load_model(tmp_path / "old.pt")
+    expected = torch.load(FIXTURES / "neurosql-format2-samples.pt")
+    assert torch.allclose(model.sample(4, seed=0), expected, atol=1e-6)
+    assert model.budget_.batch_size == state["config"]["batch_size"]  # recomputed from the config
