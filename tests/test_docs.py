@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from neurosql.benchmark import _integers, _names
+from neurosql.benchmark import _integers, _names, _resolved
 from neurosql.cli import build_parser
 from neurosql.core.generators import GENERATORS
 from neurosql.methods import METHODS
@@ -39,6 +39,7 @@ def test_every_table_and_figure_has_an_entry_linked_from_the_readme():
 def test_documented_commands_parse(argv):
     args = build_parser().parse_args(argv[1:])
     if args.command == "benchmark":
-        _names(args.methods, METHODS, "methods")
-        _names(args.generators, GENERATORS, "generators")
-        _integers(args.latent_dims, "latent-dims", 1)
+        options = _resolved(args)  # the preset's values where the command names one
+        _names(options["methods"], METHODS, "methods")
+        _names(options["generators"], GENERATORS, "generators")
+        _integers(options["latent_dims"], "latent-dims", 1)
