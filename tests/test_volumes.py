@@ -1,5 +1,7 @@
 """3-D volumes end to end: generator shapes, 5-D .npy data, mid-slice grids, NeuroSQL on volumes."""
 
+import json
+
 import numpy as np
 import pytest
 import torch
@@ -12,6 +14,7 @@ from neurosql.data.preprocess import MIN_VOLUME_SIDE
 from neurosql.errors import NeuroSQLError
 from neurosql.core.generators import build_generator
 from neurosql.report import mid_slices
+from neurosql.runs import load_run_data
 
 
 @pytest.mark.parametrize("side", [16, 28, 32, 64])
@@ -104,3 +107,57 @@ def test_the_vae_trains_on_volumes_with_the_same_3d_decoder(tmp_path):
     assert main(["train", "--method", "gan", "--data", f"npy:{tmp_path / 'heads.npy'}", "--out", str(tmp_path / "gan"),
                  "--epochs", "1", "--no-progress"]) == 2  # no 3-D discriminator: refused before anything is written
     assert not (tmp_path / "gan").exists()
+
+
+def _nifti_heads(folder, count: int = 12):
+    """``count`` 3-D NIfTI files (24 × 20 × 18 voxels of 2 mm, an offset origin) of an ellipsoid head
+    on a zero background, and one 4-D series."""
+    import nibabel as nib
+
+    folder.mkdir()
+    affine = np.array([[2.0, 0, 0, -20], [0, 2.0, 0, -30], [0, 0, 2.0, 10], [0, 0, 0, 1]])
+    grid = np.mgrid[:24, :20, :18].astype(np.float32)
+    rng = np.random.default_rng(0)
+    for i in range(count):
+        radii = rng.uniform(5, 7, 3)
+        inside = sum(((g - c) / r) ** 2 for g, c, r in zip(grid, (12, 10, 9), radii)) <= 1
+        nib.save(nib.Nifti1Image((inside * rng.uniform(100, 200)).astype(np.float32), affine), folder / f"s{i:02d}.nii.gz")
+    return affine
+
+
+def test_nifti_volumes_load_cropped_cubic_with_their_world_affine(tmp_path):
+    import nibabel as nib
+
+    from neurosql.data import load_data
+
+    affine = _nifti_heads(tmp_path / "heads")
+    data = load_data(f"nifti:{tmp_path / 'heads'}", "train", resolution=16, volumes=True, progress=False)
+    assert data.images.shape[1:] == (1, 16, 16, 16) and 8 <= len(data) <= 10
+    assert data.images.min() >= 0 and data.images.max() == 1
+    # the cube is centred on the head's bounding box: its middle voxel maps to the box's centre in mm
+    first = nib.load(tmp_path / "heads" / data.ids[0])
+    found = np.argwhere(np.asanyarray(first.dataobj) > 0)
+    centre = (found.min(0) + found.max(0)) / 2
+    assert np.allclose((data.affine @ [7.5, 7.5, 7.5, 1])[:3], (affine @ [*centre, 1])[:3], atol=1e-6)
+    assert np.allclose(np.abs(np.linalg.det(data.affine[:3, :3])) ** (1 / 3), 2.0 * (found.max(0) - found.min(0) + 1).max() / 16)
+    series = np.zeros((8, 8, 8, 3), np.float32)
+    nib.save(nib.Nifti1Image(series, np.eye(4)), tmp_path / "heads" / "series.nii.gz")
+    with pytest.raises(NeuroSQLError, match="fourth axis holds 3 volumes"):
+        load_data(f"nifti:{tmp_path / 'heads'}", "train", volumes=True, progress=False)
+
+
+def test_cli_trains_on_nifti_volumes_and_writes_nifti_samples(tmp_path):
+    import nibabel as nib
+
+    _nifti_heads(tmp_path / "heads")
+    out = tmp_path / "run"
+    assert main(["train", "--data", f"nifti:{tmp_path / 'heads'}", "--volumes", "--resolution", "16", "--out", str(out),
+                 "--epochs", "1", "--latent-dim", "3", "--width", "8", "--no-progress"]) == 0
+    config = json.loads((out / "config.json").read_text())
+    assert config["data"]["options"] == {"volumes": True}
+    samples = nib.load(out / "samples.nii.gz")
+    assert samples.shape == (16, 16, 16, 64)
+    data = load_run_data(out, "train", progress=False)  # the run's own data, volumes again
+    assert data.images.shape[1:] == (1, 16, 16, 16) and np.allclose(samples.affine, data.affine)
+    assert np.allclose(np.asanyarray(samples.dataobj)[..., 0], np.load(out / "samples.npy")[0, 0], atol=1e-6)
+    assert main(["train", "--resume", str(out), "--epochs", "2", "--no-evaluate"]) == 0

@@ -54,6 +54,9 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--resolution", type=int, default=None, help="resize images to this square size (default: the layout's: 28 MNIST, 64 CelebA, 128 AFHQ/OASIS, else native)")
     train.add_argument("--channels", type=int, choices=(1, 3), default=None, help="1 = grayscale, 3 = RGB (default: the layout's)")
     train.add_argument("--limit", type=int, default=None, help="cap on training images, a seeded stratified choice (paper: ~2000)")
+    train.add_argument("--volumes", action="store_true",
+                       help="nifti: data: train on whole 3-D volumes (cropped to the head, resampled to --resolution³, "
+                            "default 32³) instead of 2-D slices; samples are also written as samples.nii.gz")
     train.add_argument("--out", help=f"run directory to write (default: {DEFAULT_OUT})")
     train.add_argument("--overwrite", action="store_true",
                        help="replace the run already in --out (only once the new run has written its first checkpoint)")
@@ -132,21 +135,23 @@ def cmd_train(args: argparse.Namespace) -> None:
     data_args = {name: getattr(args, name) if getattr(args, name) is not None else recorded["data"].get(name)
                  for name in ("resolution", "channels", "limit")}
     spec = args.data if args.data is not None else recorded["data"].get("spec")
+    options = {"volumes": True} if args.volumes else recorded["data"].get("options", {})  # layout options
     if data_args["limit"] is not None and data_args["limit"] < 2:
         raise NeuroSQLError(f"--limit must be >= 2, got {data_args['limit']}")
     out_text = DEFAULT_OUT if args.out is None else args.out
     out = check_new_run(out_text, args.overwrite) if main_process else Path(out_text)
-    data = load_data(spec, "train", **data_args, seed=config.seed, progress=config.progress)
+    data = load_data(spec, "train", **data_args, seed=config.seed, progress=config.progress, **options)
     check_trainable(config, data.images, method)
     val = load_validation(data.source, len(data), config.val_fraction, resolution=data.images.shape[-1],
-                          channels=data.images.shape[1], seed=config.seed, progress=config.progress)
+                          channels=data.images.shape[1], seed=config.seed, progress=config.progress, **options)
     val_images = None if val is None else val.images
-    data_info = {"spec": data.source, "split": "train", "n": len(data), **data_args,
+    data_info = {"spec": data.source, "split": "train", "n": len(data), **data_args, "options": options,
                  "n_val": None if val is None else len(val)}
     origin = None
     if args.config:
         typed = {**given, **({"method": args.method} if args.method else {}), **({"preset": args.preset} if args.preset else {}),
-                 **{name: getattr(args, name) for name in ("data", "resolution", "channels", "limit") if getattr(args, name) is not None}}
+                 **{name: getattr(args, name) for name in ("data", "resolution", "channels", "limit") if getattr(args, name) is not None},
+                 **({"volumes": True} if args.volumes else {})}
         origin = {"config": str(args.config), "overrides": typed}
     model = method_class(method)(config)
     labels = {"labels": data.label_names()} if method == "neurosql" else {}  # kept with NeuroSQL's codes
@@ -169,7 +174,7 @@ def resume_training(args: argparse.Namespace, main_process: bool) -> None:
 
     given = [name for name in given_values(args, *CONFIGS.values()) if name not in RESUME_FLAGS]
     given += [name for name in (*DATA_FLAGS, "method", "config", "preset") if getattr(args, name) is not None]
-    given += ["overwrite"] * args.overwrite
+    given += ["overwrite"] * args.overwrite + ["volumes"] * args.volumes
     if given:
         flags = ", ".join("--" + name.replace("_", "-") for name in given)
         raise NeuroSQLError(
@@ -194,7 +199,7 @@ def finish_training(model, out: Path, data, evaluate: bool, start: float) -> Non
     """The rest of the run directory, the light evaluation (skipped with a warning when the data are too few), a summary."""
     from .runs import load_run_data, write_run
 
-    write_run(model, out, data.images, wall_time=time.perf_counter() - start)
+    write_run(model, out, data.images, wall_time=time.perf_counter() - start, affine=data.affine)
     if evaluate and data.images.ndim == 5:
         print("evaluation of 3-D volumes is not implemented yet; the run has samples and reconstructions")
     elif evaluate:

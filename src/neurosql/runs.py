@@ -217,8 +217,10 @@ def read_config(path: str | Path) -> dict:
     return record
 
 
-def write_run(model, out: str | Path, X_train: torch.Tensor, wall_time: float, n_samples: int = 64) -> Path:
-    """Write the run directory of a fitted model (every file atomically)."""
+def write_run(model, out: str | Path, X_train: torch.Tensor, wall_time: float, n_samples: int = 64,
+              affine: np.ndarray | None = None) -> Path:
+    """Write the run directory of a fitted model (every file atomically); volumes with the
+    voxel-to-world ``affine`` of their NIfTI source also go to samples.nii.gz."""
     out = Path(out)
     model.save(out / "model.pt")
     model.log_.write_csv(out / "log.csv")
@@ -226,6 +228,8 @@ def write_run(model, out: str | Path, X_train: torch.Tensor, wall_time: float, n
     samples = model.sample(n_samples, seed=model.config.seed)
     save_grid(samples, out / "samples.png", nrow=8)
     atomic_write(out / "samples.npy", lambda f: np.save(f, samples.numpy()))
+    if affine is not None and samples.ndim == 5:
+        atomic_write(out / "samples.nii.gz", lambda f: f.write(nifti_bytes(samples, affine)))
     if getattr(model, "labels_", None) is not None:
         save_grid(samples_by_class(model, seed=model.config.seed), out / "samples_by_class.png", nrow=8)
     codes = model.__dict__.get("codes_")  # the GAN and the DDPM keep none
@@ -275,6 +279,16 @@ def environment_info(device: torch.device | str) -> dict:
     return info
 
 
+def nifti_bytes(volumes: torch.Tensor, affine: np.ndarray) -> bytes:
+    """Gray volumes (m, 1, X, Y, Z) as one gzipped 4-D NIfTI (X, Y, Z, m) in the space of ``affine``."""
+    import gzip
+
+    import nibabel as nib
+
+    array = volumes[:, 0].permute(1, 2, 3, 0).numpy().astype(np.float32)  # (X, Y, Z, m)
+    return gzip.compress(nib.Nifti1Image(array, np.asarray(affine, dtype=np.float64)).to_bytes(), compresslevel=6)
+
+
 def run_directory(path: str | Path) -> Path:
     """The run a user means by ``path``: a run directory, or the folder of its ``model.pt``."""
     return checkpoint_file(path).parent
@@ -294,6 +308,7 @@ def load_run_data(run_dir: str | Path, split: str, spec: str | None = None, prog
     return load_data(
         spec or data["spec"], split, resolution=data["resolution"], channels=data["channels"],
         limit=data["limit"] if split == "train" else None, seed=config["model"]["seed"], progress=progress,
+        **data.get("options", {}),
     )
 
 
@@ -305,4 +320,4 @@ def load_run_validation(run_dir: str | Path, train: ImageData) -> ImageData | No
         return None
     return load_validation(config["data"]["spec"], len(train), config["model"]["val_fraction"],
                            resolution=train.images.shape[-1], channels=train.images.shape[1],
-                           seed=config["model"]["seed"], progress=False)
+                           seed=config["model"]["seed"], progress=False, **config["data"].get("options", {}))

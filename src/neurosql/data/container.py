@@ -20,6 +20,7 @@ class ImageData:
     class_names: list[str] | None  # name of each label index
     ids: list[str] | None  # per-image id: relative file path, "file:vol:slice", array index
     source: str  # the resolved spec, e.g. "folder:/data/x"
+    affine: np.ndarray | None = None  # (4, 4) voxel → world (RAS+ mm) of volumes read from NIfTI files
 
     def __post_init__(self) -> None:
         n = len(self.images)
@@ -49,6 +50,7 @@ class ImageData:
             class_names=self.class_names,
             ids=None if self.ids is None else [self.ids[i] for i in idx],
             source=self.source,
+            affine=self.affine,
         )
 
 

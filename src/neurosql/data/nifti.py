@@ -1,8 +1,12 @@
-"""NIfTI volumes (nibabel) as 2-D slices, split by volume file.
+"""NIfTI volumes (nibabel) as 2-D slices, or with ``volumes`` as whole 3-D volumes; split by file.
 
 Volumes are reoriented to RAS+ first, so ``axis`` 0, 1, 2 means sagittal,
 coronal, axial whatever the scanner's storage order; each slice is rotated so
-that anterior / superior is up.
+that anterior / superior is up. Whole volumes are cropped to the bounding box
+of their non-zero voxels (after the percentile scaling: the background), padded
+to a cube around it and resampled to ``resolution``³ (default 32); the result's
+voxel-to-world affine (``ImageData.affine``, from the first file) lets samples be
+written back as NIfTI in the same space.
 """
 
 from __future__ import annotations
@@ -16,11 +20,12 @@ import torch
 
 from ..errors import NeuroSQLError
 from .container import ImageData
-from .preprocess import preprocess, progress_bar
+from .preprocess import MIN_VOLUME_SIDE, preprocess, progress_bar, resize_volumes
 from .splits import seeded_split, select, stratified_subset
 
 PERCENTILES = (0.5, 99.5)  # robust intensity window: ignores a few hot or dead voxels
 PROGRESS_MIN_VOLUMES = 10  # a volume takes ~0.1-1 s to read
+VOLUME_SIDE = 32  # default side of whole volumes: a 32³ volume has the voxels of a 181² slice
 UNREADABLE = (ImageFileError, OSError, ValueError, EOFError)  # what nibabel raises for damaged files
 
 
@@ -63,19 +68,69 @@ def volume_slices(path: Path, axis: int) -> list[tuple[int, int, np.ndarray]]:
     return found
 
 
-def load_nifti(path: Path, split: str, *, resolution, channels, limit, seed, progress, axis: int = 2) -> ImageData:
-    """Slices along ``axis`` of each volume; files split 80/10/10 so a volume never straddles splits."""
+def cubic_volume(path: Path, side: int) -> tuple[np.ndarray, np.ndarray]:
+    """One file's RAS+ volume scaled to [0, 1], cropped to its non-zero bounding box, padded to a
+    centred cube and resampled: ((side, side, side), its (4, 4) voxel-to-world affine)."""
+    img = nib.as_closest_canonical(nib.load(path))
+    volume = scale_volume(np.asanyarray(img.dataobj, dtype=np.float32))  # (X, Y, Z)
+    found = np.argwhere(volume > 0)
+    lo, hi = (found.min(0), found.max(0) + 1) if len(found) else (np.zeros(3, int), np.array(volume.shape))
+    edge = int((hi - lo).max())
+    start = lo - (edge - (hi - lo)) // 2  # the cube's corner in the file's voxels (may lie outside)
+    cube = np.zeros((edge,) * 3, np.float32)
+    src = [slice(max(s, 0), min(s + edge, n)) for s, n in zip(start, volume.shape)]
+    dst = [slice(a.start - s, a.stop - s) for a, s in zip(src, start)]
+    cube[tuple(dst)] = volume[tuple(src)]
+    scale = edge / side  # one output voxel spans this many input voxels along each axis
+    to_input = np.diag([scale, scale, scale, 1.0])
+    to_input[:3, 3] = start + (scale - 1) / 2  # centre of output voxel 0 in input voxels
+    return resize_volumes(cube[None, None], side)[0, 0], img.affine @ to_input
+
+
+def _load_volumes(files: list[Path], root: Path, path: Path, *, resolution, channels, limit, seed, progress) -> ImageData:
+    """Whole volumes (m, 1, R, R, R), one per file (see :func:`cubic_volume`)."""
+    if channels not in (None, 1):
+        raise NeuroSQLError(f"NIfTI volumes are gray; drop --channels {channels}")
+    side = resolution or VOLUME_SIDE
+    if side < MIN_VOLUME_SIDE:
+        raise NeuroSQLError(f"{side}³ volumes are smaller than the {MIN_VOLUME_SIDE}³ SSIM window; "
+                            f"pass --resolution {MIN_VOLUME_SIDE} or more")
+    if limit is not None:
+        files = [files[i] for i in stratified_subset(len(files), limit, seed)]
+    volumes, affine = [], None
+    for f in progress_bar(files, progress, "reading NIfTI volumes", unit="file", minimum=PROGRESS_MIN_VOLUMES):
+        try:
+            volume, file_affine = cubic_volume(f, side)
+        except UNREADABLE as err:
+            raise NeuroSQLError(f"cannot read NIfTI file {f} ({err}); replace it with an intact copy") from None
+        volumes.append(volume[None])
+        affine = file_affine if affine is None else affine
+    ids = [f.relative_to(root).as_posix() for f in files]
+    return ImageData(torch.from_numpy(np.stack(volumes)), None, None, ids, f"nifti:{path}", affine=affine)
+
+
+def load_nifti(path: Path, split: str, *, resolution, channels, limit, seed, progress, axis: int = 2,
+               volumes: bool = False) -> ImageData:
+    """Slices along ``axis`` of each volume, or with ``volumes`` each whole 3-D volume; files split
+    80/10/10 so a volume never straddles splits."""
     if axis not in (0, 1, 2):
         raise NeuroSQLError(f"NIfTI axis must be 0, 1 or 2, got {axis!r}")
     root, files = nifti_files(path)
     for f in files:  # headers only: fail before reading any voxel
         try:
-            ndim = len(nib.load(f).shape)
+            shape = nib.load(f).shape
         except UNREADABLE as err:
             raise NeuroSQLError(f"cannot read NIfTI file {f} ({err}); replace it with an intact copy") from None
-        if ndim not in (3, 4):
-            raise NeuroSQLError(f"NIfTI file {f} is {ndim}-D; only 3-D volumes or 4-D series of volumes are supported")
+        if volumes and len(shape) != 3:
+            raise NeuroSQLError(f"NIfTI file {f} has shape {shape}: --volumes reads 3-D volumes, and its fourth axis "
+                                f"holds {shape[3] if len(shape) > 3 else '?'} volumes (a time series); save the volume "
+                                "you want as its own 3-D file")
+        if len(shape) not in (3, 4):
+            raise NeuroSQLError(f"NIfTI file {f} is {len(shape)}-D; only 3-D volumes or 4-D series of volumes are supported")
     chosen = [files[i] for i in select(seeded_split(len(files)), split)]
+    if volumes:
+        return _load_volumes(chosen, root, path, resolution=resolution, channels=channels, limit=limit, seed=seed,
+                             progress=progress)
     slices, ids = [], []
     for f in progress_bar(chosen, progress, "reading NIfTI volumes", unit="file", minimum=PROGRESS_MIN_VOLUMES):
         name = f.relative_to(root).as_posix()

@@ -16,7 +16,7 @@ from .splits import SPLITS, EmptySplitError
 
 SOURCES = ("mnist5k", "mnist", "folder", "celeba", "afhq", "oasis", "nifti", "npy", "medmnist")
 MAX_RESOLUTION = 4096  # largest resize target: bounds the memory of one image before any is read
-OPTIONS = {"nifti": {"axis"}}  # layout-specific keyword options of load_data
+OPTIONS = {"nifti": {"axis", "volumes"}}  # layout-specific keyword options of load_data
 _PREFIX = re.compile(r"^([A-Za-z][A-Za-z0-9_]+):(.*)$", re.DOTALL)  # two letters at least: "C:\" is a path
 
 
@@ -105,7 +105,7 @@ def load_data(
     ``spec``: see the package docstring. ``resolution``: square side after the
     center crop (default: the layout's, see the package docstring). ``channels``:
     1 (gray) or 3 (RGB). ``limit``: seeded stratified cap on the number of images,
-    drawn with ``seed`` after the split. ``options``: ``axis`` for NIfTI.
+    drawn with ``seed`` after the split. ``options``: ``axis`` and ``volumes`` for NIfTI.
     """
     if split not in SPLITS:
         raise NeuroSQLError(f"unknown split '{split}'; use one of {', '.join(SPLITS)}")
@@ -135,7 +135,7 @@ def load_data(
 
 
 def load_validation(spec: str | None, n_train: int, val_fraction: float, *, resolution: int, channels: int,
-                    seed: int = 0, progress: bool = True) -> ImageData | None:
+                    seed: int = 0, progress: bool = True, **options) -> ImageData | None:
     """Early-stopping images for a training set of ``n_train``: a seeded stratified
     round(val_fraction * n_train) of the data set's own val split, so that a
     ``limit`` counts training images only.
@@ -149,6 +149,7 @@ def load_validation(spec: str | None, n_train: int, val_fraction: float, *, reso
     if n_val == 0 or parse_spec(spec)[0] in VAL_SERVES_AS_TEST:
         return None
     try:
-        return load_data(spec, "val", resolution=resolution, channels=channels, limit=n_val, seed=seed, progress=progress)
+        return load_data(spec, "val", resolution=resolution, channels=channels, limit=n_val, seed=seed, progress=progress,
+                         **options)
     except EmptySplitError:
         return None

@@ -90,7 +90,7 @@ def split_validation(X: torch.Tensor, X_val, val_fraction: float, shuffle: torch
     Shapes: X (n, C, H, W) → (n - n_val, C, H, W), (n_val, C, H, W), (n - n_val,).
     """
     if X_val is not None:
-        X_val = check_images(X_val)
+        X_val = check_images(X_val, min_count=1)  # one held-out image still validates
         if X_val.shape[1:] != X.shape[1:]:
             raise NeuroSQLError(f"validation images {tuple(X_val.shape[1:])} differ from training {tuple(X.shape[1:])}")
         return X, X_val, np.arange(len(X))
