@@ -90,6 +90,7 @@ CLI_CASES = [  # (id, argv, words the one error line must contain)
     ("steps-0", [*T, "--steps", "0", "--out", "new"], "steps must be >= 1"),
     ("steps-text", [*T, "--steps", "1.5", "--out", "new"], "invalid int"),
     ("steps-and-epochs", [*T, "--steps", "100", "--out", "new"], "not both"),
+    ("augment-unknown", [*T, "--augment", "rotate", "--out", "new"], "unknown augmentation 'rotate'"),
     ("ema-1", [*T, "--ema", "1", "--out", "new"], "ema must be in"),
     ("warmup-nan", [*T, "--warmup", "nan", "--out", "new"], "warmup must be a finite"),
     ("preset-unknown", [*T, "--preset", "fast", "--out", "new"], "invalid choice"),

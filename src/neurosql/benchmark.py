@@ -46,7 +46,7 @@ DATA_FILE = "data/images.pt"  # inside OUT
 SAMPLES_SHOWN = 36  # images per method in the side-by-side grids (Fig. 4)
 BUDGET_FIELDS = (  # the TrainConfig fields every run shares
     "epochs", "steps", "batch_size", "lr", "warmup", "ema", "weight_decay", "grad_clip", "restart_epochs", "patience",
-    "val_fraction", "device",
+    "val_fraction", "device", "augment",
 )
 
 # mnist-default, measured on the shared 2-core CPU (1,800 training images then, 2,000 now, d = 16, s per epoch):

@@ -124,6 +124,7 @@ def _train_one_epoch(method, X, epoch: int, bar) -> dict:
     start = time.perf_counter()
     parts, generator = epoch_batches(len(X), method.budget_.steps_per_epoch, method.config.seed,
                                      method._shard.rank, epoch)
+    method._epoch_generator = generator  # the epoch's further draws (augmentations) come from it too
     method._begin_epoch(epoch, parts, generator)
     for net in method.networks_.values():
         net.train()

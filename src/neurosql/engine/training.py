@@ -21,6 +21,7 @@ import torch
 from tqdm.auto import tqdm
 
 from ..errors import NeuroSQLError
+from .augment import parse_augmentations
 from .config import MAX_SEED, check_config, option
 from ..persistence import atomic_write
 
@@ -75,6 +76,8 @@ class TrainConfig:
     patience: int = option(25, "early stopping: epochs without validation improvement (paper: 25–30), "
                                "counted only in the last half of the budget", within="[1, inf)")
     checkpoint_every: int = option(1, "epochs between checkpoints when fit writes one", within="[1, inf)")
+    augment: str = option("", "augmentations in generator steps, comma-separated: hflip (mirror half the images), "
+                              "shift (move them by up to 2 px); never in NeuroSQL's cost matrix; empty = none")
     val_fraction: float = option(0.1, "fraction of training images held out for validation when none are given",
                                  within="[0, 1)")
     seed: int = option(0, "random seed for initialisation, shuffling and the lattice", within=f"[0, {MAX_SEED}]")
@@ -87,6 +90,7 @@ class TrainConfig:
         check_config(self)
         if self.epochs and self.steps:
             raise NeuroSQLError(f"give the budget once: --epochs {self.epochs} or --steps {self.steps}, not both")
+        parse_augmentations(self.augment)
         resolve_device(self.device)
 
     def budget(self, n: int, batch_size: int | None = None, n_batches=None) -> Budget:

@@ -23,6 +23,7 @@ from torch import nn
 from ..core.generators import GENERATORS, build_generator
 from ..core.losses import LOSSES, loss_per_sample
 from ..data import check_images, take
+from ..engine.augment import augment, parse_augmentations
 from ..engine.config import option
 from ..engine.distributed import Shard, device_for, init_from_environment
 from ..engine.loop import Training, train_epochs
@@ -311,6 +312,11 @@ class Method:
     def _optimized(self) -> list[list[nn.Parameter]]:
         """Parameter groups with an optimiser each, the generator's (or the denoiser's) first."""
         return [list(net.parameters()) for net in self.networks_.values()]
+
+    def _augmented(self, x: torch.Tensor) -> torch.Tensor:
+        """x as the configured augmentations change it (``--augment``), for what the networks learn from."""
+        names = parse_augmentations(self.config.augment)
+        return augment(x, names, self._epoch_generator) if names else x
 
     def _train_network(self, name: str) -> nn.Module:
         """The network a training step calls (data-parallel when under torchrun)."""

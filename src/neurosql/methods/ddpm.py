@@ -154,6 +154,7 @@ class DDPM(Method):
         return (denoiser(x_t, t) - eps).pow(2).flatten(1).mean(dim=1)
 
     def _train_step(self, x: torch.Tensor, idx: torch.Tensor) -> dict[str, float]:
+        x = self._augmented(x)
         t = torch.randint(0, self.config.timesteps, (len(x),), device=x.device)
         loss = self._noise_loss(self._train_network("denoiser"), x, t, torch.randn_like(x), self._alpha_bars).mean()
         self.training_.optimizations[0].step(loss)

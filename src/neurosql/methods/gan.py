@@ -78,6 +78,7 @@ class GAN(LatentGenerator):
 
     def _train_step(self, x: torch.Tensor, idx: torch.Tensor) -> dict[str, float]:
         G, D = self._train_network("generator"), self._train_network("discriminator")
+        x = self._augmented(x)
         g_opt, d_opt = self.training_.optimizations
         real, fake_label = torch.ones(len(x), device=x.device), torch.zeros(len(x), device=x.device)
         fake = G(torch.randn(len(x), self.latent_dim, device=x.device))  # (b, C, H, W)

@@ -177,7 +177,8 @@ class NeuroSQL(LatentGenerator):
         """A regression step of x on its codes (Alg. 1 step 4, Alg. 2 line 7); in Alg. 2's
         assignment epochs followed by the batch's m×m assignment (lines 8–10)."""
         generator = self._train_network("generator").train()  # Alg. 2's costs left it in eval mode
-        loss = loss_per_sample(generator(self.codes_[idx]), x, self.config.loss).mean()  # DDP all-reduces
+        target = self._augmented(x)  # the cost below sees x itself
+        loss = loss_per_sample(generator(self.codes_[idx]), target, self.config.loss).mean()  # DDP all-reduces
         self.training_.optimizations[0].step(loss)
         row = {"train_loss": float(loss.detach())}
         if self.config.assign_batch and self._assign_now:

@@ -88,6 +88,7 @@ class VAE(LatentGenerator):
 
     def _train_step(self, x: torch.Tensor, idx: torch.Tensor) -> dict[str, float]:
         networks = {name: self._train_network(name) for name in self.networks_}
+        x = self._augmented(x)
         recon, kl = self._objective(x, torch.randn(len(x), self.latent_dim, device=x.device), networks)
         loss = (recon + self.config.beta * kl).mean()
         self.training_.optimizations[0].step(loss)
