@@ -526,3 +526,44 @@ def test_image_data_subset():
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         assert len(d.subset(torch.tensor([0]))) == 1
+
+
+# ------------------------------------------------------------------ k folds
+def test_k_folds_partition_the_subjects_stratified_and_rotate():
+    groups = np.repeat(np.arange(40), 3)  # 40 subjects of 3 images
+    labels = np.repeat(np.arange(40) % 4, 3)
+    k = 5
+    splits = [seeded_split(labels, groups, folds=(k, i)) for i in range(k)]
+    tests = [set(groups[s == "test"].tolist()) for s in splits]
+    assert set.union(*tests) == set(range(40)) and sum(map(len, tests)) == 40  # each subject tested exactly once
+    for i, split in enumerate(splits):
+        for g in range(40):
+            assert len(set(split[groups == g])) == 1  # a subject never straddles two splits
+        assert set(groups[split == "val"].tolist()) == tests[(i + 1) % k]  # the next fold validates
+        assert Counter(split.tolist()) == {"train": 72, "val": 24, "test": 24}
+        assert np.bincount(labels[split == "test"] , minlength=4).tolist() == [6, 6, 6, 6]  # stratified by class
+    with pytest.raises(NeuroSQLError, match="k >= 3"):
+        seeded_split(labels, groups, folds=(2, 0))
+    with pytest.raises(NeuroSQLError, match="--fold in 0..k-1"):
+        seeded_split(labels, groups, folds=(5, 5))
+
+
+def test_folds_reach_the_loaders_and_the_cli(tmp_path):
+    from neurosql.cli import main
+
+    make_oasis(tmp_path / "oasis")
+    parts = {s: load_data(str(tmp_path / "oasis"), s, resolution=8, progress=False, folds=(4, 1))
+             for s in ("train", "val", "test")}
+    subjects = {s: {i.split("/")[1][:9] for i in d.ids} for s, d in parts.items()}
+    assert not (subjects["train"] & subjects["test"] or subjects["val"] & subjects["test"])
+    sizes = [len(subjects[s]) for s in ("train", "val", "test")]
+    assert sum(sizes) == 31 and {sizes[1], sizes[2]} <= {7, 8}  # 31 subjects dealt into 4 folds of 7 or 8
+    with pytest.raises(NeuroSQLError, match="own splits"):
+        load_data("mnist5k", "train", folds=(4, 1), progress=False)
+    out = tmp_path / "run"
+    assert main(["train", "--data", str(tmp_path / "oasis"), "--resolution", "16", "--folds", "4", "--fold", "1",
+                 "--epochs", "1", "--latent-dim", "2", "--width", "8", "--out", str(out), "--no-progress",
+                 "--no-evaluate"]) == 0
+    config = __import__("json").loads((out / "config.json").read_text())
+    assert config["data"]["options"] == {"folds": [4, 1]}
+    assert main(["train", "--data", str(tmp_path / "oasis"), "--folds", "4", "--out", str(tmp_path / "x")]) == 2

@@ -57,6 +57,10 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--volumes", action="store_true",
                        help="nifti: data: train on whole 3-D volumes (cropped to the head, resampled to --resolution³, "
                             "default 32³) instead of 2-D slices; samples are also written as samples.nii.gz")
+    train.add_argument("--folds", type=int, default=None, metavar="K",
+                       help="k-fold cross-validation (App. B) instead of the 80/10/10 split, by subject for OASIS: "
+                            "fold --fold is the test split, the next one the val split (folder, oasis, nifti, npy data)")
+    train.add_argument("--fold", type=int, default=None, metavar="I", help="which fold is the test split, 0..K-1")
     train.add_argument("--out", help=f"run directory to write (default: {DEFAULT_OUT})")
     train.add_argument("--overwrite", action="store_true",
                        help="replace the run already in --out (only once the new run has written its first checkpoint)")
@@ -111,6 +115,7 @@ def print_metrics(metrics: dict) -> None:
 
 def cmd_train(args: argparse.Namespace) -> None:
     from .data import load_data, load_validation
+    from .data.splits import check_folds
     from .engine.distributed import init_from_environment
     from .runs import check_new_run, check_trainable, new_run, read_config, write_config
 
@@ -135,7 +140,12 @@ def cmd_train(args: argparse.Namespace) -> None:
     data_args = {name: getattr(args, name) if getattr(args, name) is not None else recorded["data"].get(name)
                  for name in ("resolution", "channels", "limit")}
     spec = args.data if args.data is not None else recorded["data"].get("spec")
-    options = {"volumes": True} if args.volumes else recorded["data"].get("options", {})  # layout options
+    options = dict(recorded["data"].get("options", {}))  # layout options
+    options.update({"volumes": True} if args.volumes else {})
+    if (args.folds is None) != (args.fold is None):
+        raise NeuroSQLError("give --folds K and --fold I together (fold I of K is the test split)")
+    if args.folds is not None:
+        options["folds"] = list(check_folds((args.folds, args.fold)))
     if data_args["limit"] is not None and data_args["limit"] < 2:
         raise NeuroSQLError(f"--limit must be >= 2, got {data_args['limit']}")
     out_text = DEFAULT_OUT if args.out is None else args.out
@@ -151,7 +161,8 @@ def cmd_train(args: argparse.Namespace) -> None:
     if args.config:
         typed = {**given, **({"method": args.method} if args.method else {}), **({"preset": args.preset} if args.preset else {}),
                  **{name: getattr(args, name) for name in ("data", "resolution", "channels", "limit") if getattr(args, name) is not None},
-                 **({"volumes": True} if args.volumes else {})}
+                 **({"volumes": True} if args.volumes else {}),
+                 **({"folds": [args.folds, args.fold]} if args.folds is not None else {})}
         origin = {"config": str(args.config), "overrides": typed}
     model = method_class(method)(config)
     labels = {"labels": data.label_names()} if method == "neurosql" else {}  # kept with NeuroSQL's codes
@@ -175,6 +186,7 @@ def resume_training(args: argparse.Namespace, main_process: bool) -> None:
     given = [name for name in given_values(args, *CONFIGS.values()) if name not in RESUME_FLAGS]
     given += [name for name in (*DATA_FLAGS, "method", "config", "preset") if getattr(args, name) is not None]
     given += ["overwrite"] * args.overwrite + ["volumes"] * args.volumes
+    given += [name for name in ("folds", "fold") if getattr(args, name) is not None]
     if given:
         flags = ", ".join("--" + name.replace("_", "-") for name in given)
         raise NeuroSQLError(

@@ -180,7 +180,7 @@ def _labels(y, n: int, path: Path) -> tuple[np.ndarray | None, list[str] | None]
     return labels.astype(np.int64), [str(v) for v in values]
 
 
-def _load_volumes(x, y, path: Path, split: str, *, resolution, channels, limit, seed) -> ImageData:
+def _load_volumes(x, y, path: Path, split: str, *, resolution, channels, limit, seed, folds=None) -> ImageData:
     """Volumes (n, C, D, H, W), C in (1, 3), cubes; resampled to ``resolution`` per side."""
     n, c, *sides = x.shape
     if c not in (1, 3) or len(set(sides)) != 1:
@@ -196,7 +196,7 @@ def _load_volumes(x, y, path: Path, split: str, *, resolution, channels, limit, 
             f"{side}³ volumes are smaller than the {MIN_VOLUME_SIDE}³ SSIM window; pass --resolution {MIN_VOLUME_SIDE} or more"
         )
     labels, class_names = _labels(y, n, path)
-    idx = select(seeded_split(n if labels is None else labels), split, labels, limit, seed)
+    idx = select(seeded_split(n if labels is None else labels, folds=folds), split, labels, limit, seed)
     rows = resize_volumes(_unit_range(np.asarray(x[idx]), path), side)
     return ImageData(
         torch.from_numpy(np.ascontiguousarray(rows)), None if labels is None else labels[idx], class_names,
@@ -204,12 +204,14 @@ def _load_volumes(x, y, path: Path, split: str, *, resolution, channels, limit, 
     )
 
 
-def load_npy(path: Path, split: str, *, resolution, channels, limit, seed) -> ImageData:
-    """Images from .npy, or .npz with keys x/images and optional y/labels; split 80/10/10 by row."""
+def load_npy(path: Path, split: str, *, resolution, channels, limit, seed, folds=None) -> ImageData:
+    """Images from .npy, or .npz with keys x/images and optional y/labels; split 80/10/10 (or into
+    ``folds``, see :func:`seeded_split`) by row."""
     x, y = _read_arrays(path)
     shape = x.shape
     if len(shape) == 5:
-        return _load_volumes(x, y, path, split, resolution=resolution, channels=channels, limit=limit, seed=seed)
+        return _load_volumes(x, y, path, split, resolution=resolution, channels=channels, limit=limit, seed=seed,
+                             folds=folds)
     if len(shape) not in (3, 4) or (len(shape) == 4 and shape[1] not in (1, 3) and shape[-1] not in (1, 3)):
         raise NeuroSQLError(
             f"{path} holds an array of shape {shape}; expected (n, H, W), (n, H, W, C) or (n, C, H, W) with C = 1 or 3, "
@@ -219,7 +221,7 @@ def load_npy(path: Path, split: str, *, resolution, channels, limit, seed) -> Im
         raise NeuroSQLError(f"{path} holds no images; save a non-empty array")
     labels = class_names = None
     labels, class_names = _labels(y, shape[0], path)
-    idx = select(seeded_split(shape[0] if labels is None else labels), split, labels, limit, seed)
+    idx = select(seeded_split(shape[0] if labels is None else labels, folds=folds), split, labels, limit, seed)
     rows = _unit_range(np.asarray(x[idx]), path)  # a memory map reads only these rows
     return _as_data(
         _channels_first(rows, shape), None if labels is None else labels[idx], class_names,

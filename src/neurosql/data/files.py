@@ -54,7 +54,7 @@ def no_images(folder: Path) -> NeuroSQLError:
     return NeuroSQLError(f"no PNG/JPEG/BMP images found in {folder}; check the path or give the layout as KIND:PATH")
 
 
-def folder_catalog(root: Path) -> Catalog:
+def folder_catalog(root: Path, folds=None) -> Catalog:
     """Images anywhere below ``root``; when every image sits inside a top-level
     sub-folder, those sub-folders (sorted) are the classes, otherwise no labels."""
     require_dir(root, "folder")
@@ -67,7 +67,8 @@ def folder_catalog(root: Path) -> Catalog:
         class_names = sorted({parts[0] for parts in tops})
         index = {name: i for i, name in enumerate(class_names)}
         labels = np.array([index[parts[0]] for parts in tops], dtype=np.int64)
-    return Catalog(root, paths, labels, class_names, seeded_split(len(paths) if labels is None else labels))
+    return Catalog(root, paths, labels, class_names,
+                   seeded_split(len(paths) if labels is None else labels, folds=folds))
 
 
 def _celeba_partition(root: Path) -> dict[str, str]:
@@ -130,7 +131,7 @@ def afhq_catalog(root: Path) -> Catalog:
     )
 
 
-def oasis_catalog(root: Path) -> Catalog:
+def oasis_catalog(root: Path, folds=None) -> Catalog:
     """The four OASIS class folders; split 80/10/10 by subject (OAS1_dddd in the name).
 
     A file without a subject id is an error rather than skipped: the subject-wise
@@ -158,15 +159,15 @@ def oasis_catalog(root: Path) -> Catalog:
     if not paths:
         raise no_images(root)
     labels = np.array(labels, dtype=np.int64)
-    return Catalog(root, paths, labels, list(OASIS_CLASSES), seeded_split(labels, groups=subjects))
+    return Catalog(root, paths, labels, list(OASIS_CLASSES), seeded_split(labels, groups=subjects, folds=folds))
 
 
 CATALOGS = {"folder": folder_catalog, "celeba": celeba_catalog, "afhq": afhq_catalog, "oasis": oasis_catalog}
 
 
-def load_files(kind: str, root: Path, split: str, *, resolution, channels, limit, seed, progress) -> ImageData:
+def load_files(kind: str, root: Path, split: str, *, resolution, channels, limit, seed, progress, folds=None) -> ImageData:
     """Catalog the layout, pick the split and ``limit``, then decode only those files."""
-    catalog = CATALOGS[kind](root)
+    catalog = CATALOGS[kind](root, folds) if folds is not None else CATALOGS[kind](root)
     if kind in VAL_SERVES_AS_TEST and split == "test":
         warnings.warn("AFHQ has no test split; its val/ folder serves as the test set", stacklevel=3)
         split = "val"

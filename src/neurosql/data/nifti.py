@@ -110,7 +110,7 @@ def _load_volumes(files: list[Path], root: Path, path: Path, *, resolution, chan
 
 
 def load_nifti(path: Path, split: str, *, resolution, channels, limit, seed, progress, axis: int = 2,
-               volumes: bool = False) -> ImageData:
+               volumes: bool = False, folds=None) -> ImageData:
     """Slices along ``axis`` of each volume, or with ``volumes`` each whole 3-D volume; files split
     80/10/10 so a volume never straddles splits."""
     if axis not in (0, 1, 2):
@@ -127,7 +127,7 @@ def load_nifti(path: Path, split: str, *, resolution, channels, limit, seed, pro
                                 "you want as its own 3-D file")
         if len(shape) not in (3, 4):
             raise NeuroSQLError(f"NIfTI file {f} is {len(shape)}-D; only 3-D volumes or 4-D series of volumes are supported")
-    chosen = [files[i] for i in select(seeded_split(len(files)), split)]
+    chosen = [files[i] for i in select(seeded_split(len(files), folds=folds), split)]
     if volumes:
         return _load_volumes(chosen, root, path, resolution=resolution, channels=channels, limit=limit, seed=seed,
                              progress=progress)

@@ -16,7 +16,8 @@ from .splits import SPLITS, EmptySplitError
 
 SOURCES = ("mnist5k", "mnist", "folder", "celeba", "afhq", "oasis", "nifti", "npy", "medmnist")
 MAX_RESOLUTION = 4096  # largest resize target: bounds the memory of one image before any is read
-OPTIONS = {"nifti": {"axis", "volumes"}}  # layout-specific keyword options of load_data
+# layout-specific keyword options of load_data; "folds" where the splits are ours, not the data set's
+OPTIONS = {"nifti": {"axis", "volumes", "folds"}, "folder": {"folds"}, "oasis": {"folds"}, "npy": {"folds"}}
 _PREFIX = re.compile(r"^([A-Za-z][A-Za-z0-9_]+):(.*)$", re.DOTALL)  # two letters at least: "C:\" is a path
 
 
@@ -105,7 +106,8 @@ def load_data(
     ``spec``: see the package docstring. ``resolution``: square side after the
     center crop (default: the layout's, see the package docstring). ``channels``:
     1 (gray) or 3 (RGB). ``limit``: seeded stratified cap on the number of images,
-    drawn with ``seed`` after the split. ``options``: ``axis`` and ``volumes`` for NIfTI.
+    drawn with ``seed`` after the split. ``options``: ``axis`` and ``volumes`` for NIfTI; ``folds``
+    = (k, i) for k-fold cross-validation where the splits are ours (folder, oasis, nifti, npy).
     """
     if split not in SPLITS:
         raise NeuroSQLError(f"unknown split '{split}'; use one of {', '.join(SPLITS)}")
@@ -119,6 +121,9 @@ def load_data(
     unknown = sorted(set(options) - OPTIONS.get(kind, set()))
     if unknown:
         accepted = ", ".join(sorted(OPTIONS.get(kind, ()))) or "none"
+        if unknown == ["folds"]:
+            raise NeuroSQLError(f"'{kind}' data come with their own splits; --folds applies to folder, oasis, nifti "
+                                "and npy data")
         raise NeuroSQLError(f"unknown option {unknown[0]!r} for '{kind}' data; accepted options: {accepted}")
     common = dict(resolution=resolution, channels=channels, limit=limit, seed=seed)
     if kind == "mnist5k":
@@ -126,12 +131,12 @@ def load_data(
     if kind == "mnist":
         return load_mnist(Path(path), split, **common)
     if kind == "npy":
-        return load_npy(Path(path), split, **common)
+        return load_npy(Path(path), split, **common, **options)
     if kind == "medmnist":
         return load_medmnist(Path(path), split, **common)
     if kind == "nifti":
         return load_nifti(Path(path), split, progress=progress, **common, **options)
-    return load_files(kind, Path(path), split, progress=progress, **common)
+    return load_files(kind, Path(path), split, progress=progress, **common, **options)
 
 
 def load_validation(spec: str | None, n_train: int, val_fraction: float, *, resolution: int, channels: int,

@@ -1,4 +1,4 @@
-"""Seeded, stratified choices of items: subsets, 80/10/10 splits, split selection.
+"""Seeded, stratified choices of items: subsets, 80/10/10 splits or k folds, split selection.
 
 Every function decides from labels / group ids alone, so the loaders can pick
 the files of one split (and one ``limit``) before decoding any image.
@@ -51,8 +51,20 @@ def stratified_subset(labels_or_n, k: int, seed: int) -> np.ndarray:
     return np.sort(np.concatenate(picked)).astype(np.int64)
 
 
-def seeded_split(labels_or_n, groups=None, seed: int = SPLIT_SEED) -> np.ndarray:
-    """Per-item split names from a seeded, stratified 80/10/10 split of split units.
+def check_folds(folds) -> tuple[int, int] | None:
+    """(k, i) for k-fold cross-validation, fold i of k (0-based), or None; NeuroSQLError when invalid."""
+    if folds is None:
+        return None
+    k, i = (int(v) for v in folds)
+    if k < 3 or not 0 <= i < k:
+        raise NeuroSQLError(f"--folds needs k >= 3 (a test, a val and a train fold) and --fold in 0..k-1, got {k} and {i}")
+    return k, i
+
+
+def seeded_split(labels_or_n, groups=None, seed: int = SPLIT_SEED, folds=None) -> np.ndarray:
+    """Per-item split names from a seeded, stratified 80/10/10 split of split units, or with
+    ``folds`` = (k, i) from k-fold cross-validation: the units dealt into k stratified folds,
+    fold i the test split, fold i + 1 (mod k) the val split, the rest train (App. B).
 
     A unit is an item, or a group (subject, volume) when ``groups`` is given, so
     no group straddles two splits; a group's class is its majority label.
@@ -68,6 +80,12 @@ def seeded_split(labels_or_n, groups=None, seed: int = SPLIT_SEED) -> np.ndarray
         _, unit_of_item = np.unique(np.asarray(groups), return_inverse=True)
         unit_labels = None if labels is None else _majority(unit_of_item, labels)
     units = int(unit_of_item.max()) + 1 if n else 0
+    folds = check_folds(folds)
+    if folds is not None:
+        fold = _deal(units, unit_labels, folds[0], seed)
+        unit_split = np.full(units, "train", dtype=object)
+        unit_split[fold == folds[1]], unit_split[fold == (folds[1] + 1) % folds[0]] = "test", "val"
+        return unit_split[unit_of_item]
     held = max(1, round(HOLDOUT * units)) if units >= 3 else 0
     test = stratified_subset(units if unit_labels is None else unit_labels, held, seed)
     rest = np.setdiff1d(np.arange(units), test)
@@ -75,6 +93,19 @@ def seeded_split(labels_or_n, groups=None, seed: int = SPLIT_SEED) -> np.ndarray
     unit_split = np.full(units, "train", dtype=object)
     unit_split[test], unit_split[val] = "test", "val"
     return unit_split[unit_of_item]
+
+
+def _deal(units: int, unit_labels, k: int, seed: int) -> np.ndarray:
+    """Fold of each unit: each class's units in seeded random order dealt round-robin over k folds,
+    continuing where the previous class stopped, so folds differ in size by at most one. (U,) -> (U,)"""
+    if units < k:
+        raise NeuroSQLError(f"{k} folds need at least {k} split units (images, or subjects), got {units}; lower --folds")
+    rng = np.random.default_rng(seed)
+    groups = [np.arange(units)] if unit_labels is None else [np.flatnonzero(unit_labels == c) for c in np.unique(unit_labels)]
+    order = np.concatenate([rng.permutation(g) for g in groups])
+    fold = np.empty(units, dtype=np.int64)
+    fold[order] = np.arange(units) % k
+    return fold
 
 
 def _majority(unit_of_item: np.ndarray, labels: np.ndarray) -> np.ndarray:
