@@ -5,6 +5,7 @@ import subprocess
 import sys
 
 import numpy as np
+import pytest
 import torch
 
 from neurosql import NeuroSQL
@@ -17,7 +18,7 @@ from neurosql import NeuroSQL
 from neurosql.data import load_data
 X = load_data(None, "train", limit=64, progress=False).images
 model = NeuroSQL(latent_dim=2, width=8, epochs=5, assign_every=1, batch_size=8, lr=1e-2, momentum=1.0,
-                 progress=False, seed=0, val_fraction=0.25).fit(X, checkpoint=sys.argv[1])
+                 progress=False, seed=0, val_fraction=0.25, assign_batch=int(sys.argv[3])).fit(X, checkpoint=sys.argv[1])
 flat = torch.cat([p.detach().flatten() for p in model.generator_.parameters()])
 flat = torch.cat([flat] + [b.detach().float().flatten() for b in model.generator_.buffers()])
 parts = [torch.empty_like(flat) for _ in range(dist.get_world_size())]
@@ -29,13 +30,16 @@ dist.destroy_process_group()
 """
 
 
-def test_two_process_training(tmp_path):
+@pytest.mark.parametrize("assign_batch", [0, 8], ids=["alg1", "alg2"])
+def test_two_process_training(tmp_path, assign_batch):
+    """Alg. 1: one global assignment; Alg. 2: m×m assignments among the points a process's images
+    hold, with the images dealt afresh every epoch. Either way points cross the processes."""
     script = tmp_path / "ddp.py"
     script.write_text(SCRIPT)
     ckpt, report = tmp_path / "model.pt", tmp_path / "report.json"
     subprocess.run(
         [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-         str(script), str(ckpt), str(report)],
+         str(script), str(ckpt), str(report), str(assign_batch)],
         check=True, timeout=600, capture_output=True,
     )
     result = json.loads(report.read_text())
@@ -44,8 +48,8 @@ def test_two_process_training(tmp_path):
     n = model.lattice_.n
     assert n == 48 and model.codes_.shape == (n, 2)
     assert sorted(model.perm_.tolist()) == list(range(n))  # the bank covers every image, lattice points distinct
-    # ρ = 1: every code is its lattice point; the assignment was global, so images of one
-    # rank (i ≡ r mod 2) hold lattice points of the other rank's shard too.
+    # ρ = 1: every code is its lattice point. π₀ matches each rank's images (i ≡ r mod 2) to its own
+    # lattice points; a global assignment (Alg. 1) or images dealt afresh (Alg. 2) mixes them.
     assert torch.equal(model.codes_, model.lattice_.points[torch.as_tensor(model.perm_)])
     assert any(model.perm_[i] % 2 != i % 2 for i in range(n))
     rows = model.log_.rows

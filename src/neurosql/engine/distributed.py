@@ -3,8 +3,9 @@
 Each of the ``world`` processes owns a shard of the training images and the
 matching part of the code bank Ẑ. Algorithm 1's assignment is global: each
 process computes its images' rows of the n × n cost, rank 0 solves the whole
-problem and broadcasts π. Algorithm 2 solves its m × m problems within each
-process's shard of the lattice. The generator's gradients are all-reduced
+problem and broadcasts π. Algorithm 2 solves its m × m problems among the lattice
+points its images hold; the images (with their codes and points) are dealt
+afresh to the processes every epoch, so points travel between processes. The generator's gradients are all-reduced
 (DistributedDataParallel). Checkpoints
 gather the bank into one array, so a saved run loads in a single process.
 Backends: ``gloo`` on CPU, ``nccl`` on CUDA.
@@ -106,14 +107,11 @@ class Shard:
             return codes.cpu(), perm
         return self.gather_rows(codes, n), self.gather_rows(perm, n)
 
-    def own_bank(self, codes: torch.Tensor, perm: np.ndarray, local: np.ndarray, lattice_index: np.ndarray):
-        """This rank's part of a whole bank, codes (n, d) and global π (n,): its rows ``local``, with π
-        as positions in ``lattice_index`` (the lattice points this rank's π may hold)."""
-        position = {int(g): i for i, g in enumerate(lattice_index)}
-        own = perm[local]
-        # With another world size a code's lattice point may sit on another rank:
-        # the code keeps its value, π restarts from the identity there.
-        return codes[local], np.array([position.get(int(g), i) for i, g in enumerate(own)], dtype=np.int64)
+    def deal(self, n: int, seed: int, epoch: int) -> np.ndarray:
+        """This rank's part of a fresh seeded deal of ``range(n)`` for ``epoch`` (the same on every
+        rank, sizes within one of each other): sorted indices."""
+        order = np.random.default_rng([seed, epoch]).permutation(n)
+        return np.sort(order[self.rank :: self.world])
 
 
 def _device() -> torch.device:

@@ -4,6 +4,7 @@ best weights kept, atomic checkpoints, exact resume and data-parallel processes.
 
 A method (see :class:`neurosql.methods.base.Method`) supplies only its part:
 
+- ``_epoch_shard(epoch)``: this process's images when they change (Alg. 2 under torchrun), else None;
 - ``_begin_epoch(epoch, parts, generator)``: per-epoch set-up (Alg. 2's lattice subsets);
 - ``_train_step(x, idx) -> dict``: one update on images ``x = X[idx]``; keys ``time_*``
   are seconds (summed over the epoch), the others per-image means (``train_loss`` first);
@@ -23,6 +24,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ..data import take
 from ..errors import NeuroSQLError
 from .training import EarlyStopping, Optimization, WeightAverage, averaged, batches, progress_bar, show_losses
 
@@ -64,11 +66,12 @@ def epoch_batches(n: int, n_parts: int, seed: int, rank: int, epoch: int) -> tup
     return batches(n, n_parts, generator), generator
 
 
-def train_epochs(method, X, X_val, checkpoint: Path | None, callback=None) -> None:
+def train_epochs(method, X_all, X, X_val, checkpoint: Path | None, callback=None) -> None:
     """Run ``method`` from epoch ``epochs_run_ + 1`` to the end of its budget or an early stop,
     then leave it with the best (or final) weights, averaged when an average is kept.
 
-    X: this process's (n_local, C, H, W) training images on the device (or a LazyImages);
+    X_all: every training image (a method may deal them to the processes afresh each epoch,
+    ``_epoch_shard``); X: this process's (n_local, C, H, W) on the device (or a LazyImages);
     X_val: the validation images (this process's share is taken here) or None.
     """
     cfg, training, shard = method.config, method.training_, method._shard
@@ -83,6 +86,9 @@ def train_epochs(method, X, X_val, checkpoint: Path | None, callback=None) -> No
     stopped = method.epochs_run_ > 0 and training.stopping.should_stop(method.epochs_run_)
     for epoch in range(method.epochs_run_ + 1, 0 if stopped else epochs + 1):
         last = epoch == epochs
+        dealt = method._epoch_shard(epoch)
+        if dealt is not None:
+            X = take(X_all, dealt).to(method.device_)
         row = _train_one_epoch(method, X, epoch, bar)
         _stop_if_diverged(method, epoch, row["train_loss"], checkpoint, bar)  # before G(Q) feeds a cost
         row.update(method._end_epoch(X, epoch, last))

@@ -280,7 +280,7 @@ class Method:
         return model._train(X_train, take(X_train, model._local).to(model.device_), X_val, checkpoint)
 
     def _train(self, X, X_local, X_val, checkpoint, callback=None) -> "Method":
-        train_epochs(self, X_local, X_val, checkpoint, callback)
+        train_epochs(self, X, X_local, X_val, checkpoint, callback)
         self.updates_ = self.training_.optimizations[0].updates
         self._after_fit(X)
         if checkpoint is not None:  # the file ends holding the model fit returns
@@ -355,6 +355,10 @@ class Method:
 
     def _resume_shard(self) -> None:
         """Keep this process's part of the learned state when a resume starts (``_local`` is set)."""
+
+    def _epoch_shard(self, epoch: int) -> np.ndarray | None:
+        """This process's images for ``epoch`` when they change (their indices), else None."""
+        return None
 
     def _extra_state(self) -> dict:
         """Method-specific learned state to save besides the networks (all processes call it)."""

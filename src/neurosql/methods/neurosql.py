@@ -108,13 +108,7 @@ class NeuroSQL(LatentGenerator):
         Q = self.lattice_.points[self._local].to(self.device_)  # (n_local, d)
         shard_perm = self._initial_assignment(X, Q)  # π₀ within this process's shard
         self.codes_ = Q[torch.as_tensor(shard_perm, device=self.device_)].clone()  # Ẑ: (n_local, d)
-        self.perm_ = np.searchsorted(self._lattice_index, self._local[shard_perm])  # indices into _lattice_index
-
-    @property
-    def _lattice_index(self) -> np.ndarray:
-        """Global indices of the lattice points that π (``perm_``) indexes here: all of them
-        for Alg. 1, whose assignment is global; this process's shard for Alg. 2."""
-        return self._local if self.config.assign_batch else np.arange(self.lattice_.n)
+        self.perm_ = self._local[shard_perm]  # π: this process's images' lattice points, global indices
 
     def _initial_assignment(self, X, Q) -> np.ndarray:
         """π₀: random, or the data's PCA scores matched to the lattice (App. K's map on scores)."""
@@ -128,15 +122,13 @@ class NeuroSQL(LatentGenerator):
 
     def _pca_assignment(self, X, Q) -> np.ndarray:
         """Standardised PCA scores of the images matched to the lattice by squared distance."""
-        n, d = len(X), self.config.latent_dim
         flat = X.flatten(1).double()
-        k = min(d, n - 1, flat.shape[1])
+        k = min(self.config.latent_dim, len(X) - 1, flat.shape[1])
         _, _, V = torch.pca_lowrank(flat, q=k, center=True, niter=4)
         scores = (flat - flat.mean(0)) @ V[:, :k]  # (n, k)
-        Q = Q.double()[:, :k]
         standardise = lambda A: (A - A.mean(0)) / A.std(0).clamp_min(1e-12)
-        cost = torch.cdist(standardise(scores), standardise(Q)) ** 2  # (n, n)
-        return self._solve(cost, "greedy" if n > PCA_EXACT_MAX else None)
+        cost = torch.cdist(standardise(scores), standardise(Q.double()[:, :k])) ** 2  # (n, n)
+        return self._solve(cost, "greedy" if len(X) > PCA_EXACT_MAX else None)
 
     def _solve(self, C, method: str | None = None, warm: bool = False) -> np.ndarray:
         """π (rows,) for cost C (rows, cols) with the configured solver (or ``method``); ``warm``
@@ -162,23 +154,23 @@ class NeuroSQL(LatentGenerator):
         point is offered once per epoch, π stays a permutation, costs are m×m.
         """
         cfg = self.config
-        self._Q = self.lattice_.points[self._lattice_index].to(self.device_)  # (n, d) Alg. 1, (n_local, d) Alg. 2
+        self._Q = self.lattice_.points.to(self.device_)  # (n, d)
         if not cfg.assign_batch:
             return
         last = epoch == self.budget_.epochs
         self._assign_now = cfg.assign_every_batch or (epoch % cfg.assign_every == 0 and not last)
         if cfg.lattice_subset == "held":  # batches are disjoint: π(B) is still current when B comes
             order = torch.as_tensor(self.perm_)[torch.cat(parts)]  # (n_local,)
-        else:
-            order = torch.randperm(len(self._local), generator=generator)  # (n_local,)
+        else:  # the points this process's images hold, in a fresh random order
+            order = torch.as_tensor(self.perm_)[torch.randperm(len(self._local), generator=generator)]  # (n_local,)
         self._subsets = iter(order.to(self.device_).split([len(B) for B in parts]))
 
     def _train_step(self, x, idx) -> dict[str, float]:
         """A regression step of x on its codes (Alg. 1 step 4, Alg. 2 line 7); in Alg. 2's
         assignment epochs followed by the batch's m×m assignment (lines 8–10)."""
         generator = self._train_network("generator").train()  # Alg. 2's costs left it in eval mode
-        target = self._augmented(x)  # the cost below sees x itself
-        loss = loss_per_sample(generator(self.codes_[idx]), target, self.config.loss).mean()  # DDP all-reduces
+        # the regression sees the augmented x, the cost below x itself; DDP all-reduces the gradients
+        loss = loss_per_sample(generator(self.codes_[idx]), self._augmented(x), self.config.loss).mean()
         self.training_.optimizations[0].step(loss)
         row = {"train_loss": float(loss.detach())}
         if self.config.assign_batch and self._assign_now:
@@ -242,11 +234,20 @@ class NeuroSQL(LatentGenerator):
 
     def _gather_bank(self) -> tuple[torch.Tensor, torch.Tensor]:
         """Codes Ẑ (n, d) and global lattice indices π (n,) of all training images, on the CPU."""
-        return self._shard.gather_bank(self.codes_, torch.as_tensor(self._lattice_index[self.perm_]), self.lattice_.n)
+        return self._shard.gather_bank(self.codes_, torch.as_tensor(self.perm_), self.lattice_.n)
 
     def _resume_shard(self) -> None:
-        self.codes_, self.perm_ = self._shard.own_bank(self.codes_, self.perm_, self._local, self._lattice_index)
-        self.codes_ = self.codes_.to(self.device_)
+        self.codes_, self.perm_ = self.codes_[self._local].to(self.device_), self.perm_[self._local]
+
+    def _epoch_shard(self, epoch: int) -> np.ndarray | None:
+        """Alg. 2 under torchrun: the images (with their codes and lattice points) dealt afresh to the
+        processes every epoch, so that lattice points travel between processes' m×m problems."""
+        if not (self._shard.active and self.config.assign_batch):
+            return None
+        codes, perm = self._gather_bank()
+        self._local = self._shard.deal(self.lattice_.n, self.config.seed, epoch)
+        self.codes_, self.perm_ = codes[self._local].to(self.device_), perm[self._local].numpy()
+        return self._local
 
     # ------------------------------------------------------------ inference
     prior = property(lambda self: self.lattice_.prior, doc="Name of the latent prior (see ``Lattice.prior``).")
