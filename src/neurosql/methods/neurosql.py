@@ -198,12 +198,9 @@ class NeuroSQL(LatentGenerator):
         end = time.perf_counter()
         new = points[choice]
         rows_np, new_np = rows.cpu().numpy(), new.cpu().numpy()  # one device-to-host copy each
-        row = {
-            "assign_cost": float(C[torch.arange(len(choice), device=C.device), choice].mean()),
-            "changed": float(np.mean(new_np != self.perm_[rows_np])),
-            "time_cost": middle - start,
-            "time_assign": end - middle,
-        }
+        row = {"assign_cost": float(C[torch.arange(len(choice), device=C.device), choice].mean()),
+               "changed": float(np.mean(new_np != self.perm_[rows_np])), "time_cost": middle - start,
+               "time_assign": end - middle}
         self.perm_[rows_np] = new_np
         self.codes_[rows] = cfg.momentum * self._Q[new] + (1 - cfg.momentum) * self.codes_[rows]
         return row
