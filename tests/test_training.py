@@ -55,6 +55,16 @@ def test_early_stopping_counts_epochs_since_best():
     assert stop.update(1, 1.0) and not stop.update(2, 1.5)
     assert not stop.should_stop(3) and stop.should_stop(4)
     assert stop.update(5, 0.5) and stop.best_epoch == 5
+    blind = EarlyStopping(patience=3)  # no validation images: nothing to stop on
+    assert not any(blind.should_stop(epoch) for epoch in range(1, 100))
+
+
+def test_a_run_without_validation_trains_its_whole_budget(digits):
+    from neurosql import NeuroSQL
+
+    model = NeuroSQL(latent_dim=2, width=8, epochs=30, patience=2, val_fraction=0, assign_every=5,
+                     progress=False).fit(digits[:16])
+    assert model.epochs_run_ == 30 and "val_loss" not in model.log_.rows[-1]
 
 
 def test_rng_state_round_trip_reproduces_draws():

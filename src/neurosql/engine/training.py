@@ -286,7 +286,10 @@ class EarlyStopping:
         return False
 
     def should_stop(self, epoch: int) -> bool:
-        return epoch >= self.min_epoch and epoch - self.best_epoch >= self.patience
+        """Whether to stop after ``epoch``; never before a first validation value (a run without
+        validation images trains its whole budget)."""
+        seen = self.best_epoch > 0
+        return seen and epoch >= self.min_epoch and epoch - self.best_epoch >= self.patience
 
     def state_dict(self) -> dict:
         return {"best": self.best, "best_epoch": self.best_epoch}
