@@ -141,27 +141,32 @@ def key(name: str, params: dict) -> str:
 
 
 def write_table(results: dict, path: Path) -> None:
-    """Per set: the default row, the best grid row by pFID and the ratio of the two pFIDs."""
-    lines = [
+    """Per set: the default row, the best grid row by pFID and the ratio of the two pFIDs; then
+    every other configuration run (ablations such as ``--params '{"ema": 0}'``), one row each."""
+    header = [
         "| set | n | run | lr · batch · updates | pFID ↓ | KID ↓ | precision ↑ | recall ↑ | recon SSIM ↑ | wall s |",
         "|---|---|---|---|---|---|---|---|---|---|",
     ]
+
+    def row(name, label, r):
+        res = r["resolved"]
+        return (f"| {name} | {r['n_train']} | {label} | {res['lr']:g} · {res['batch_size']} · {r['updates']} | "
+                f"{r['pfid']:.3f} | {r['kid']:.4f} | {r['precision']:.2f} | {r['recall']:.2f} | "
+                f"{r['recon_ssim']:.2f} | {r['wall_s']:.0f} |")
+
+    lines, others = list(header), []
     for name in SETS:
         rows = [r for r in results.values() if r["set"] == name]
         default = next((r for r in rows if not r["params"]), None)
-        grid = [r for r in rows if r["params"]]
+        grid = [r for r in rows if r["params"] in GRID]
         best = min(grid, key=lambda r: r["pfid"]) if grid else None
-        for label, r in (("defaults", default), ("best of grid", best)):
-            if r is None:
-                continue
-            res = r["resolved"]
-            lines.append(
-                f"| {name} | {r['n_train']} | {label} | {res['lr']:g} · {res['batch_size']} · {r['updates']} | "
-                f"{r['pfid']:.3f} | {r['kid']:.4f} | {r['precision']:.2f} | {r['recall']:.2f} | "
-                f"{r['recon_ssim']:.2f} | {r['wall_s']:.0f} |"
-            )
+        lines += [row(name, label, r) for label, r in (("defaults", default), ("best of grid", best)) if r is not None]
         if default and best:
             lines.append(f"| {name} | | defaults / best pFID | | **{default['pfid'] / best['pfid']:.2f}×** | | | | | |")
+        others += [row(name, "`" + json.dumps(r["params"], sort_keys=True) + "`", r)
+                   for r in rows if r["params"] and r["params"] not in GRID]
+    if others:
+        lines += ["", "Other configurations (defaults plus the parameters shown):", "", *header, *others]
     path.write_text("\n".join(lines) + "\n")
 
 
