@@ -161,3 +161,16 @@ def test_cli_trains_on_nifti_volumes_and_writes_nifti_samples(tmp_path):
     assert data.images.shape[1:] == (1, 16, 16, 16) and np.allclose(samples.affine, data.affine)
     assert np.allclose(np.asanyarray(samples.dataobj)[..., 0], np.load(out / "samples.npy")[0, 0], atol=1e-6)
     assert main(["train", "--resume", str(out), "--epochs", "2", "--no-evaluate"]) == 0
+
+
+def test_proxy_fid_3d_is_zero_on_itself_and_orders_worse_sets():
+    from neurosql.metrics.fid import proxy_fid_3d
+
+    heads = torch.from_numpy(ellipsoids(24))
+    others = torch.from_numpy(ellipsoids(24, seed=1))  # other draws of the same kind
+    noise = torch.rand_like(heads)
+    assert abs(proxy_fid_3d(heads, heads)) < 1e-6
+    assert proxy_fid_3d(heads, others) < proxy_fid_3d(heads, noise)
+    assert proxy_fid_3d(heads, heads, seed=1) == pytest.approx(0, abs=1e-6)
+    with pytest.raises(NeuroSQLError, match="volumes"):
+        proxy_fid_3d(heads[:, :, 0], heads[:, :, 0])

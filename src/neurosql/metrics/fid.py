@@ -7,7 +7,7 @@ import torch
 
 from neurosql.errors import NeuroSQLError
 from neurosql.metrics._validate import check_features, check_images, check_same_image_shape
-from neurosql.metrics.features import ProxyFeatureNet, extract_features, matched_subsets
+from neurosql.metrics.features import ProxyFeatureNet, ProxyFeatureNet3D, extract_features, matched_subsets
 
 
 def frechet_distance(mu1, sigma1, mu2, sigma2, eps: float = 1e-6) -> float:
@@ -72,3 +72,13 @@ def proxy_fid(real: torch.Tensor, fake: torch.Tensor, n: int = 2048, seed: int =
     net = ProxyFeatureNet() if net is None else net
     pfid = fid_from_features(extract_features(net, real, batch_size), extract_features(net, fake, batch_size))
     return {"pfid": pfid, "n_real": real.shape[0], "n_fake": fake.shape[0]}
+
+
+def proxy_fid_3d(real: torch.Tensor, fake: torch.Tensor, seed: int = 0, batch_size: int = 32) -> float:
+    """Fréchet distance between :class:`ProxyFeatureNet3D` features of two sets of volumes (n, C, D, H, W)."""
+    if real.dim() != 5 or fake.dim() != 5:
+        raise NeuroSQLError(f"proxy_fid_3d compares volumes (n, C, D, H, W); got {tuple(real.shape)} and {tuple(fake.shape)}")
+    net = ProxyFeatureNet3D(seed)
+    with torch.no_grad():
+        embed = lambda v: torch.cat([net(b.double()) for b in v.split(batch_size)]).numpy()
+        return fid_from_features(embed(real), embed(fake))
