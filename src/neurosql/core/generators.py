@@ -1,6 +1,6 @@
 """Generator backbones G_θ: R^d → [0, 1]^(C×R×R) (paper §3 and App. L).
 
-Three pure networks, chosen by name through :func:`build_generator`:
+Four pure networks, chosen by name through :func:`build_generator`:
 
 ``convnet``  the paper's baseline: a DCGAN-like stack of stride-2 transposed
              convolutions with halving widths.
@@ -8,6 +8,8 @@ Three pure networks, chosen by name through :func:`build_generator`:
              paper) or constant width.
 ``unet``     a three-level U-Net on a learnable constant input; z enters only
              through FiLM, at every convolution of every level.
+``transformer`` the transformer decoder on patchified z (App. L): z projected
+             to one token per 4x4 patch, four pre-norm transformer blocks.
 
 For volumes (n, C, D, H, W), ``build_generator(..., volume=True)`` gives the
 ConvNet with every layer made volumetric (:class:`ConvNet3D`, the only 3-D
@@ -305,8 +307,60 @@ class UNet(_Generator):
         return torch.sigmoid(self.head(h))  # (B, C, R, R)
 
 
+# ----------------------------------------------------------------- Transformer
+class Transformer(_Generator):
+    """The transformer decoder on patchified z (App. L): z → Linear → T = (R/p)² tokens of width w,
+    plus learned position embeddings → DEPTH pre-norm transformer blocks (self-attention over the
+    tokens with HEADS heads, MLP 2w) → LayerNorm → Linear to the p·p·C pixels of each token's patch
+    → patches folded into the image → sigmoid, with p = PATCH = 4.
+
+    Shapes: z (B, d) → (B, T, w) → (B, T, p²C) → (B, C, R, R). Cost per image O(d·T·w +
+    DEPTH·(T²·w + T·w²)): at 28 px, T = 49 tokens.
+    """
+
+    NAME = "transformer"
+    DEFAULT_WIDTH = 64  # 28x28x1, d = 16: 0.2 M parameters, about the convnet's size
+    PATCH = 4
+    DEPTH = 4
+    HEADS = 4
+    RULE = "every multiple of 4 from 16 to 128 (4x4 patches, at most 1,024 tokens)"
+
+    def __init__(self, latent_dim: int, resolution: int = 28, channels: int = 1, width: int | None = None):
+        super().__init__(latent_dim, resolution, channels, width)
+        if self.width % self.HEADS:
+            raise NeuroSQLError(f"the transformer's width must be a multiple of {self.HEADS} (its heads), got {self.width}")
+        w, p, side = self.width, self.PATCH, self.resolution // self.PATCH
+        self.tokens = side * side
+        self.project = nn.Linear(self.latent_dim, self.tokens * w)
+        self.position = nn.Parameter(0.02 * torch.randn(1, self.tokens, w))
+        layer = nn.TransformerEncoderLayer(w, self.HEADS, dim_feedforward=2 * w, dropout=0.0, batch_first=True,
+                                           norm_first=True)
+        self.blocks = nn.TransformerEncoder(layer, self.DEPTH, enable_nested_tensor=False)
+        self.norm = nn.LayerNorm(w)
+        self.head = nn.Linear(w, p * p * self.channels)
+
+    @staticmethod
+    def fits(resolution: int) -> bool:
+        return resolution % 4 == 0 and 16 <= resolution <= 128
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        self._check_codes(z)
+        B, p, C = len(z), self.PATCH, self.channels
+        h = self.project(z).view(B, self.tokens, self.width) + self.position  # (B, T, w)
+        h = self.head(self.norm(self.blocks(h)))  # (B, T, p·p·C)
+        return torch.sigmoid(self.unpatchify(h, C, p))  # (B, C, R, R)
+
+    @staticmethod
+    def unpatchify(h: torch.Tensor, channels: int, patch: int) -> torch.Tensor:
+        """Token t = i·s + j's values (c, a, b) to pixel (c, i·p + a, j·p + b): (B, s², p²C) → (B, C, s·p, s·p)."""
+        B, T, _ = h.shape
+        side = int(round(T**0.5))
+        h = h.view(B, side, side, channels, patch, patch).permute(0, 3, 1, 4, 2, 5)  # (B, C, s, p, s, p)
+        return h.reshape(B, channels, side * patch, side * patch)
+
+
 # -------------------------------------------------------------------- registry
-_REGISTRY: dict[str, type[_Generator]] = {cls.NAME: cls for cls in (ConvNet, ResNet, UNet)}
+_REGISTRY: dict[str, type[_Generator]] = {cls.NAME: cls for cls in (ConvNet, ResNet, UNet, Transformer)}
 GENERATORS = tuple(_REGISTRY)
 
 
