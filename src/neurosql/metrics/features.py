@@ -18,6 +18,19 @@ from neurosql.metrics._validate import check_images
 from neurosql.metrics.lpips import unit_channels
 
 
+def _materialise_fixed(net: nn.Module, layers: list[nn.Module], seed: int) -> None:
+    """Give ``net``, built on the meta device, float64 weights drawn He-normal from a local
+    ``torch.Generator(seed)`` (zero biases) and freeze it: the global RNG is never touched."""
+    net.to_empty(device="cpu")
+    net.double()
+    generator = torch.Generator().manual_seed(seed)
+    for layer in layers:
+        nn.init.kaiming_normal_(layer.weight, a=0.2, nonlinearity="leaky_relu", generator=generator)
+        nn.init.zeros_(layer.bias)
+    net.requires_grad_(False)
+    net.eval()
+
+
 class ProxyFeatureNet(nn.Module):
     """Fixed random convnet, images (n, C, H, W) in [0, 1] -> features (n, 128).
 
@@ -42,14 +55,7 @@ class ProxyFeatureNet(nn.Module):
                 nn.Conv2d(c_in, c_out, 4, stride=2, padding=1) for c_in, c_out in zip(widths, widths[1:])
             )
             self.head = nn.Linear(widths[-1], dim)
-        self.to_empty(device="cpu")
-        self.double()
-        generator = torch.Generator().manual_seed(seed)
-        for layer in [*self.convs, self.head]:
-            nn.init.kaiming_normal_(layer.weight, a=0.2, nonlinearity="leaky_relu", generator=generator)
-            nn.init.zeros_(layer.bias)
-        self.requires_grad_(False)
-        self.eval()
+        _materialise_fixed(self, [*self.convs, self.head], seed)
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         if images.shape[1] == 1:
@@ -83,14 +89,7 @@ class ProxyFeatureNet3D(nn.Module):
                 nn.Conv3d(c_in, c_out, 4, stride=2, padding=1) for c_in, c_out in zip(widths, widths[1:])
             )
             self.head = nn.Linear(widths[-1], dim)
-        self.to_empty(device="cpu")
-        self.double()
-        generator = torch.Generator().manual_seed(seed)
-        for layer in [*self.convs, self.head]:
-            nn.init.kaiming_normal_(layer.weight, a=0.2, nonlinearity="leaky_relu", generator=generator)
-            nn.init.zeros_(layer.bias)
-        self.requires_grad_(False)
-        self.eval()
+        _materialise_fixed(self, [*self.convs, self.head], seed)
 
     def forward(self, volumes: torch.Tensor) -> torch.Tensor:
         x = F.interpolate(volumes.mean(dim=1, keepdim=True), size=(self.size,) * 3, mode="trilinear", align_corners=False)
