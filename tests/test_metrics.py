@@ -216,23 +216,41 @@ def _write_random_lpips(tmp_path, seed=0):
     return tmp_path / "vgg16.pth", tmp_path / "vgg.pth", vgg, lin
 
 
+def _unit_taps(vgg, t):
+    """The five LPIPS taps of images t (n, 3, H, W), unit-normalised over channels, by functional ops."""
+    shift, scale = torch.tensor(LPIPS_SHIFT).view(1, 3, 1, 1), torch.tensor(LPIPS_SCALE).view(1, 3, 1, 1)
+    t, out, idx = (2 * t - 1 - shift) / scale, [], 0
+    for v in VGG16_CONFIG:
+        if v == "M":
+            out.append(t)  # the last ReLU of each block, just before its pool
+            t, idx = F.max_pool2d(t, 2), idx + 1
+            continue
+        t = F.relu(F.conv2d(t, vgg[f"features.{idx}.weight"], vgg[f"features.{idx}.bias"], padding=1))
+        idx += 2
+    return [u / (u.pow(2).sum(1, keepdim=True).sqrt() + 1e-10) for u in out]
+
+
 def _lpips_by_hand(vgg, lin, x, y):
     """LPIPS from the definition, with functional ops on the raw state dicts; x, y (n, 3, H, W)."""
-    shift, scale = torch.tensor(LPIPS_SHIFT).view(1, 3, 1, 1), torch.tensor(LPIPS_SCALE).view(1, 3, 1, 1)
-
-    def taps(t):
-        t, out, idx = (2 * t - 1 - shift) / scale, [], 0
-        for v in VGG16_CONFIG:
-            if v == "M":
-                out.append(t)  # the last ReLU of each block, just before its pool
-                t, idx = F.max_pool2d(t, 2), idx + 1
-                continue
-            t = F.relu(F.conv2d(t, vgg[f"features.{idx}.weight"], vgg[f"features.{idx}.bias"], padding=1))
-            idx += 2
-        return [u / (u.pow(2).sum(1, keepdim=True).sqrt() + 1e-10) for u in out]
-
     return sum((w * (a - b) ** 2).sum(1).mean((1, 2)) for w, a, b in zip(
-        [lin[f"lin{l}.model.1.weight"].view(1, -1, 1, 1) for l in range(5)], taps(x), taps(y)))
+        [lin[f"lin{l}.model.1.weight"].view(1, -1, 1, 1) for l in range(5)], _unit_taps(vgg, x), _unit_taps(vgg, y)))
+
+
+def test_vgg_cosine_fallback_matches_its_definition_and_is_chosen_without_heads(tmp_path):
+    """App. E: "LPIPS ... (fallback: cosine similarity on VGG features)"."""
+    from neurosql.metrics.lpips import COSINE_VARIANT, load_vgg_cosine
+
+    vgg_path, _, vgg, _ = _write_random_lpips(tmp_path)
+    g = torch.Generator().manual_seed(2)
+    x, y = torch.rand(3, 3, 32, 32, generator=g), torch.rand(3, 3, 32, 32, generator=g)
+    by_hand = sum(1 - (a * b).sum(1).mean((1, 2)) for a, b in zip(_unit_taps(vgg, x), _unit_taps(vgg, y))) / 5
+    net = load_vgg_cosine(vgg_path)
+    assert np.allclose(lpips_distance(net, x, y), by_hand.numpy(), rtol=1e-4)
+    assert np.allclose(lpips_distance(net, x, x), 0, atol=1e-6)
+    paired = paired_lpips(x, y, vgg_path)  # a VGG16 file and no heads: the fallback, named as such
+    assert paired["lpips_variant"] == COSINE_VARIANT and paired["lpips"] == pytest.approx(float(by_hand.mean()), rel=1e-4)
+    with pytest.raises(NeuroSQLError, match="VGG16 weights not found"):
+        load_vgg_cosine(tmp_path / "missing.pth")
 
 
 def test_lpips_loads_weight_files_and_matches_definition(tmp_path):

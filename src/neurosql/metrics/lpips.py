@@ -9,9 +9,11 @@ Two variants, both VGG16 with the five LPIPS linear heads:
   shipped inside the ``stlpips-pytorch`` wheel (see ``antialiased_vgg``), used
   when the original files are not there.
 
-The two give different numbers: ST-LPIPS is not the original LPIPS. Weights
-are never downloaded: when no file is available the metric is reported as
-unavailable with the reason, never silently replaced by something else.
+The two give different numbers: ST-LPIPS is not the original LPIPS. With a
+VGG16 file but neither LPIPS heads nor ST-LPIPS, App. E's fallback is used:
+cosine distance on the same VGG features (``load_vgg_cosine``), reported under
+its own variant name. Weights are never downloaded: when no file is available
+the metric is reported as unavailable with the reason.
 """
 import importlib.util
 from pathlib import Path
@@ -36,6 +38,7 @@ VGG16_FILE = "vgg16-397923af.pth"
 # The LPIPS heads were fitted on 64 x 64 patches (BAPPS); ST-LPIPS upsamples smaller images to that size.
 STLPIPS_MIN_SIDE = 64
 ORIGINAL_VARIANT = "VGG16 (original LPIPS)"
+COSINE_VARIANT = "VGG16 cosine (App. E fallback, no LPIPS heads)"
 STLPIPS_VARIANT = "shift-tolerant VGG (ST-LPIPS)"
 
 
@@ -144,19 +147,37 @@ def load_lpips(vgg_path=None, lin_path=None, device="cpu") -> LPIPS:
     if not ok:
         raise NeuroSQLError(reason)
     vgg, lin = _resolve(vgg_path, lin_path)
-    vgg_state, lin_state = read_state(vgg), read_state(lin)
-    state = {k: v.float() for k, v in vgg_state.items() if k.startswith("features.")}  # drop the classifier
+    lin_state = read_state(lin)
+    heads = {}
     for l in range(len(LPIPS_CHANNELS)):
         key = f"lin{l}.model.1.weight"
         if key not in lin_state:
             raise NeuroSQLError(f"{lin} lacks the LPIPS head {key}; pass the lpips package's vgg.pth as lin_path")
-        state[f"lins.{l}.weight"] = lin_state[key].float()
+        heads[f"lins.{l}.weight"] = lin_state[key].float()
+    return _vgg_with_heads(vgg, lin, heads, device)
+
+
+def load_vgg_cosine(vgg_path=None, device="cpu") -> LPIPS:
+    """App. E's LPIPS fallback from a VGG16 file alone: d(x, y) = mean_l mean_{h,w} (1 − cos(φ_l(x), φ_l(y))),
+    the cosine over channels at each position of the five LPIPS taps. It is LPIPS with every head weight
+    1 / (2·5), since ||u − v||² = 2 − 2 cos for unit vectors; 0 on equal images, at most 2."""
+    vgg, _ = _resolve(vgg_path, None)
+    if not vgg.is_file():
+        raise NeuroSQLError(f"VGG16 weights not found at {vgg}; pass vgg_path= a torchvision {VGG16_FILE} file")
+    heads = {f"lins.{l}.weight": torch.full((1, c, 1, 1), 0.5 / len(LPIPS_CHANNELS)) for l, c in enumerate(LPIPS_CHANNELS)}
+    return _vgg_with_heads(vgg, None, heads, device)
+
+
+def _vgg_with_heads(vgg: Path, lin: Path | None, heads: dict, device) -> LPIPS:
+    """An ``LPIPS`` net with the VGG16 features of file ``vgg`` and the given head weights."""
+    state = {k: v.float() for k, v in read_state(vgg).items() if k.startswith("features.")}  # drop the classifier
+    state.update(heads)
     net = LPIPS()
     try:
         net.load_state_dict(state, strict=True, assign=True)
     except RuntimeError as err:
         detail = " ".join(str(err).split())[:300]
-        raise NeuroSQLError(f"weights in {vgg} / {lin} do not fit VGG16 LPIPS: {detail}") from None
+        raise NeuroSQLError(f"weights in {vgg}{f' / {lin}' if lin else ''} do not fit VGG16 LPIPS: {detail}") from None
     return net.to(device).eval().requires_grad_(False)
 
 
@@ -251,7 +272,8 @@ def paired_lpips(real: torch.Tensor, fake: torch.Tensor, vgg_path=None, lin_path
 
     The original LPIPS is used when its files are given (``vgg_path``,
     ``lin_path``) or found at their default places; otherwise, unless paths
-    were given, ST-LPIPS from the ``stlpips-pytorch`` package. Returns
+    were given, ST-LPIPS from the ``stlpips-pytorch`` package; otherwise, with a
+    VGG16 file, App. E's cosine fallback (``load_vgg_cosine``). Returns
     ``{"lpips": float, "lpips_variant": str, "lpips_reason": None}`` or, with
     no weights, ``{"lpips": None, "lpips_variant": None, "lpips_reason": str}``.
     """
@@ -259,10 +281,12 @@ def paired_lpips(real: torch.Tensor, fake: torch.Tensor, vgg_path=None, lin_path
     st_ok, st_reason = stlpips_available()
     if ok:
         net, variant = load_lpips(vgg_path, lin_path, device=real.device), ORIGINAL_VARIANT
-    elif vgg_path is not None or lin_path is not None:  # files the user named are not silently replaced
-        return {"lpips": None, "lpips_variant": None, "lpips_reason": reason}
-    elif st_ok:
+    elif st_ok and vgg_path is None and lin_path is None:  # files the user named are not replaced by ST-LPIPS
         net, variant = load_stlpips(device=real.device), STLPIPS_VARIANT
+    elif _resolve(vgg_path, None)[0].is_file() and lin_path is None:
+        net, variant = load_vgg_cosine(vgg_path, device=real.device), COSINE_VARIANT
+    elif vgg_path is not None or lin_path is not None:
+        return {"lpips": None, "lpips_variant": None, "lpips_reason": reason}
     else:
         return {"lpips": None, "lpips_variant": None, "lpips_reason": f"{st_reason} (or: {reason})"}
     return {"lpips": float(lpips_distance(net, real, fake).mean()), "lpips_variant": variant, "lpips_reason": None}
