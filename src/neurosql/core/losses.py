@@ -112,7 +112,6 @@ def loss_per_sample(x: torch.Tensor, y: torch.Tensor, loss: str = "ssim_l1") -> 
     _check_loss(loss)
     structural = ssim
     if x.dim() == 5:
-
         _check_pair(x, y, dims=5, same_batch=True, window=losses3d.WINDOW)
         structural = losses3d.ssim
     else:
