@@ -218,3 +218,31 @@ def test_bad_input_raises_neurosql_error(digits):
         build_method("gan", beta=0.1)
     with pytest.raises(NeuroSQLError, match="within"):
         match_width(10, 1)
+
+
+def test_gan_step_with_one_discriminator_call_equals_the_two_call_step(digits):
+    """The engine's GAN step calls D once on real and fake images together (DDP wants one forward per
+    backward); D has no batch statistics, so the update equals the textbook two-call step."""
+    import copy
+
+    import torch.nn.functional as F
+
+    from neurosql.methods import GAN
+
+    model = GAN(latent_dim=4, width=8, disc_width=4, epochs=1, ema=0, progress=False, device="cpu").fit(digits)
+    twin, x = copy.deepcopy(model), digits[:16]
+    for net in (*model.networks_.values(), *twin.networks_.values()):
+        net.train()
+    model._epoch_generator = torch.Generator().manual_seed(0)
+    torch.manual_seed(5)
+    model._train_step(x, torch.arange(16))
+    G, D = twin.networks_["generator"], twin.networks_["discriminator"]
+    g_opt, d_opt = twin.training_.optimizations
+    torch.manual_seed(5)
+    fake = G(torch.randn(16, 4))
+    d_opt.step(F.binary_cross_entropy_with_logits(D(x), torch.ones(16))
+               + F.binary_cross_entropy_with_logits(D(fake.detach()), torch.zeros(16)))
+    g_opt.step(F.binary_cross_entropy_with_logits(D(fake), torch.ones(16)))
+    for name in ("generator", "discriminator"):
+        for key, value in model.networks_[name].state_dict().items():
+            assert torch.allclose(value.float(), twin.networks_[name].state_dict()[key].float(), atol=1e-6), (name, key)
