@@ -205,6 +205,7 @@ def execute_run(run_dir: str | Path) -> dict:
     wall = time.perf_counter() - start
     cuda = model.device_.type == "cuda"
     peak_train = _peak_rss_mb()
+    model.save(run_dir / "model.pt")
     write_run(model, run_dir, data["train_images"], wall_time=wall, n_samples=SAMPLES_SHOWN)
     metrics = _evaluate(model, data, spec)
     rows = model.log_.rows

@@ -115,7 +115,6 @@ def print_metrics(metrics: dict) -> None:
 
 def cmd_train(args: argparse.Namespace) -> None:
     from .data import load_data, load_validation
-    from .data.splits import check_folds
     from .engine.distributed import init_from_environment
     from .runs import check_new_run, check_trainable, new_run, read_config, write_config
 
@@ -133,19 +132,15 @@ def cmd_train(args: argparse.Namespace) -> None:
         flags = ", ".join("--" + name.replace("_", "-") for name in foreign)
         raise NeuroSQLError(f"{flags} does not apply to --method {method}; drop it (see 'neurosql train --help')")
     kept = {k: v for k, v in recorded["model"].items() if k in config_cls.__dataclass_fields__}
-    if {"epochs", "steps"} & {*given, *PRESETS.get(args.preset, {})}:  # a budget given replaces the recorded one
+    preset = PRESETS.get(args.preset, {})
+    if {"epochs", "steps"} & {*given, *preset}:  # a budget given replaces the recorded one
         kept.pop("epochs", None), kept.pop("steps", None)
-    config = config_cls.from_dict({**kept, **PRESETS.get(args.preset, {}), **given})
+    config = config_cls.from_dict({**kept, **preset, **given})
     config.validate()
     data_args = {name: getattr(args, name) if getattr(args, name) is not None else recorded["data"].get(name)
                  for name in ("resolution", "channels", "limit")}
     spec = args.data if args.data is not None else recorded["data"].get("spec")
-    options = dict(recorded["data"].get("options", {}))  # layout options
-    options.update({"volumes": True} if args.volumes else {})
-    if (args.folds is None) != (args.fold is None):
-        raise NeuroSQLError("give --folds K and --fold I together (fold I of K is the test split)")
-    if args.folds is not None:
-        options["folds"] = list(check_folds((args.folds, args.fold)))
+    options = {**recorded["data"].get("options", {}), **layout_options(args)}
     if data_args["limit"] is not None and data_args["limit"] < 2:
         raise NeuroSQLError(f"--limit must be >= 2, got {data_args['limit']}")
     out_text = DEFAULT_OUT if args.out is None else args.out
@@ -158,12 +153,10 @@ def cmd_train(args: argparse.Namespace) -> None:
     data_info = {"spec": data.source, "split": "train", "n": len(data), **data_args, "options": options,
                  "n_val": None if val is None else len(val)}
     origin = None
-    if args.config:
-        typed = {**given, **({"method": args.method} if args.method else {}), **({"preset": args.preset} if args.preset else {}),
-                 **{name: getattr(args, name) for name in ("data", "resolution", "channels", "limit") if getattr(args, name) is not None},
-                 **({"volumes": True} if args.volumes else {}),
-                 **({"folds": [args.folds, args.fold]} if args.folds is not None else {})}
-        origin = {"config": str(args.config), "overrides": typed}
+    if args.config:  # what the command line set on top of the recorded run
+        typed = {name: getattr(args, name) for name in ("method", "preset", "data", "resolution", "channels", "limit")
+                 if getattr(args, name) is not None}
+        origin = {"config": str(args.config), "overrides": {**given, **typed, **layout_options(args)}}
     model = method_class(method)(config)
     labels = {"labels": data.label_names()} if method == "neurosql" else {}  # kept with NeuroSQL's codes
     if not main_process:
@@ -174,6 +167,18 @@ def cmd_train(args: argparse.Namespace) -> None:
         start = time.perf_counter()
         model.fit(data.images, val_images, checkpoint=out / "model.pt", **labels)
         finish_training(model, out, data, args.evaluate, start)
+
+
+def layout_options(args: argparse.Namespace) -> dict:
+    """The data-layout options given on the command line (``--volumes``, ``--folds K --fold I``)."""
+    from .data.splits import check_folds
+
+    if (args.folds is None) != (args.fold is None):
+        raise NeuroSQLError("give --folds K and --fold I together (fold I of K is the test split)")
+    options = {"volumes": True} if args.volumes else {}
+    if args.folds is not None:
+        options["folds"] = list(check_folds((args.folds, args.fold)))
+    return options
 
 
 def resume_training(args: argparse.Namespace, main_process: bool) -> None:
@@ -208,7 +213,7 @@ def resume_training(args: argparse.Namespace, main_process: bool) -> None:
 
 
 def finish_training(model, out: Path, data, evaluate: bool, start: float) -> None:
-    """The rest of the run directory, the light evaluation (skipped with a warning when the data are too few), a summary."""
+    """The rest of the run directory (fit and resume saved ``model.pt``), the light evaluation (skipped with a warning when the data are too few), a summary."""
     from .runs import load_run_data, write_run
 
     write_run(model, out, data.images, wall_time=time.perf_counter() - start, affine=data.affine)

@@ -219,10 +219,9 @@ def read_config(path: str | Path) -> dict:
 
 def write_run(model, out: str | Path, X_train: torch.Tensor, wall_time: float, n_samples: int = 64,
               affine: np.ndarray | None = None) -> Path:
-    """Write the run directory of a fitted model (every file atomically); volumes with the
-    voxel-to-world ``affine`` of their NIfTI source also go to samples.nii.gz."""
+    """Write the rest of the run directory of a fitted model whose ``model.pt`` is saved (every file
+    atomically); volumes with the voxel-to-world ``affine`` of their NIfTI source also go to samples.nii.gz."""
     out = Path(out)
-    model.save(out / "model.pt")
     model.log_.write_csv(out / "log.csv")
     plot_training(model.log_.rows, out / "training.png")
     samples = model.sample(n_samples, seed=model.config.seed)

@@ -5,7 +5,8 @@ best weights kept, atomic checkpoints, exact resume and data-parallel processes.
 A method (see :class:`neurosql.methods.base.Method`) supplies only its part:
 
 - ``_epoch_shard(epoch)``: this process's images when they change (Alg. 2 under torchrun), else None;
-- ``_begin_epoch(epoch, parts, generator)``: per-epoch set-up (Alg. 2's lattice subsets);
+- ``_begin_epoch(epoch, parts)``: per-epoch set-up (Alg. 2's lattice subsets); the epoch's generator for
+  further draws is ``_epoch_generator``;
 - ``_train_step(x, idx) -> dict``: one update on images ``x = X[idx]``; keys ``time_*``
   are seconds (summed over the epoch), the others per-image means (``train_loss`` first);
 - ``_end_epoch(X, epoch, last) -> dict``: work after the epoch's updates (Alg. 1's assignment round);
@@ -130,8 +131,8 @@ def _train_one_epoch(method, X, epoch: int, bar) -> dict:
     start = time.perf_counter()
     parts, generator = epoch_batches(len(X), method.budget_.steps_per_epoch, method.config.seed,
                                      method._shard.rank, epoch)
-    method._epoch_generator = generator  # the epoch's further draws (augmentations) come from it too
-    method._begin_epoch(epoch, parts, generator)
+    method._epoch_generator = generator  # the epoch's further draws (subsets, augmentations) come from it too
+    method._begin_epoch(epoch, parts)
     for net in method.networks_.values():
         net.train()
     totals: dict[str, float] = {}

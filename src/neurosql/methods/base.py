@@ -322,7 +322,7 @@ class Method:
         """The network a training step calls (data-parallel when under torchrun)."""
         return getattr(self, "_train_networks", self.networks_)[name]
 
-    def _begin_epoch(self, epoch: int, parts: list[torch.Tensor], generator: torch.Generator) -> None:
+    def _begin_epoch(self, epoch: int, parts: list[torch.Tensor]) -> None:
         """Per-epoch set-up before the steps over ``parts`` (the epoch's batches of local indices)."""
 
     def _train_step(self, x: torch.Tensor, idx: torch.Tensor) -> dict[str, float]:

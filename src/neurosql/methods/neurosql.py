@@ -140,7 +140,7 @@ class NeuroSQL(LatentGenerator):
         return assign(C, method)
 
     # ------------------------------------------------------------- training
-    def _begin_epoch(self, epoch, parts, generator) -> None:
+    def _begin_epoch(self, epoch, parts) -> None:
         """Q on the device; for Alg. 2 whether this epoch assigns and the lattice subsets K of its batches.
 
         K ("held", the default): π(B), the points B's images hold. B is a uniform
@@ -162,7 +162,7 @@ class NeuroSQL(LatentGenerator):
         if cfg.lattice_subset == "held":  # batches are disjoint: π(B) is still current when B comes
             order = torch.as_tensor(self.perm_)[torch.cat(parts)]  # (n_local,)
         else:  # the points this process's images hold, in a fresh random order
-            order = torch.as_tensor(self.perm_)[torch.randperm(len(self._local), generator=generator)]  # (n_local,)
+            order = torch.as_tensor(self.perm_)[torch.randperm(len(self._local), generator=self._epoch_generator)]
         self._subsets = iter(order.to(self.device_).split([len(B) for B in parts]))
 
     def _train_step(self, x, idx) -> dict[str, float]:
