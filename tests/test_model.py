@@ -105,6 +105,18 @@ def test_validation_early_stopping_restores_the_best_model(digits):
     assert float(pairwise_cost(digits[held_out], G_Q).min(dim=1).values.mean()) == pytest.approx(val[best_epoch], rel=1e-5)
 
 
+def test_without_patience_the_whole_budget_runs_and_the_final_model_is_kept(digits):
+    model = NeuroSQL(**{**TINY, "epochs": 12, "assign_every": 1, "lr": 0.05}, val_fraction=0.25).fit(digits)
+    val = {r["epoch"]: r["val_loss"] for r in model.log_.rows if "val_loss" in r}
+    assert model.epochs_run_ == 12 and len(val) == 12
+    held_out = np.setdiff1d(np.arange(len(digits)), model.train_index_)
+    from neurosql.core.losses import pairwise_cost
+
+    G_Q = model.decode(model.lattice_.points)
+    assert float(pairwise_cost(digits[held_out], G_Q).min(dim=1).values.mean()) == pytest.approx(val[12], rel=1e-5)
+    assert min(val.values()) < val[12]  # else the test could not tell the final model from the best one
+
+
 def test_sample_shapes_range_and_seed(assignments):
     model = assignments[0]
     a, b = model.sample(10, seed=5), model.sample(10, seed=5)

@@ -57,6 +57,9 @@ def test_early_stopping_counts_epochs_since_best():
     assert stop.update(5, 0.5) and stop.best_epoch == 5
     blind = EarlyStopping(patience=3)  # no validation images: nothing to stop on
     assert not any(blind.should_stop(epoch) for epoch in range(1, 100))
+    off = EarlyStopping(patience=None)  # the default: the whole budget, no best weights kept
+    assert not off.update(1, 1.0) and not off.update(2, 0.5) and off.best == 0.5
+    assert not any(off.should_stop(epoch) for epoch in range(1, 100))
 
 
 def test_a_run_without_validation_trains_its_whole_budget(digits):

@@ -386,7 +386,8 @@ def add_benchmark_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--preset", choices=tuple(PRESETS), default=None,
                    help="mnist-default: embedded MNIST (2,000 images), all methods, ConvNet, d in {2, 16}, "
                         "10 epochs, eval-n 300: about 30 min on 2 CPU cores; paper-mnist: Table 1's MNIST row, d in {2, 3}, "
-                        "under the paper's schedule (120 epochs, batch 64, lr 2e-4, no warm-up or weight average), eval-n 2048: hours")
+                        "under the paper's schedule (120 epochs, batch 64, lr 2e-4, no warm-up or weight average, patience 25), "
+                        "eval-n 2048: hours")
     p.add_argument("--data", default=None, help="data spec as for 'neurosql train' (default: mnist5k)")
     p.add_argument("--resolution", type=int, default=None, help="square image side (default: the layout's)")
     p.add_argument("--channels", type=int, choices=(1, 3), default=None, help="1 gray or 3 RGB (default: the layout's)")

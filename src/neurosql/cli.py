@@ -69,7 +69,7 @@ def build_parser() -> argparse.ArgumentParser:
                        "(only --device, --evaluate and a new total budget --epochs or --steps may be given)")
     train.add_argument("--preset", choices=tuple(PRESETS), default=None,
                        help="paper: the paper's MNIST schedule (120 epochs, batch 64, lr 2e-4, no warm-up, no weight "
-                            "average); flags given beside it override it (default: the automatic budget)")
+                            "average, early stopping with patience 25); flags given beside it override it (default: the automatic budget)")
     train.add_argument("--evaluate", action=argparse.BooleanOptionalAction, default=True,
                        help="end with a light evaluation on the test split: metrics.json, report.md (default: on)")
     add_config_arguments(train, *CONFIGS.values(), owners={cls: name for name, cls in CONFIGS.items()})
