@@ -24,3 +24,21 @@ def test_assignment_cache_builder_records_the_epoch_3_round(tmp_path):
     again = real_costs(48, cache=tmp_path)  # served from the cache, nothing rebuilt
     assert [f.stat().st_mtime_ns for f in sorted(tmp_path.iterdir())] == stamps
     assert np.array_equal(again["perm_prev"], perm)
+
+
+def test_small_data_table_compares_defaults_with_the_grid_and_averages_seeds(tmp_path):
+    from benchmarks.small_data import GRID, key, write_table
+
+    def result(params, seed, pfid):
+        return {"set": "faces@32", "params": params, "seed": seed, "n_train": 80, "pfid": pfid, "kid": 0.01,
+                "precision": 0.9, "recall": 0.5, "recon_ssim": 0.9, "wall_s": 30.0, "updates": 1000,
+                "resolved": {"lr": 2e-3, "batch_size": 8, "epochs": 100}}
+
+    runs = [({}, 0, 0.6), ({}, 1, 0.8), ({}, 2, 1.0), (GRID[0], 0, 0.5), (GRID[1], 0, 0.4), (GRID[1], 1, 0.9)]
+    results = {key("faces@32", p, s): result(p, s, f) for p, s, f in runs}
+    assert len(results) == len(runs)  # seeds are part of the key
+    write_table(results, tmp_path / "t.md")
+    text = (tmp_path / "t.md").read_text()
+    assert "| faces@32 | | defaults / best pFID | | **1.50×** |" in text  # seed 0: 0.6 against the grid's 0.4
+    assert "| faces@32 | defaults | 3 | 1000 | 0.800 ± 0.200 |" in text  # the mean ± sd over seeds 0-2
+    assert "0.650 ± 0.354" in text and text.count(" ± ") == 1 + 2 * 5  # the title, two configurations × 5 metrics
