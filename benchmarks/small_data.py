@@ -34,6 +34,7 @@ from PIL import Image
 from neurosql import NeuroSQL
 from neurosql.data import load_data
 from neurosql.metrics import evaluate_images, reconstruction_ssim
+from neurosql.persistence import atomic_write
 
 HERE = Path(__file__).resolve().parent
 SEED = 0
@@ -137,8 +138,18 @@ def run_one(name: str, params: dict, seed: int = SEED) -> dict:
     }
 
 
+def label(params: dict) -> str:
+    """A configuration as one canonical string (the same parameters give the same text)."""
+    return json.dumps(params, sort_keys=True)
+
+
 def key(name: str, params: dict, seed: int = SEED) -> str:
-    return name + " " + json.dumps(params, sort_keys=True) + (f" seed {seed}" if seed != SEED else "")
+    return name + " " + label(params) + (f" seed {seed}" if seed != SEED else "")
+
+
+def write_text(path: Path, text: str) -> None:
+    """Written whole or not at all, so a sweep killed while saving keeps its cache."""
+    atomic_write(path, lambda f: f.write(text.encode()))
 
 
 def write_table(results: dict, path: Path) -> None:
@@ -164,12 +175,12 @@ def write_table(results: dict, path: Path) -> None:
         lines += [row(name, label, r) for label, r in (("defaults", default), ("best of grid", best)) if r is not None]
         if default and best:
             lines.append(f"| {name} | | defaults / best pFID | | **{default['pfid'] / best['pfid']:.2f}×** | | | | | |")
-        others += [row(name, "`" + json.dumps(r["params"], sort_keys=True) + "`", r)
+        others += [row(name, "`" + label(r["params"]) + "`", r)
                    for r in rows if r["params"] and r["params"] not in GRID]
     if others:
         lines += ["", "Other configurations (defaults plus the parameters shown):", "", *header, *others]
     lines += _seed_table(results)
-    path.write_text("\n".join(lines) + "\n")
+    write_text(path, "\n".join(lines) + "\n")
 
 
 def _seed_table(results: dict) -> list[str]:
@@ -177,7 +188,7 @@ def _seed_table(results: dict) -> list[str]:
     on 72 test images one run's pFID moves by tens of per cent with the seed alone."""
     groups: dict[tuple, list[dict]] = {}
     for r in results.values():
-        groups.setdefault((r["set"], json.dumps(r["params"], sort_keys=True)), []).append(r)
+        groups.setdefault((r["set"], label(r["params"])), []).append(r)
     lines = []
     for (name, params), rs in sorted(groups.items(), key=lambda g: (list(SETS).index(g[0][0]), g[0][1] != "{}", g[0][1])):
         if len(rs) < 2:
@@ -220,7 +231,7 @@ def main(argv: list[str] | None = None) -> None:
             r = results[k]
             print(f"{name:<16} {json.dumps(params):<48} seed {seed} pFID {r['pfid']:.3f} P {r['precision']:.2f} "
                   f"R {r['recall']:.2f} recon {r['recon_ssim']:.2f} {r['wall_s']:.0f} s", flush=True)
-            cache.write_text(json.dumps(results, indent=1) + "\n")
+            write_text(cache, json.dumps(results, indent=1) + "\n")
     write_table(results, Path(args.table))
     print(Path(args.table).read_text())
 
