@@ -251,7 +251,8 @@ class Method:
         if model._saved_training is None:
             raise NeuroSQLError(f"{checkpoint} holds no training state (a baseline saved before release 0.3); "
                                 "it can sample and be evaluated, but not resumed: start a new run")
-        remove_temporaries(checkpoint.parent, checkpoint.name)  # left by a process killed while saving
+        if model._shard.is_main:  # the one process that writes; the others never touch the files
+            remove_temporaries(checkpoint.parent, checkpoint.name)  # left by a process killed while saving
         X = model._as_images(X)
         if model.data_digest_ is not None and images_digest(X) != model.data_digest_:
             raise NeuroSQLError(
