@@ -28,7 +28,8 @@ from ..persistence import atomic_write
 
 # The automatic budget (issue 10; measurements in benchmarks/small_data.md): small data sets need
 # far more passes than the paper's epoch counts give them, large ones fewer.
-AUTO_BATCH = (8, 64)  # smallest and largest automatic batch size
+# smallest and largest automatic batch size: at 2,000 updates batch 16 beat 64 on 1,000-3,500 digits
+AUTO_BATCH = (8, 16)
 AUTO_BATCH_DIVISOR = 16  # automatic batch ≈ n / 16, so an epoch is at least ~16 updates
 AUTO_EPOCHS = 30  # automatic budget: this many epochs ...
 AUTO_STEPS = (2000, 20000)  # ... but at least / at most this many generator updates
