@@ -49,11 +49,10 @@ BUDGET_FIELDS = (  # the TrainConfig fields every run shares
     "val_fraction", "device", "augment",
 )
 
-# mnist-default, measured on the shared 2-core CPU (1,800 training images then, 2,000 now, d = 16, s per epoch):
-# NeuroSQL ~6–12 (assignment and validation every 3rd epoch amortised), VAE ~5–9, GAN ~8–13, DDPM ~15–24,
-# so 10 epochs of the 8 runs take ~12–20 min. Evaluation takes ~20–50 s per run except the DDPM's, whose
-# 100-step sampling costs ~5.7 ms per image and step: eval_n = 300 keeps it near 3 min a run.
-# Total ≈ 25–35 min, inside the hour the issue allows, with room for a busy machine.
+# mnist-default on the 2-core CPU, quiet, 2 threads (2,000 training images, batch 16, s per epoch):
+# NeuroSQL ~5, VAE ~4, GAN ~6, DDPM ~11-12, so 10 epochs of the 8 runs take ~7 min. Evaluation takes
+# ~20–50 s per run except the DDPM's, whose 100-step sampling costs ~5.7 ms per image and step:
+# eval_n = 300 keeps it near 3 min a run. Total ≈ 15 min quiet (25–35 min measured beside other jobs).
 PRESETS = {
     "mnist-default": dict(
         data="mnist5k", methods="neurosql,vae,gan,ddpm", generators="convnet", latent_dims="2,16",
@@ -385,7 +384,7 @@ def add_benchmark_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="benchmark folder; re-running it skips finished runs")
     p.add_argument("--preset", choices=tuple(PRESETS), default=None,
                    help="mnist-default: embedded MNIST (2,000 images), all methods, ConvNet, d in {2, 16}, "
-                        "10 epochs, eval-n 300: about 30 min on 2 CPU cores; paper-mnist: Table 1's MNIST row, d in {2, 3}, "
+                        "10 epochs, eval-n 300: about 15 min on 2 CPU cores; paper-mnist: Table 1's MNIST row, d in {2, 3}, "
                         "under the paper's schedule (120 epochs, batch 64, lr 2e-4, no warm-up or weight average, patience 25), "
                         "eval-n 2048: hours")
     p.add_argument("--data", default=None, help="data spec as for 'neurosql train' (default: mnist5k)")
