@@ -34,7 +34,7 @@ from PIL import Image
 from neurosql import NeuroSQL
 from neurosql.data import load_data
 from neurosql.metrics import evaluate_images, reconstruction_ssim
-from neurosql.persistence import atomic_write
+from neurosql.persistence import write_text
 
 HERE = Path(__file__).resolve().parent
 SEED = 0
@@ -147,11 +147,6 @@ def key(name: str, params: dict, seed: int = SEED) -> str:
     return name + " " + label(params) + (f" seed {seed}" if seed != SEED else "")
 
 
-def write_text(path: Path, text: str) -> None:
-    """Written whole or not at all, so a sweep killed while saving keeps its cache."""
-    atomic_write(path, lambda f: f.write(text.encode()))
-
-
 def write_table(results: dict, path: Path) -> None:
     """Per set: the default row, the best grid row by pFID and the ratio of the two pFIDs; then
     every other configuration run (ablations such as ``--params '{"ema": 0}'``), one row each."""
@@ -160,9 +155,9 @@ def write_table(results: dict, path: Path) -> None:
         "|---|---|---|---|---|---|---|---|---|---|",
     ]
 
-    def row(name, label, r):
+    def row(name, title, r):
         res = r["resolved"]
-        return (f"| {name} | {r['n_train']} | {label} | {res['lr']:g} · {res['batch_size']} · {r['updates']} | "
+        return (f"| {name} | {r['n_train']} | {title} | {res['lr']:g} · {res['batch_size']} · {r['updates']} | "
                 f"{r['pfid']:.3f} | {r['kid']:.4f} | {r['precision']:.2f} | {r['recall']:.2f} | "
                 f"{r['recon_ssim']:.2f} | {r['wall_s']:.0f} |")
 
@@ -172,7 +167,7 @@ def write_table(results: dict, path: Path) -> None:
         default = next((r for r in rows if not r["params"]), None)
         grid = [r for r in rows if r["params"] in GRID]
         best = min(grid, key=lambda r: r["pfid"]) if grid else None
-        lines += [row(name, label, r) for label, r in (("defaults", default), ("best of grid", best)) if r is not None]
+        lines += [row(name, title, r) for title, r in (("defaults", default), ("best of grid", best)) if r is not None]
         if default and best:
             lines.append(f"| {name} | | defaults / best pFID | | **{default['pfid'] / best['pfid']:.2f}×** | | | | | |")
         others += [row(name, "`" + label(r["params"]) + "`", r)
@@ -229,9 +224,9 @@ def main(argv: list[str] | None = None) -> None:
                 continue
             results[k] = run_one(name, params, seed)
             r = results[k]
-            print(f"{name:<16} {json.dumps(params):<48} seed {seed} pFID {r['pfid']:.3f} P {r['precision']:.2f} "
+            print(f"{name:<16} {label(params):<48} seed {seed} pFID {r['pfid']:.3f} P {r['precision']:.2f} "
                   f"R {r['recall']:.2f} recon {r['recon_ssim']:.2f} {r['wall_s']:.0f} s", flush=True)
-            write_text(cache, json.dumps(results, indent=1) + "\n")
+            write_text(cache, json.dumps(results, indent=1) + "\n")  # atomic: a killed sweep keeps its cache
     write_table(results, Path(args.table))
     print(Path(args.table).read_text())
 

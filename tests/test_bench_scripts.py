@@ -40,5 +40,7 @@ def test_small_data_table_compares_defaults_with_the_grid_and_averages_seeds(tmp
     write_table(results, tmp_path / "t.md")
     text = (tmp_path / "t.md").read_text()
     assert "| faces@32 | | defaults / best pFID | | **1.50×** |" in text  # seed 0: 0.6 against the grid's 0.4
+    assert "| faces@32 | 80 | defaults | 0.002 · 8 · 1000 | 0.600 |" in text
+    assert "| faces@32 | 80 | best of grid | 0.002 · 8 · 1000 | 0.400 |" in text
     assert "| faces@32 | defaults | 3 | 1000 | 0.800 ± 0.200 |" in text  # the mean ± sd over seeds 0-2
     assert "0.650 ± 0.354" in text and text.count(" ± ") == 1 + 2 * 5  # the title, two configurations × 5 metrics

@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .persistence import atomic_write, write_json
+from .persistence import write_json, write_text
 from .report import make_grid, save_figure, subplots
 
 # (result key, column title, True when higher is better)
@@ -143,8 +143,7 @@ def write_tables(path: Path, results: list[dict]) -> Path:
     if len({r["generator"] for r in results}) > 1:
         lines += ["## All generators (as in Table 1)", ""] + _header(metrics) + _rows(_by(results, label), metrics) + [""]
     lines += _selection_lines(tried)
-    text = "\n".join(lines) + "\n"
-    return atomic_write(path, lambda f: f.write(text.encode()))
+    return write_text(path, "\n".join(lines) + "\n")
 
 
 def write_rows(out: Path, results: list[dict]) -> None:
@@ -157,7 +156,7 @@ def write_rows(out: Path, results: list[dict]) -> None:
     writer = csv.DictWriter(buffer, fieldnames=columns, extrasaction="ignore")
     writer.writeheader()
     writer.writerows(results)
-    atomic_write(out / "results.csv", lambda f: f.write(buffer.getvalue().encode()))
+    write_text(out / "results.csv", buffer.getvalue())
 
 
 def plot_metrics(out: Path, results: list[dict]) -> list[Path]:

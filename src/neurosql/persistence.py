@@ -82,10 +82,14 @@ def _umask() -> int:
     return mask
 
 
+def write_text(path: str | Path, text: str) -> Path:
+    """Write ``text`` as UTF-8, atomically."""
+    return atomic_write(path, lambda f: f.write(text.encode()))
+
+
 def write_json(path: str | Path, obj: Any) -> Path:
     """Write ``obj`` as indented JSON, atomically."""
-    text = json.dumps(obj, indent=2, sort_keys=False, default=str) + "\n"
-    return atomic_write(path, lambda f: f.write(text.encode()))
+    return write_text(path, json.dumps(obj, indent=2, sort_keys=False, default=str) + "\n")
 
 
 def save_checkpoint(state: dict, path: str | Path) -> Path:

@@ -14,7 +14,7 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 from PIL import Image  # noqa: E402
 
-from .persistence import atomic_write  # noqa: E402
+from .persistence import atomic_write, write_text  # noqa: E402
 
 
 def make_grid(images: torch.Tensor, nrow: int | None = None, padding: int = 2) -> np.ndarray:
@@ -175,5 +175,4 @@ def write_markdown_report(path: str | Path, title: str, images: list[tuple[str, 
         lines += [f"**{caption}**", "", f"![{caption}]({file})", ""]
     lines += ["| metric | value | definition |", "|---|---|---|"]
     lines += [f"| {key} | {_format(value)} | {definitions.get(key, '')} |" for key, value in metrics.items()]
-    text = "\n".join(lines) + "\n"
-    return atomic_write(path, lambda f: f.write(text.encode()))
+    return write_text(path, "\n".join(lines) + "\n")

@@ -23,7 +23,7 @@ from tqdm.auto import tqdm
 from ..errors import NeuroSQLError
 from .augment import parse_augmentations
 from .config import MAX_SEED, check_config, option
-from ..persistence import atomic_write
+from ..persistence import write_text
 
 
 # The automatic budget (issue 10; measurements in benchmarks/small_data.md): small data sets need
@@ -328,7 +328,7 @@ class EpochLog:
         writer = csv.DictWriter(buffer, fieldnames=columns)
         writer.writeheader()
         writer.writerows(self.rows)
-        return atomic_write(path, lambda f: f.write(buffer.getvalue().encode()))
+        return write_text(path, buffer.getvalue())
 
 
 def progress_bar(total: int, desc: str, enabled: bool) -> tqdm:
