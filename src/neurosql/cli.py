@@ -104,13 +104,19 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+# First what sees sample quality (pretrained VGG features, copies of training images), then the proxy metrics.
+SUMMARY_KEYS = ("fd_vgg", "precision_vgg", "recall_vgg", "memorisation_ratio", "copy_fraction", "pfid", "kid",
+                "precision", "recall", "density", "coverage", "ssim", "nearest_real_ssim", "recon_ssim", "lpips",
+                "lpips_variant", "kid_vgg", "downstream_accuracy", "ceiling_accuracy")
+
+
 def print_metrics(metrics: dict) -> None:
-    keys = [k for k in ("pfid", "kid", "precision", "recall", "density", "coverage", "ssim", "nearest_real_ssim",
-                        "recon_ssim", "lpips", "lpips_variant", "fd_vgg", "kid_vgg", "precision_vgg", "recall_vgg",
-                        "downstream_accuracy", "ceiling_accuracy") if k in metrics]
-    for key in keys:
+    """The summary, led by the metrics that see sample quality; a warning when the test set is too small."""
+    for key in (k for k in SUMMARY_KEYS if metrics.get(k) is not None):
         value = metrics[key]
         print(f"  {key:<20} {value:.4f}" if isinstance(value, float) else f"  {key:<20} {value}")
+    if metrics.get("knn_note"):
+        print(f"warning: {metrics['knn_note']}", file=sys.stderr)
 
 
 def cmd_train(args: argparse.Namespace) -> None:
@@ -132,7 +138,7 @@ def cmd_train(args: argparse.Namespace) -> None:
         flags = ", ".join("--" + name.replace("_", "-") for name in foreign)
         raise NeuroSQLError(f"{flags} does not apply to --method {method}; drop it (see 'neurosql train --help')")
     kept = {k: v for k, v in recorded["model"].items() if k in config_cls.__dataclass_fields__}
-    preset = PRESETS.get(args.preset, {})
+    preset = {k: v for k, v in PRESETS.get(args.preset, {}).items() if k in config_cls.__dataclass_fields__}
     if {"epochs", "steps"} & {*given, *preset}:  # a budget given replaces the recorded one
         kept.pop("epochs", None), kept.pop("steps", None)
     config = config_cls.from_dict({**kept, **preset, **given})
@@ -225,12 +231,13 @@ def finish_training(model, out: Path, data, evaluate: bool, start: float) -> Non
 
         test = load_run_data(out, "test", progress=False)
         try:
-            metrics = evaluate_model(model, test.images, seed=model.config.seed, light=True)
+            metrics = evaluate_model(model, test.images, real_train=data.images, seed=model.config.seed, light=True)
         except NeuroSQLError as exc:  # e.g. a test split of a few images: the model is fine, the metrics are not defined
             write_json(out / "metrics.json", {"skipped": str(exc)})
             print(f"warning: evaluation skipped, the model is saved: {exc}", file=sys.stderr)
         else:
-            write_evaluation(model, out, metrics, test.images, data.labels, seed=model.config.seed)
+            write_evaluation(model, out, metrics, test.images, data.labels, seed=model.config.seed,
+                             real_train=data.images)
             print_metrics(metrics)
             skipped = [v for k, v in metrics.items() if k.endswith("_reason") and v and k not in OPTIONAL_METRICS]
             if skipped:  # e.g. k-NN metrics on a test split of a few images
@@ -302,7 +309,7 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
         classifier_epochs=args.classifier_epochs, refine_steps=args.refine_steps,
     )
     with created_dir(out):  # only now, and removed again if writing fails
-        write_evaluation(model, out, metrics, test.images, train.labels, seed=args.seed)
+        write_evaluation(model, out, metrics, test.images, train.labels, seed=args.seed, real_train=train.images)
     print_metrics(metrics)
     print(f"report written to {out / 'report.md'}")
 

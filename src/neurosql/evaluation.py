@@ -14,7 +14,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .metrics import METRIC_DEFINITIONS, downstream_score, evaluate_images, knn_label, reconstruction_ssim
+from .metrics import (
+    METRIC_DEFINITIONS, downstream_score, evaluate_images, knn_label, memorisation, nearest_training,
+    reconstruction_ssim,
+)
 from .persistence import write_json
 from .report import plot_latents, save_grid, write_markdown_report
 from .runs import picture_rows, reconstruction_pairs
@@ -25,6 +28,19 @@ EXTRA_DEFINITIONS = {
     "n_recon": "held-out images behind recon_ssim",
     "eval_seconds": "wall time of this evaluation",
 }
+
+
+LIGHT_VGG = 300  # images per set behind the light evaluation's VGG metrics (~70 ms each on one core)
+MEMORISATION_SAMPLES = 500  # samples and held-out images behind the memorisation check
+MEMORISATION_TRAIN = 5000  # training images searched for the nearest one (a seeded subset above that)
+
+
+def training_images(model, real_train: torch.Tensor, seed: int = 0) -> torch.Tensor:
+    """The images ``model`` was fitted on (``train_index_``), a seeded subset of MEMORISATION_TRAIN when more."""
+    index = torch.as_tensor(model.train_index_)
+    if len(index) > MEMORISATION_TRAIN:
+        index = index[torch.randperm(len(index), generator=torch.Generator().manual_seed(seed))[:MEMORISATION_TRAIN]]
+    return real_train[index]
 
 
 def generated_labels(model, z: torch.Tensor, code_labels: np.ndarray, k: int = 5) -> np.ndarray:
@@ -47,17 +63,21 @@ def evaluate_model(
     refine_steps: int = 0,
     light: bool = False,
 ) -> dict:
-    """All metrics of one model; ``light`` skips the slow ones (VGG-feature metrics, downstream) and
-    scores fewer images by nearest-real SSIM.
+    """All metrics of one model; ``light`` skips the downstream classifier, and scores fewer images by
+    VGG features (LIGHT_VGG) and nearest-real SSIM.
 
-    real_test: held-out real images (n_test, C, H, W); train_labels: labels of
-    the images the model was fitted on (aligned with ``train_index_``), needed
-    to label generated images for the downstream classifier.
+    real_test: held-out real images (n_test, C, H, W); real_train: the data set
+    the model was fitted on (indexed by ``train_index_``), for the memorisation
+    check and the downstream classifier; train_labels: its labels, needed to
+    label generated images for the downstream classifier.
     """
     start = time.perf_counter()
     fake = model.sample(min(n, max(len(real_test), 2)), seed=seed)
     out = evaluate_images(real_test, fake, n=n, seed=seed, n_nearest=20 if light else 200,
-                          kid_subsets=20 if light else 100, vgg_features=not light)
+                          kid_subsets=20 if light else 100, n_vgg=LIGHT_VGG if light else None)
+    if real_train is not None:
+        out |= memorisation(fake[:MEMORISATION_SAMPLES], training_images(model, real_train, seed),
+                            real_test[:MEMORISATION_SAMPLES])
     if getattr(model, "supports_reconstruction", True):
         recon = model.reconstruct(real_test[: min(len(real_test), 500)], refine_steps=refine_steps)
         out["recon_ssim"] = reconstruction_ssim(real_test[: len(recon)], recon)
@@ -80,12 +100,19 @@ def evaluate_model(
     return out
 
 
-def write_evaluation(model, out: str | Path, metrics: dict, real_test: torch.Tensor, train_labels=None, seed: int = 0) -> Path:
-    """metrics.json, the pictures and report.md in ``out``."""
+def write_evaluation(model, out: str | Path, metrics: dict, real_test: torch.Tensor, train_labels=None, seed: int = 0,
+                     real_train: torch.Tensor | None = None) -> Path:
+    """metrics.json, the pictures and report.md in ``out``; ``nearest.png`` when ``real_train`` is given."""
     out = Path(out)
     write_json(out / "metrics.json", metrics)
-    save_grid(model.sample(64, seed=seed), out / "samples.png", nrow=8)
+    samples = model.sample(64, seed=seed)
+    save_grid(samples, out / "samples.png", nrow=8)
     images = [("Samples", "samples.png")]
+    if real_train is not None:
+        train = training_images(model, real_train, seed)
+        _, index = nearest_training(samples[:32], train)
+        save_grid(reconstruction_pairs(samples[:32], train[index]), out / "nearest.png", nrow=8)
+        images.append(("Samples (odd rows) above their nearest training images under ℓ (even rows)", "nearest.png"))
     if getattr(model, "supports_reconstruction", True):
         shown = real_test[picture_rows(len(real_test), seed=seed)]  # the test split may be sorted by class
         save_grid(reconstruction_pairs(shown, model.reconstruct(shown)), out / "reconstructions_test.png", nrow=8)

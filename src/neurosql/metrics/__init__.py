@@ -23,6 +23,7 @@ from neurosql.metrics.latent_labels import knn_label
 from neurosql.metrics.lpips import (
     LPIPS, STLPIPS, load_lpips, load_stlpips, lpips_available, lpips_distance, paired_lpips,
 )
+from neurosql.metrics.memorisation import MEMORISATION_DEFINITIONS, memorisation, nearest_training
 from neurosql.metrics.prdc import prdc
 from neurosql.metrics.ssim_stats import nearest_real_ssim, random_pairs, reconstruction_ssim, sampled_pairs_ssim
 
@@ -48,7 +49,10 @@ METRIC_DEFINITIONS: dict[str, str] = {
     "recall_vgg": "recall (k=3) on the VGG features (diversity; higher is better)",
     "density_vgg": "density (k=5) on the VGG features (fidelity; ~1 for equal laws)",
     "coverage_vgg": "coverage (k=5) on the VGG features (diversity; higher is better)",
+    "n_vgg": "real and generated images behind the _vgg metrics",
+    "knn_note": "a warning when the held-out set is too small for k-NN precision/recall to mean much; None otherwise",
     "vgg_reason": "why the _vgg metrics are None (stlpips-pytorch not installed, or not requested); None when computed",
+    **MEMORISATION_DEFINITIONS,
     "ssim": "mean SSIM over random real-generated pairs, as in App. E (higher means closer pixel structure)",
     "n_pairs": "number of random real-generated pairs behind ssim and lpips",
     "nearest_real_ssim": "mean over generated images of the highest SSIM to any real image (near 1 flags copies of real images)",
@@ -103,8 +107,7 @@ def _distribution_metrics(f_real, f_fake, kid_subsets: int, kid_subset_size: int
 def _vgg_metrics(real_sub, fake_sub, enabled: bool, kid_subsets: int, kid_subset_size: int, seed: int,
                  batch_size: int) -> dict:
     """The ``VGG_KEYS`` on pretrained VGG features, or all None with ``vgg_reason``."""
-    ok, reason = stlpips_available() if enabled else (False, "not requested (the light evaluation after "
-                                                             "training skips them: run 'neurosql evaluate')")
+    ok, reason = stlpips_available() if enabled else (False, "not requested (vgg_features=False)")
     if not ok:
         return dict.fromkeys(VGG_KEYS) | {"vgg_reason": reason}
     net = VGGFeatureNet(load_stlpips(device=real_sub.device))
@@ -115,9 +118,22 @@ def _vgg_metrics(real_sub, fake_sub, enabled: bool, kid_subsets: int, kid_subset
             **{f"{k}_vgg": got[k] for k in PRDC_KEYS}, "vgg_reason": None}
 
 
+KNN_RELIABLE = 100  # images per set below which k-NN precision/recall move in coarse steps
+
+
+def knn_note(n: int) -> str | None:
+    """A warning when ``n`` images per set are too few for k-NN precision/recall to mean much."""
+    if n >= KNN_RELIABLE:
+        return None
+    return (f"only {n} held-out images per set: k-NN precision/recall move in steps of {1 / n:.2f} and their "
+            f"k-NN balls are wide; read them as coarse (at least ~{KNN_RELIABLE} images are needed), "
+            "and prefer fd_vgg and the memorisation check")
+
+
 def evaluate_images(real, fake, *, real_labels=None, n: int = 2048, seed: int = 0, features="proxy",
                     n_pairs: int = 50, n_nearest: int = 200, kid_subsets: int = 100, kid_subset_size: int = 1000,
-                    vgg_path=None, lin_path=None, vgg_features: bool = True, batch_size: int = 256) -> dict:
+                    vgg_path=None, lin_path=None, vgg_features: bool = True, n_vgg: int | None = None,
+                    batch_size: int = 256) -> dict:
     """All image metrics of generated ``fake`` against ``real``, in one dict.
 
     Feature metrics (pfid, kid, precision/recall/density/coverage) use
@@ -127,7 +143,9 @@ def evaluate_images(real, fake, *, real_labels=None, n: int = 2048, seed: int = 
     any module mapping images to (b, d). The same images also give the
     ``_vgg`` metrics on pretrained VGG features when ``vgg_features`` and the
     ``stlpips-pytorch`` package is installed (the costly part: about 70 ms per
-    image on one CPU core). SSIM and LPIPS use ``n_pairs`` random pairs;
+    image on one CPU core), on the first ``n_vgg`` of them when given;
+    ``knn_note`` warns when fewer than KNN_RELIABLE images per set stand
+    behind the k-NN metrics. SSIM and LPIPS use ``n_pairs`` random pairs;
     nearest-real SSIM scores ``n_nearest`` of the chosen generated images
     against all chosen real ones (O(n n_nearest) SSIMs). LPIPS is the original
     one with local files (``lpips_available``), else ST-LPIPS. A metric that
@@ -146,7 +164,10 @@ def evaluate_images(real, fake, *, real_labels=None, n: int = 2048, seed: int = 
     proxy = _distribution_metrics(f_real, f_fake, kid_subsets, kid_subset_size, seed)
     out = {"pfid": proxy.pop("fd"), **proxy, "features": features_name,
            "n_real": real_sub.shape[0], "n_fake": fake_sub.shape[0]}
-    out |= _vgg_metrics(real_sub, fake_sub, vgg_features, kid_subsets, kid_subset_size, seed, batch_size)
+    out |= _vgg_metrics(real_sub[:n_vgg], fake_sub[:n_vgg], vgg_features, kid_subsets, kid_subset_size, seed,
+                        batch_size)
+    out["n_vgg"] = None if out["vgg_reason"] else min(len(real_sub), n_vgg or len(real_sub))
+    out["knn_note"] = knn_note(out["n_vgg"] or real_sub.shape[0])
     i, j = random_pairs(real.shape[0], fake.shape[0], n_pairs, seed)
     pairs_real, pairs_fake = real[torch.from_numpy(i)], fake[torch.from_numpy(j)]
     out |= {"ssim": reconstruction_ssim(pairs_real, pairs_fake), "n_pairs": len(i)}
@@ -160,7 +181,7 @@ __all__ = [
     "METRIC_DEFINITIONS", "evaluate_images",
     "ProxyFeatureNet", "VGGFeatureNet", "AntialiasedVGG16", "stlpips_available", "extract_features", "matched_subsets",
     "frechet_distance", "fid_from_features", "proxy_fid",
-    "kid", "mmd2_unbiased", "prdc",
+    "kid", "mmd2_unbiased", "prdc", "memorisation", "nearest_training", "knn_note",
     "reconstruction_ssim", "random_pairs", "sampled_pairs_ssim", "nearest_real_ssim",
     "LPIPS", "STLPIPS", "load_lpips", "load_stlpips", "lpips_available", "lpips_distance", "paired_lpips",
     "SmallCNN", "DomainFeatureNet", "train_classifier", "evaluate_classifier", "macro_precision_recall",

@@ -1,0 +1,69 @@
+"""Memorisation check: are generated images copies of training images?
+
+A generator that copies its training set scores well on every distribution
+metric, and synthetic medical data must not reproduce a patient. The check
+compares how far samples lie from the training set with how far new real
+images (held out, never trained on) lie from it, under the training cost ℓ
+itself: samples that are no closer to the training images than new real
+images are are not copies.
+"""
+from __future__ import annotations
+
+import torch
+
+from neurosql.core.losses import pairwise_cost
+from neurosql.errors import NeuroSQLError
+from neurosql.metrics._validate import check_images, check_same_image_shape
+
+
+def nearest_training(images: torch.Tensor, train: torch.Tensor, loss: str = "ssim_l1") -> tuple[torch.Tensor, torch.Tensor]:
+    """Distance ℓ of each image to its nearest training image, and that image's index.
+
+    Shapes: images (m, C, H, W), train (n, C, H, W) → (m,) float32, (m,) int64.
+    Cost: one m × n cost matrix (:func:`neurosql.core.losses.pairwise_cost`).
+    """
+    distance, index = pairwise_cost(images, train, loss).min(dim=1)
+    return distance.cpu(), index.cpu()
+
+
+def memorisation(samples: torch.Tensor, train: torch.Tensor, held_out: torch.Tensor,
+                 loss: str = "ssim_l1") -> dict:
+    """How close samples come to the training images, against held-out real images.
+
+    With d(x) = min_i ℓ(x, train_i):
+        memorisation_ratio = median_s d(sample_s) / median_h d(held_out_h)
+            (≈ 1 for a model that draws new images of the data's kind; → 0 for copies)
+        copy_fraction = share of samples with d(sample) < min_h d(held_out_h)
+            (samples closer to a training image than any new real image comes)
+    Shapes: samples (m, C, H, W), train (n, C, H, W), held_out (k, C, H, W) in [0, 1].
+    Cost: (m + k) × n pairs of ℓ.
+    """
+    samples, train, held_out = (check_images(x, name, 1) for x, name in
+                                ((samples, "samples"), (train, "train"), (held_out, "held_out")))
+    check_same_image_shape(samples, train, "samples and train")
+    check_same_image_shape(held_out, train, "held_out and train")
+    d_fake, _ = nearest_training(samples, train, loss)
+    d_real, _ = nearest_training(held_out, train, loss)
+    real_median = float(d_real.median())
+    if real_median <= 0:
+        raise NeuroSQLError("held-out images are copies of training images (distance 0): the memorisation check "
+                            "needs a test split disjoint from the training images")
+    return {
+        "memorisation_ratio": float(d_fake.median()) / real_median,
+        "copy_fraction": float((d_fake < d_real.min()).float().mean()),
+        "nearest_train_samples": float(d_fake.median()),
+        "nearest_train_held_out": real_median,
+        "n_memorisation": (len(samples), len(train), len(held_out)),
+    }
+
+
+MEMORISATION_DEFINITIONS = {
+    "memorisation_ratio": "median over samples of the training cost ℓ to the nearest training image, divided by the "
+                          "same median for held-out real images (≈ 1: new images of the data's kind; well below 1, "
+                          "e.g. < 0.8: samples are near-copies of training images)",
+    "copy_fraction": "share of samples closer (under ℓ) to a training image than any held-out real image is "
+                     "(0 when no sample is a near-copy)",
+    "nearest_train_samples": "median ℓ from a sample to its nearest training image",
+    "nearest_train_held_out": "median ℓ from a held-out real image to its nearest training image",
+    "n_memorisation": "samples, training images and held-out images behind the memorisation check",
+}
