@@ -107,8 +107,9 @@ class RunSpec:
         return RunSpec(self.method, self.generator, self.latent_dim, self.seed, self.assignment, self.cost).name
 
     def config(self, budget: dict) -> dict:
-        """The method's config fields: the shared budget plus this run's choices."""
-        params = dict(budget, generator=self.generator, latent_dim=self.latent_dim, seed=self.seed, progress=False)
+        """The method's config fields: the shared budget (the fields this method has) plus this run's choices."""
+        own = CONFIGS[self.method].__dataclass_fields__
+        params = dict({k: v for k, v in budget.items() if k in own}, generator=self.generator, latent_dim=self.latent_dim, seed=self.seed, progress=False)
         if self.method == "neurosql":
             params.update(assignment=self.assignment, cost=self.cost)
         params.update({key: getattr(self, key) for key in TUNED if getattr(self, key) is not None})

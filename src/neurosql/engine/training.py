@@ -35,8 +35,9 @@ AUTO_EPOCHS = 30  # automatic budget: this many epochs ...
 AUTO_STEPS = (2000, 20000)  # ... but at least / at most this many generator updates
 PRESETS = {
     # App. I: AdamW at 2e-4, batch 64, cosine decay, 120–250 epochs, no warm-up, no weight averaging,
-    # early stopping with patience 25–30.
-    "paper": {"epochs": 120, "batch_size": 64, "lr": 2e-4, "warmup": 0.0, "ema": 0.0, "patience": 25},
+    # early stopping with patience 25–30; samples z from the prior (§2.5). A method applies the fields it has.
+    "paper": {"epochs": 120, "batch_size": 64, "lr": 2e-4, "warmup": 0.0, "ema": 0.0, "patience": 25,
+              "sampler": "prior"},
 }
 
 

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from ..class_sampling import check_labels, class_segment_draws, resolve_label, sample_class_codes
+from ..class_sampling import check_labels, class_segment_draws, kernel_draws, resolve_label, sample_class_codes
 from ..core.assignment import ASSIGNMENTS, assign, exact_solution
 from ..core.generators import build_generator
 from ..core.lattice import LATTICES, Lattice, make_lattice
@@ -28,6 +28,7 @@ from .base import LatentGenerator, LatentGeneratorConfig, check_count, optimise_
 
 INITS = ("pca", "random")
 SUBSETS = ("held", "random")  # Alg. 2's lattice subset K of a batch
+SAMPLERS = ("codes", "prior")  # where sample() draws z: between training codes, or the paper's prior
 PCA_INIT_MAX = 10_000  # largest n for the PCA-sorted π₀ (an n×n assignment)
 PCA_EXACT_MAX = 5_000  # above it π₀ is solved greedily (its cost is a proxy, not the training cost)
 VAL_LATTICE = 4096  # lattice points behind the validation loss (bounded for large n)
@@ -52,6 +53,10 @@ class NeuroSQLConfig(LatentGeneratorConfig):
     lattice_subset: str = option("held", "Alg. 2 lattice subset K of batch B: 'held' = the points π(B) its images hold "
                                           "(codes settle); 'random' = a part of a fresh random partition of the lattice "
                                           "(codes keep moving and shrink towards 0)", choices=SUBSETS)
+    sampler: str = option("codes", "where sample() draws z: 'codes' = a Gaussian kernel density on the training "
+                                   "codes, where G is trained (bandwidth: the median distance between nearest "
+                                   "codes); 'prior' = the lattice's prior (the paper)",
+                          choices=SAMPLERS)
     assign_every_batch: bool = option(True, "Alg. 2: assign in every batch, as the paper; --no-assign-every-batch "
                                             "assigns only in the batches of every K-th epoch")
 
@@ -252,8 +257,18 @@ class NeuroSQL(LatentGenerator):
     def _prior_sample(self, m, generator) -> torch.Tensor:
         return self.lattice_.sample_prior(m, generator)
 
+    def sample_latent(self, m: int, seed: int | None = None) -> torch.Tensor:
+        """m codes z (m, d) from the configured sampler (``sampler``), on the CPU; a seed makes them
+        reproducible. 'codes': a kernel density on the training codes (:func:`kernel_draws`);
+        'prior': the lattice's prior, as the paper samples."""
+        if self.config.sampler == "prior":
+            return super().sample_latent(m, seed)
+        self._check_fitted()
+        check_count(m)
+        return kernel_draws(self.codes_, torch.Generator().manual_seed(seed) if seed is not None else None)(m)
+
     def sample(self, m: int, seed: int | None = None, label=None) -> torch.Tensor:
-        """m new images G(z), z drawn from the lattice's prior; a seed makes them reproducible.
+        """m new images G(z), z from :meth:`sample_latent`; a seed makes them reproducible.
 
         With ``label``, z are drawn between training codes of that class and kept when their
         5 nearest training codes vote for it (see :mod:`neurosql.class_sampling`); needs a
@@ -286,6 +301,11 @@ class NeuroSQL(LatentGenerator):
         return z.cpu()
 
     # ---------------------------------------------------------- persistence
+    @classmethod
+    def _from_state(cls, state: dict, device: str):
+        """Checkpoints from before ``sampler`` existed drew from the prior, and keep doing so."""
+        return super()._from_state({**state, "config": {"sampler": "prior", **state["config"]}}, device)
+
     def _extra_state(self) -> dict:
         codes, perm = self._gather_bank()
         return {"lattice": self.lattice_.spec(), "codes": codes, "perm": perm,
