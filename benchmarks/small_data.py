@@ -33,8 +33,10 @@ from PIL import Image
 
 from neurosql import NeuroSQL
 from neurosql.data import load_data
-from neurosql.metrics import evaluate_images, reconstruction_ssim
+from neurosql.metrics import evaluate_images, memorisation, reconstruction_ssim
 from neurosql.persistence import write_text
+
+from benchmarks.user_sets import brain_slices, cell_fields
 
 HERE = Path(__file__).resolve().parent
 SEED = 0
@@ -102,6 +104,14 @@ def rgb32():
     return _holdout(_patches(pictures, 72, 64, 32))
 
 
+def brain64():
+    return _holdout(brain_slices(250))
+
+
+def cells64():
+    return _holdout(cell_fields(300))
+
+
 SETS = {
     "mnist-100": mnist(100),
     "mnist-300": mnist(300),
@@ -112,11 +122,19 @@ SETS = {
     "faces@32": faces32,
     "gray-patches@64": gray64,
     "rgb-patches@32": rgb32,
+    "brain@64": brain64,
+    "cells@64": cells64,
 }
 
 # The grid around the defaults: the paper's and a 10× learning rate, two batch sizes, at 2,000 updates
 # (the automatic floor); the budget axis is the defaults' automatic one against the paper's epochs (--params).
 GRID = [{"lr": lr, "batch_size": b, "steps": 2000} for lr in (2e-4, 2e-3) for b in (16, 64)]
+
+
+SAMPLE_KEYS = ("pfid", "kid", "precision", "recall", "fd_vgg", "precision_vgg", "recall_vgg", "memorisation_ratio",
+               "copy_fraction")
+RECON_KEYS = ("pfid", "fd_vgg", "precision_vgg", "recall_vgg")  # of held-out reconstructions G(encode(x)),
+# the ceiling of what G draws for new images of the set; prior_* are the samples of the paper's prior draws
 
 
 def run_one(name: str, params: dict, seed: int = SEED) -> dict:
@@ -127,14 +145,21 @@ def run_one(name: str, params: dict, seed: int = SEED) -> dict:
     start = time.perf_counter()
     model = NeuroSQL(**params, seed=seed, progress=False, device="cpu").fit(train)
     wall = time.perf_counter() - start
-    fake = model.sample(max(len(test), 2), seed=seed)
-    m = evaluate_images(test, fake, n=len(test), seed=SEED, n_nearest=1, kid_subsets=20, kid_subset_size=min(1000, len(test) // 2))
-    recon = reconstruction_ssim(train[torch.as_tensor(model.train_index_)], model.reconstruct())
+    fitted = train[torch.as_tensor(model.train_index_)]
+    score = lambda images: evaluate_images(test, images, n=len(test), seed=SEED, n_nearest=1, kid_subsets=20,
+                                           kid_subset_size=min(1000, len(test) // 2))
+    quality = lambda images: {k: v for k, v in (score(images) | memorisation(images, fitted, test)).items()
+                              if k in SAMPLE_KEYS}
+    m = max(len(test), 2)
+    prior = model.decode(model.lattice_.sample_prior(m, torch.Generator().manual_seed(seed)))  # the paper's samples
     return {
         "set": name, "params": params, "seed": seed, "n_train": len(train), "n_test": len(test),
-        "pfid": m["pfid"], "kid": m["kid"], "precision": m["precision"], "recall": m["recall"],
-        "recon_ssim": recon, "wall_s": wall, "epochs_run": model.epochs_run_, "updates": model.updates_,
-        "resolved": {"lr": model.config.lr, "batch_size": model.budget_.batch_size, "epochs": model.budget_.epochs},
+        **quality(model.sample(m, seed=seed)), **{f"prior_{k}": v for k, v in quality(prior).items()},
+        **{f"recon_{k}": v for k, v in score(model.reconstruct(test)).items() if k in RECON_KEYS},
+        "recon_ssim": reconstruction_ssim(fitted, model.reconstruct()), "wall_s": wall,
+        "epochs_run": model.epochs_run_, "updates": model.updates_,
+        "resolved": {"lr": model.config.lr, "batch_size": model.budget_.batch_size, "epochs": model.budget_.epochs,
+                     "latent_dim": model.config.latent_dim, "sampler": model.config.sampler},
     }
 
 
@@ -174,7 +199,7 @@ def write_table(results: dict, path: Path) -> None:
                    for r in rows if r["params"] and r["params"] not in GRID]
     if others:
         lines += ["", "Other configurations (defaults plus the parameters shown):", "", *header, *others]
-    lines += _seed_table(results)
+    lines += _seed_table(results) + _quality_table(results)
     write_text(path, "\n".join(lines) + "\n")
 
 
@@ -200,6 +225,36 @@ def _seed_table(results: dict) -> list[str]:
             "|---|---|---|---|---|---|---|---|---|", *lines]
 
 
+def _quality_table(results: dict) -> list[str]:
+    """Per (set, configuration), the mean over seeds of what sees sample quality, for the model's own
+    samples and for the paper's prior draws from the same model: VGG-feature FD, precision, recall,
+    the FD over that of held-out reconstructions (the ceiling of what G draws), and the memorisation
+    ratio (samples are copies well below 1)."""
+    groups: dict[tuple, list[dict]] = {}
+    for r in results.values():
+        if r.get("fd_vgg") is not None:
+            groups.setdefault((r["set"], label(r["params"])), []).append(r)
+    lines = []
+    for (name, params), rs in sorted(groups.items(), key=lambda g: (list(SETS).index(g[0][0]), g[0][1] != "{}", g[0][1])):
+        mean = lambda k: float(np.mean([r[k] for r in rs]))
+        res = rs[0]["resolved"]
+        for sampler, p in ((res["sampler"], ""), ("prior (paper)", "prior_")):
+            lines.append(
+                f"| {name} | {'defaults' if params == '{}' else '`' + params + '`'} | {res['latent_dim']} | {sampler} | "
+                f"{len(rs)} | {mean(p + 'pfid'):.3f} | {mean(p + 'fd_vgg'):.3f} | "
+                f"{mean(p + 'fd_vgg') / mean('recon_fd_vgg'):.2f} | {mean(p + 'precision_vgg'):.2f} | "
+                f"{mean(p + 'recall_vgg'):.2f} | {mean(p + 'memorisation_ratio'):.2f} | {mean(p + 'copy_fraction'):.2f} |")
+            if res["sampler"] == "prior":
+                break
+    if not lines:
+        return []
+    return ["", "Samples as pretrained VGG features see them (mean over seeds); FD ÷ recon is the samples' VGG-FD "
+            "over that of held-out reconstructions:", "",
+            "| set | run | d | sampler | seeds | pFID ↓ | VGG-FD ↓ | FD ÷ recon ↓ | VGG precision ↑ | VGG recall ↑ | "
+            "memorisation ratio (≥ 0.8) | copy fraction |",
+            "|---|---|---|---|---|---|---|---|---|---|---|---|", *lines]
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sets", default=",".join(SETS), help="comma-separated set names")
@@ -220,7 +275,7 @@ def main(argv: list[str] | None = None) -> None:
             raise SystemExit(f"error: unknown set '{name}'; choose from {', '.join(SETS)}")
         for params, seed in [(p, int(s)) for p in configs for s in args.seeds.split(",")]:
             k = key(name, params, seed)
-            if k in results:
+            if k in results and "fd_vgg" in results[k]:  # runs from before the VGG metrics are run again
                 continue
             results[k] = run_one(name, params, seed)
             r = results[k]

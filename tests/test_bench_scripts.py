@@ -44,3 +44,21 @@ def test_small_data_table_compares_defaults_with_the_grid_and_averages_seeds(tmp
     assert "| faces@32 | 80 | best of grid | 0.002 · 8 · 1000 | 0.400 |" in text
     assert "| faces@32 | defaults | 3 | 1000 | 0.800 ± 0.200 |" in text  # the mean ± sd over seeds 0-2
     assert "0.650 ± 0.354" in text and text.count(" ± ") == 1 + 2 * 5  # the title, two configurations × 5 metrics
+
+
+def test_small_data_quality_table_puts_samples_beside_prior_draws_and_reconstructions(tmp_path):
+    from benchmarks.small_data import key, write_table
+
+    def result(seed, fd, prior_fd):
+        quality = {"pfid": 0.5, "kid": 0.01, "precision": 0.9, "recall": 0.5, "fd_vgg": fd, "precision_vgg": 0.7,
+                   "recall_vgg": 0.6, "memorisation_ratio": 0.9, "copy_fraction": 0.0}
+        return {"set": "brain@64", "params": {}, "seed": seed, "n_train": 200, "recon_ssim": 0.9, "wall_s": 60.0,
+                "updates": 2000, **quality, **{f"prior_{k}": v for k, v in quality.items()}, "prior_fd_vgg": prior_fd,
+                "recon_fd_vgg": 0.5, "resolved": {"lr": 2e-3, "batch_size": 8, "epochs": 80, "latent_dim": 16,
+                                                  "sampler": "codes"}}
+
+    results = {key("brain@64", {}, s): result(s, fd, pf) for s, fd, pf in ((0, 0.8, 2.0), (1, 1.2, 3.0))}
+    write_table(results, tmp_path / "t.md")
+    text = (tmp_path / "t.md").read_text()
+    assert "| brain@64 | defaults | 16 | codes | 2 | 0.500 | 1.000 | 2.00 | 0.70 | 0.60 | 0.90 | 0.00 |" in text
+    assert "| brain@64 | defaults | 16 | prior (paper) | 2 | 0.500 | 2.500 | 5.00 |" in text
