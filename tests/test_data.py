@@ -466,7 +466,7 @@ def test_autodetect_ambiguous_cases(tmp_path):
         (lambda p: f"folder:{p / 'missing'}", {}, "does not exist"),
         (lambda p: "folder", {}, "needs a path|does not exist"),
         (lambda p: f"folder:{p / 'empty'}", {}, "is empty"),
-        (lambda p: f"folder:{p / 'text'}", {}, "no PNG/JPEG/BMP images"),
+        (lambda p: f"folder:{p / 'text'}", {}, "no PNG/JPEG/BMP/TIFF images"),
         (lambda p: str(p / "text"), {}, "no images"),
         (lambda p: None, {"split": "training"}, "unknown split 'training'"),
         (lambda p: None, {"limit": 0}, "limit must be >= 1"),
