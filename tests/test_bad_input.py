@@ -127,6 +127,8 @@ CLI_CASES = [  # (id, argv, words the one error line must contain)
     ("limit-1", [*T, "--limit", "1", "--out", "new"], "--limit must be >= 2"),
     ("device-cuda", [*T, "--device", "cuda", "--out", "new"], "CUDA is not available"),
     ("device-unknown", [*T, "--device", "tpu9", "--out", "new"], "unknown device"),
+    ("device-mps", [*T, "--device", "mps", "--out", "new"], "MPS (Apple silicon) is not available"),
+    ("device-cuda-3", [*T, "--device", "cuda:3", "--out", "new"], "CUDA is not available"),
     ("lattice-unknown", [*T, "--lattice", "nope", "--out", "new"], "invalid choice"),
     ("channels-2", [*T, "--channels", "2", "--out", "new"], "invalid choice"),
     # data
@@ -183,6 +185,7 @@ CLI_CASES = [  # (id, argv, words the one error line must contain)
     ("sample-wrong-shape", ["sample", "--checkpoint", "bad_shape"], "incomplete"),
     ("sample-nan-weights", ["sample", "--checkpoint", "nan_weights"], "NaN"),
     ("sample-device-cuda", ["sample", "--checkpoint", "run", "--device", "cuda"], "CUDA"),
+    ("sample-device-mps", ["sample", "--checkpoint", "run", "--device", "mps"], "MPS"),
     # evaluate
     ("evaluate-missing", ["evaluate", "--checkpoint", "nosuch"], "not found"),
     ("evaluate-split", ["evaluate", "--checkpoint", "run", "--split", "nope"], "unknown split"),
@@ -192,6 +195,7 @@ CLI_CASES = [  # (id, argv, words the one error line must contain)
     ("evaluate-lost-data", ["evaluate", "--checkpoint", "lost_data"], "does not exist"),
     ("evaluate-out-file", ["evaluate", "--checkpoint", "run", "--out", "notes.txt"], "is a file"),
     ("evaluate-corrupt", ["evaluate", "--checkpoint", "flipped"], "corrupt"),
+    ("evaluate-device-mps", ["evaluate", "--checkpoint", "run", "--device", "mps"], "MPS"),
     # the command itself
     ("no-command", [], "required"),
     ("unknown-command", ["frobnicate"], "invalid choice"),

@@ -15,12 +15,13 @@ from pathlib import Path
 import numpy as np
 
 from .benchmark import add_benchmark_parser, cmd_benchmark
-from .engine.training import PRESETS
+from .engine.training import PRESETS, TrainConfig
 from .errors import NeuroSQLError
 from .methods import CONFIGS, method_class
 from .options import add_config_arguments, given_values
 
 DEFAULT_OUT = "runs/neurosql"
+DEVICE_HELP = TrainConfig.__dataclass_fields__["device"].metadata["help"]  # the train flag's, for sample and evaluate
 SAMPLE_SUFFIXES = (".png", ".jpg", ".jpeg", ".npy")
 RESUME_FLAGS = ("device", "epochs", "steps")  # what --resume may change: where it runs and the total budget
 DATA_FLAGS = ("data", "resolution", "channels", "limit", "out")
@@ -93,7 +94,7 @@ def build_parser() -> argparse.ArgumentParser:
     sample.add_argument("--out", default="samples.png",
                         help="file to write, by suffix: .png or .jpg/.jpeg = a grid (the images also go to the same "
                         "name .npy), .npy = the images (n, C, H, W) only")
-    sample.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
+    sample.add_argument("--device", default="auto", help=DEVICE_HELP)
     sample.add_argument("--label", default=None,
                         help="only images of this class (NeuroSQL trained on labelled data): prior draws whose "
                              "nearest training codes vote for it")
@@ -110,7 +111,7 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--n-synthetic", type=int, default=10_000, help="generated images for the downstream classifier")
     evaluate.add_argument("--classifier-epochs", type=int, default=10, help="downstream classifier epochs (default: 10)")
     evaluate.add_argument("--refine-steps", type=int, default=0, help="gradient steps refining held-out codes (default: 0)")
-    evaluate.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
+    evaluate.add_argument("--device", default="auto", help=DEVICE_HELP)
 
     add_benchmark_parser(sub)
     return parser
