@@ -109,3 +109,15 @@ def test_recorded_rules():
     assert intensity_rule("folder").startswith("8-bit images / 255; 16-bit, 32-bit and float images: per-image [0.5, 99.5]")
     assert intensity_rule("dicom", (-1000, 400)).endswith("fixed window [-1000, 400] -> [0, 1], clipped")
     assert intensity_rule("npy", (0, 1)) == intensity_rule("mnist5k") == STORED_RULE  # no window there
+
+
+def test_window_reaches_nifti_volumes(tmp_path):
+    import nibabel as nib
+
+    volume = np.zeros((6, 6, 4), np.float32)
+    volume[1:5, 1:5, :] = np.arange(16, dtype=np.float32).reshape(4, 4)[..., None] * 100  # 0..1500
+    nib.save(nib.Nifti1Image(volume, np.eye(4)), tmp_path / "v.nii.gz")
+    x = load_data(f"nifti:{tmp_path / 'v.nii.gz'}", "all", window=(0, 1000), progress=False).images
+    assert x.shape == (4, 1, 6, 6)
+    expected = np.rot90(np.clip(volume[:, :, 0] / 1000, 0, 1))  # slices are rotated so that anterior is up
+    np.testing.assert_allclose(x[0, 0].numpy(), expected, atol=1e-6)
