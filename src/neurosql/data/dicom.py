@@ -22,7 +22,7 @@ import torch
 from ..errors import NeuroSQLError
 from .container import ImageData
 from .intensity import scale_intensity
-from .preprocess import preprocess, progress_bar, square_side
+from .preprocess import progress_bar, stack_slices
 from .splits import seeded_split, select
 
 DICOM_SUFFIXES = (".dcm", ".dicom")
@@ -119,7 +119,6 @@ def load_dicom(path: Path, split: str, *, resolution, channels, limit, seed, pro
     chosen = [files[i] for i in idx]
     slices = [read_slice(f, pydicom, window) for f in progress_bar(chosen, progress, "reading DICOM images",
                                                                    unit="file", minimum=PROGRESS_MIN_FILES)]
-    resolution = resolution or min(square_side(*s.shape, pad_square) for s in slices)  # native when all share a size
-    images = np.stack([preprocess(s[None], resolution, channels or 1, pad_square) for s in slices])  # (m, C, r, r)
+    images = stack_slices(slices, resolution, channels, pad_square)  # (m, C, r, r)
     ids = [f.relative_to(root).as_posix() for f in chosen]
     return ImageData(torch.from_numpy(images), None, None, ids, f"dicom:{path}")

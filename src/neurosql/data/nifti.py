@@ -21,7 +21,7 @@ import torch
 from ..errors import NeuroSQLError
 from .container import ImageData
 from .intensity import scale_intensity
-from .preprocess import MIN_VOLUME_SIDE, preprocess, progress_bar, resize_volumes, square_side
+from .preprocess import MIN_VOLUME_SIDE, progress_bar, resize_volumes, stack_slices
 from .splits import seeded_split, select, stratified_subset
 
 PROGRESS_MIN_VOLUMES = 10  # a volume takes ~0.1-1 s to read
@@ -140,6 +140,5 @@ def load_nifti(path: Path, split: str, *, resolution, channels, limit, seed, pro
     if limit is not None:
         keep = stratified_subset(len(slices), limit, seed)
         slices, ids = [slices[i] for i in keep], [ids[i] for i in keep]
-    resolution = resolution or min(square_side(*s.shape, pad_square) for s in slices)  # native when all share a size
-    images = np.stack([preprocess(s[None], resolution, channels or 1, pad_square) for s in slices])  # (m, C, r, r)
+    images = stack_slices(slices, resolution, channels, pad_square)  # (m, C, r, r)
     return ImageData(torch.from_numpy(images), None, None, ids, f"nifti:{path}")

@@ -97,6 +97,13 @@ def preprocess(x: np.ndarray, resolution: int | None, channels: int, pad: bool =
     return (x if resolution is None else resize(x, resolution)).astype(np.float32, copy=False)
 
 
+def stack_slices(slices: list[np.ndarray], resolution: int | None, channels: int | None, pad: bool = False) -> np.ndarray:
+    """Gray images (H, W) of any sizes -> (m, C, r, r) float32 by :func:`preprocess`; r defaults to
+    the smallest square side among them (native when all share a size), C to 1."""
+    resolution = resolution or min(square_side(*s.shape, pad) for s in slices)
+    return np.stack([preprocess(s[None], resolution, channels or 1, pad) for s in slices])
+
+
 def _pixels(img: Image.Image, channels: int, window: tuple[float, float] | None) -> np.ndarray:
     """A decoded Pillow image as (C, H, W) float32 in [0, 1] with C = channels: 8-bit values / 255,
     16-bit, 32-bit and float gray by robust percentiles (see :mod:`.intensity`), or any by ``window``."""
