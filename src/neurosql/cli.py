@@ -72,7 +72,7 @@ def build_parser() -> argparse.ArgumentParser:
                        help="folder, nifti, dicom: pad each image with black to a square instead of cropping its centre")
     train.add_argument("--folds", type=int, default=None, metavar="K",
                        help="k-fold cross-validation (App. B) instead of the 80/10/10 split, by subject for OASIS: "
-                            "fold --fold is the test split, the next one the val split (folder, oasis, nifti, npy data)")
+                            "fold --fold is the test split, the next one the val split (folder, oasis, nifti, dicom, npy data)")
     train.add_argument("--fold", type=int, default=None, metavar="I", help="which fold is the test split, 0..K-1")
     train.add_argument("--out", help=f"run directory to write (default: {DEFAULT_OUT})")
     train.add_argument("--overwrite", action="store_true",
