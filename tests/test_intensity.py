@@ -111,7 +111,7 @@ def test_recorded_rules():
     assert intensity_rule("npy", (0, 1)) == intensity_rule("mnist5k") == STORED_RULE  # no window there
 
 
-def test_window_reaches_nifti_volumes(tmp_path):
+def test_window_reaches_nifti_volumes_and_padding_is_refused_for_them(tmp_path):
     import nibabel as nib
 
     volume = np.zeros((6, 6, 4), np.float32)
@@ -121,3 +121,5 @@ def test_window_reaches_nifti_volumes(tmp_path):
     assert x.shape == (4, 1, 6, 6)
     expected = np.rot90(np.clip(volume[:, :, 0] / 1000, 0, 1))  # slices are rotated so that anterior is up
     np.testing.assert_allclose(x[0, 0].numpy(), expected, atol=1e-6)
+    with pytest.raises(NeuroSQLError, match="--pad-square applies to 2-D slices"):
+        load_data(f"nifti:{tmp_path / 'v.nii.gz'}", "all", volumes=True, pad_square=True, progress=False)

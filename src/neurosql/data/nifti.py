@@ -109,6 +109,8 @@ def load_nifti(path: Path, split: str, *, resolution, channels, limit, seed, pro
     percentiles; ``pad_square``: pad slices to a square instead of cropping them."""
     if axis not in (0, 1, 2):
         raise NeuroSQLError(f"NIfTI axis must be 0, 1 or 2, got {axis!r}")
+    if volumes and pad_square:
+        raise NeuroSQLError("--pad-square applies to 2-D slices; whole volumes are always padded to a cube, drop it")
     root, files = nifti_files(path)
     for f in files:  # headers only: fail before reading any voxel
         try:
