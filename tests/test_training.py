@@ -94,11 +94,43 @@ def test_bad_config_is_rejected(kwargs):
         TrainConfig(**kwargs).validate()
 
 
-def test_cuda_requested_without_cuda_is_a_clear_error():
-    if torch.cuda.is_available():
-        pytest.skip("CUDA present")
-    with pytest.raises(NeuroSQLError, match="CUDA is not available"):
-        resolve_device("cuda")
+def machine(monkeypatch, gpus: int, mps: bool) -> None:
+    """Pretend to be a machine with ``gpus`` CUDA devices and/or Apple's MPS."""
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: gpus > 0)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: gpus)
+    monkeypatch.setattr(torch.backends.mps, "is_available", lambda: mps)
+
+
+@pytest.mark.parametrize("gpus, mps, expected", [(2, True, "cuda"), (1, False, "cuda"), (0, True, "mps"),
+                                                 (0, False, "cpu")])
+def test_auto_prefers_cuda_then_mps_then_cpu(monkeypatch, gpus, mps, expected):
+    """The test machine has no GPU and no MPS: the availability checks are patched, not exercised."""
+    machine(monkeypatch, gpus, mps)
+    assert resolve_device("auto") == torch.device(expected)
+
+
+@pytest.mark.parametrize("name, gpus, mps, message", [
+    ("cuda", 0, True, "CUDA is not available"),
+    ("cuda:3", 1, False, "has 1 CUDA device(s), cuda:0 to cuda:0"),
+    ("cuda:1", 1, False, "has 1 CUDA device(s)"),
+    ("mps", 2, False, "MPS (Apple silicon) is not available"),
+    ("mps:1", 0, True, "unknown device"),
+    ("meta", 0, False, "unknown device"),
+    ("tpu9", 0, False, "unknown device"),
+])
+def test_unavailable_devices_are_clear_errors(monkeypatch, name, gpus, mps, message):
+    """Availability patched as above (no GPU here)."""
+    machine(monkeypatch, gpus, mps)
+    with pytest.raises(NeuroSQLError) as info:
+        resolve_device(name)
+    assert message in str(info.value) and "\n" not in str(info.value)
+
+
+@pytest.mark.parametrize("name, expected", [("cuda:1", "cuda:1"), ("cuda", "cuda"), ("mps", "mps"), ("cpu", "cpu")])
+def test_present_devices_are_accepted(monkeypatch, name, expected):
+    """Availability patched (no GPU here): two GPUs and MPS; nothing is allocated on them."""
+    machine(monkeypatch, 2, True)
+    assert resolve_device(name) == torch.device(expected)
 
 
 def test_epoch_log_csv_has_union_of_columns(tmp_path):

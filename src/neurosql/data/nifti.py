@@ -20,10 +20,10 @@ import torch
 
 from ..errors import NeuroSQLError
 from .container import ImageData
-from .preprocess import MIN_VOLUME_SIDE, preprocess, progress_bar, resize_volumes
+from .intensity import scale_intensity
+from .preprocess import MIN_VOLUME_SIDE, progress_bar, resize_volumes, stack_slices
 from .splits import seeded_split, select, stratified_subset
 
-PERCENTILES = (0.5, 99.5)  # robust intensity window: ignores a few hot or dead voxels
 PROGRESS_MIN_VOLUMES = 10  # a volume takes ~0.1-1 s to read
 VOLUME_SIDE = 32  # default side of whole volumes: a 32³ volume has the voxels of a 181² slice
 UNREADABLE = (ImageFileError, OSError, ValueError, EOFError)  # what nibabel raises for damaged files
@@ -45,22 +45,14 @@ def nifti_files(path: Path) -> tuple[Path, list[Path]]:
     return path, files
 
 
-def scale_volume(volume: np.ndarray) -> np.ndarray:
-    """Map the [0.5, 99.5] percentile window to [0, 1], clipped; a constant volume maps to 0."""
-    lo, hi = np.percentile(volume, PERCENTILES).astype(np.float32)
-    if hi <= lo:
-        return np.zeros_like(volume)
-    return np.clip((volume - lo) / (hi - lo), 0.0, 1.0)
-
-
-def volume_slices(path: Path, axis: int) -> list[tuple[int, int, np.ndarray]]:
+def volume_slices(path: Path, axis: int, window=None) -> list[tuple[int, int, np.ndarray]]:
     """(volume, slice, image (H, W)) for every non-constant slice of a 3-D or 4-D file."""
     img = nib.as_closest_canonical(nib.load(path))
     data = np.asanyarray(img.dataobj, dtype=np.float32)  # (X, Y, Z) or (X, Y, Z, T)
     volumes = data[..., None] if data.ndim == 3 else data  # (X, Y, Z, T)
     found = []
     for v in range(volumes.shape[3]):
-        volume = scale_volume(volumes[..., v])
+        volume = scale_intensity(volumes[..., v], window)
         for k in range(volume.shape[axis]):
             image = np.take(volume, k, axis=axis)
             if image.max() > image.min():  # all-zero / constant slices carry no anatomy
@@ -68,11 +60,11 @@ def volume_slices(path: Path, axis: int) -> list[tuple[int, int, np.ndarray]]:
     return found
 
 
-def cubic_volume(path: Path, side: int) -> tuple[np.ndarray, np.ndarray]:
+def cubic_volume(path: Path, side: int, window=None) -> tuple[np.ndarray, np.ndarray]:
     """One file's RAS+ volume scaled to [0, 1], cropped to its non-zero bounding box, padded to a
     centred cube and resampled: ((side, side, side), its (4, 4) voxel-to-world affine)."""
     img = nib.as_closest_canonical(nib.load(path))
-    volume = scale_volume(np.asanyarray(img.dataobj, dtype=np.float32))  # (X, Y, Z)
+    volume = scale_intensity(np.asanyarray(img.dataobj, dtype=np.float32), window)  # (X, Y, Z)
     found = np.argwhere(volume > 0)
     lo, hi = (found.min(0), found.max(0) + 1) if len(found) else (np.zeros(3, int), np.array(volume.shape))
     edge = int((hi - lo).max())
@@ -87,7 +79,8 @@ def cubic_volume(path: Path, side: int) -> tuple[np.ndarray, np.ndarray]:
     return resize_volumes(cube[None, None], side)[0, 0], img.affine @ to_input
 
 
-def _load_volumes(files: list[Path], root: Path, path: Path, *, resolution, channels, limit, seed, progress) -> ImageData:
+def _load_volumes(files: list[Path], root: Path, path: Path, *, resolution, channels, limit, seed, progress,
+                  window) -> ImageData:
     """Whole volumes (m, 1, R, R, R), one per file (see :func:`cubic_volume`)."""
     if channels not in (None, 1):
         raise NeuroSQLError(f"NIfTI volumes are gray; drop --channels {channels}")
@@ -100,7 +93,7 @@ def _load_volumes(files: list[Path], root: Path, path: Path, *, resolution, chan
     volumes, affine = [], None
     for f in progress_bar(files, progress, "reading NIfTI volumes", unit="file", minimum=PROGRESS_MIN_VOLUMES):
         try:
-            volume, file_affine = cubic_volume(f, side)
+            volume, file_affine = cubic_volume(f, side, window)
         except UNREADABLE as err:
             raise NeuroSQLError(f"cannot read NIfTI file {f} ({err}); replace it with an intact copy") from None
         volumes.append(volume[None])
@@ -110,11 +103,14 @@ def _load_volumes(files: list[Path], root: Path, path: Path, *, resolution, chan
 
 
 def load_nifti(path: Path, split: str, *, resolution, channels, limit, seed, progress, axis: int = 2,
-               volumes: bool = False, folds=None) -> ImageData:
+               volumes: bool = False, folds=None, window=None, pad_square: bool = False) -> ImageData:
     """Slices along ``axis`` of each volume, or with ``volumes`` each whole 3-D volume; files split
-    80/10/10 so a volume never straddles splits."""
+    80/10/10 so a volume never straddles splits. ``window``: fixed intensity window instead of
+    percentiles; ``pad_square``: pad slices to a square instead of cropping them."""
     if axis not in (0, 1, 2):
         raise NeuroSQLError(f"NIfTI axis must be 0, 1 or 2, got {axis!r}")
+    if volumes and pad_square:
+        raise NeuroSQLError("--pad-square applies to 2-D slices; whole volumes are always padded to a cube, drop it")
     root, files = nifti_files(path)
     for f in files:  # headers only: fail before reading any voxel
         try:
@@ -130,12 +126,12 @@ def load_nifti(path: Path, split: str, *, resolution, channels, limit, seed, pro
     chosen = [files[i] for i in select(seeded_split(len(files), folds=folds), split)]
     if volumes:
         return _load_volumes(chosen, root, path, resolution=resolution, channels=channels, limit=limit, seed=seed,
-                             progress=progress)
+                             progress=progress, window=window)
     slices, ids = [], []
     for f in progress_bar(chosen, progress, "reading NIfTI volumes", unit="file", minimum=PROGRESS_MIN_VOLUMES):
         name = f.relative_to(root).as_posix()
         try:
-            found = volume_slices(f, axis)
+            found = volume_slices(f, axis, window)
         except UNREADABLE as err:
             raise NeuroSQLError(f"cannot read NIfTI file {f} ({err}); replace it with an intact copy") from None
         for v, k, image in found:
@@ -146,6 +142,5 @@ def load_nifti(path: Path, split: str, *, resolution, channels, limit, seed, pro
     if limit is not None:
         keep = stratified_subset(len(slices), limit, seed)
         slices, ids = [slices[i] for i in keep], [ids[i] for i in keep]
-    resolution = resolution or min(min(s.shape) for s in slices)  # native when all slices share a size
-    images = np.stack([preprocess(s[None], resolution, channels or 1) for s in slices])  # (m, C, r, r)
+    images = stack_slices(slices, resolution, channels, pad_square)  # (m, C, r, r)
     return ImageData(torch.from_numpy(images), None, None, ids, f"nifti:{path}")

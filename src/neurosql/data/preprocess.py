@@ -1,4 +1,4 @@
-"""Shared preprocessing: decode image files, convert channels, center-crop, resize.
+"""Shared preprocessing: decode image files, convert channels, center-crop (or pad) to a square, resize.
 
 All images travel as float32 arrays (..., C, H, W) in [0, 1]; resizing works on
 Pillow "F" planes, so float sources (NIfTI, .npy) keep their precision.
@@ -18,9 +18,10 @@ from PIL import Image
 from tqdm.auto import tqdm
 
 from ..errors import NeuroSQLError
+from .intensity import scale_intensity
 
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp")
-GRAY_MODES = frozenset({"1", "L", "LA", "I", "I;16", "I;16B", "I;16L", "I;16N"})
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
+GRAY_MODES = frozenset({"1", "L", "LA", "I", "I;16", "I;16B", "I;16L", "I;16N", "F"})
 LUMA = np.array([0.299, 0.587, 0.114], dtype=np.float32)  # ITU-R 601-2, as Pillow's convert("L")
 MIN_VOLUME_SIDE = 7  # the 3-D SSIM window's side (neurosql.core.losses3d.WINDOW)
 PROGRESS_MIN = 200  # fewer files decode in well under a second: no bar
@@ -52,6 +53,21 @@ def center_crop(x: np.ndarray) -> np.ndarray:
     return x[..., top : top + s, left : left + s]
 
 
+def pad_square(x: np.ndarray) -> np.ndarray:
+    """Smallest centred square holding the whole image, padded with 0 (black):
+    (..., H, W) -> (..., s, s), s = max(H, W). Keeps what a crop would cut off."""
+    h, w = x.shape[-2:]
+    s = max(h, w)
+    top, left = (s - h) // 2, (s - w) // 2
+    pad = [(0, 0)] * (x.ndim - 2) + [(top, s - h - top), (left, s - w - left)]
+    return np.pad(x, pad)
+
+
+def square_side(h: int, w: int, pad: bool = False) -> int:
+    """Side of the square that :func:`center_crop` (or with ``pad`` :func:`pad_square`) makes of H x W."""
+    return max(h, w) if pad else min(h, w)
+
+
 def resize(x: np.ndarray, resolution: int) -> np.ndarray:
     """Antialiased Lanczos resize of square images: (..., s, s) -> (..., r, r), r = resolution."""
     if x.shape[-2:] == (resolution, resolution):
@@ -74,33 +90,48 @@ def resize_volumes(x: np.ndarray, side: int) -> np.ndarray:
     return torch.nn.functional.interpolate(t, size=(side,) * 3, **mode).clamp_(0, 1).numpy()
 
 
-def preprocess(x: np.ndarray, resolution: int | None, channels: int) -> np.ndarray:
-    """Channels, then center crop, then resize (None keeps the cropped size): (..., C, H, W) float in [0, 1]."""
-    x = center_crop(to_channels(x, channels))
+def preprocess(x: np.ndarray, resolution: int | None, channels: int, pad: bool = False) -> np.ndarray:
+    """Channels, then center crop (or with ``pad`` pad to a square), then resize (None keeps the
+    square's size): (..., C, H, W) float in [0, 1]."""
+    x = (pad_square if pad else center_crop)(to_channels(x, channels))
     return (x if resolution is None else resize(x, resolution)).astype(np.float32, copy=False)
 
 
-def _pixels(img: Image.Image, channels: int) -> np.ndarray:
-    """A decoded Pillow image as (C, H, W) float32 in [0, 1] with C = channels."""
-    if img.mode.startswith("I"):
-        # 16-bit gray: Pillow's convert("L") clips to 255 instead of rescaling.
-        a = np.clip(np.asarray(img, dtype=np.float32) / 65535.0, 0.0, 1.0)[None]
+def stack_slices(slices: list[np.ndarray], resolution: int | None, channels: int | None, pad: bool = False) -> np.ndarray:
+    """Gray images (H, W) of any sizes -> (m, C, r, r) float32 by :func:`preprocess`; r defaults to
+    the smallest square side among them (native when all share a size), C to 1."""
+    resolution = resolution or min(square_side(*s.shape, pad) for s in slices)
+    return np.stack([preprocess(s[None], resolution, channels or 1, pad) for s in slices])
+
+
+def _pixels(img: Image.Image, channels: int, window: tuple[float, float] | None) -> np.ndarray:
+    """A decoded Pillow image as (C, H, W) float32 in [0, 1] with C = channels: 8-bit values / 255,
+    16-bit, 32-bit and float gray by robust percentiles (see :mod:`.intensity`), or any by ``window``."""
+    if img.mode.startswith("I") or img.mode == "F":
+        # No fixed range (12-bit data in a 16-bit file), and Pillow's convert("L") clips to 255.
+        a = scale_intensity(np.asarray(img, dtype=np.float32), window)[None]
         return to_channels(a, channels)
-    a = np.asarray(img.convert("L" if channels == 1 else "RGB"), dtype=np.float32) / 255.0
+    a = np.asarray(img.convert("L" if channels == 1 else "RGB"), dtype=np.float32)
+    a = a / 255.0 if window is None else scale_intensity(a, window)
     return a[None] if channels == 1 else a.transpose(2, 0, 1)  # (H, W, 3) -> (3, H, W)
 
 
-def decode_image(path: Path, resolution: int, channels: int) -> np.ndarray:
-    """One image file -> (channels, resolution, resolution) float32 in [0, 1]."""
+def decode_image(path: Path, resolution: int, channels: int, window=None, pad: bool = False) -> np.ndarray:
+    """One image file -> (channels, resolution, resolution) float32 in [0, 1]; a multi-page
+    file (a TIFF stack) is refused, as it is many images where one was expected."""
     with Image.open(path) as img:
+        pages = getattr(img, "n_frames", 1)
+        if pages > 1:
+            raise NeuroSQLError(f"{path} holds {pages} pages (a TIFF stack) where one image was expected; save each "
+                                "page as its own file, or a volume as NIfTI")
         w, h = img.size
-        s = min(w, h)
+        s = square_side(w, h, pad)
         # JPEG can decode at 1/2, 1/4 or 1/8 scale in the DCT domain, far faster for
         # large photos; draft never goes below the requested size, so the crop
         # still has at least `resolution` pixels for the antialiased resize.
         img.draft("L" if channels == 1 else "RGB", (math.ceil(resolution * w / s), math.ceil(resolution * h / s)))
-        x = _pixels(img, channels)
-    return preprocess(x, resolution, channels)
+        x = _pixels(img, channels, window)
+    return preprocess(x, resolution, channels, pad)
 
 
 def progress_bar(items: list, progress: bool, desc: str, unit: str = "img", minimum: int = PROGRESS_MIN):
@@ -110,17 +141,17 @@ def progress_bar(items: list, progress: bool, desc: str, unit: str = "img", mini
 
 def _none_readable(paths: list[Path]) -> NeuroSQLError:
     return NeuroSQLError(
-        f"none of the {len(paths)} image files could be read (e.g. {paths[0]}); check they are valid PNG/JPEG/BMP files"
+        f"none of the {len(paths)} image files could be read (e.g. {paths[0]}); check they are valid PNG/JPEG/BMP/TIFF files"
     )
 
 
-def probe_files(paths: list[Path], progress: bool = True) -> tuple[int, int]:
-    """From the headers only: (smallest square side, majority channel count: 1 or 3)."""
+def probe_files(paths: list[Path], progress: bool = True, pad: bool = False) -> tuple[int, int]:
+    """From the headers only: (smallest square side, see :func:`square_side`; majority channel count: 1 or 3)."""
     sides, gray = [], []
     for path in progress_bar(paths, progress, "reading image headers"):
         try:
             with Image.open(path) as img:
-                sides.append(min(img.size))
+                sides.append(square_side(*img.size, pad))
                 gray.append(img.mode in GRAY_MODES)
         except UNREADABLE:
             continue  # counted once, when decode_files skips it
@@ -131,16 +162,18 @@ def probe_files(paths: list[Path], progress: bool = True) -> tuple[int, int]:
 
 
 def decode_files(
-    paths: list[Path], resolution: int, channels: int, progress: bool = True
+    paths: list[Path], resolution: int, channels: int, progress: bool = True, window=None, pad: bool = False
 ) -> tuple[torch.Tensor, np.ndarray]:
-    """Decode and preprocess files, skipping unreadable ones with one warning.
+    """Decode and preprocess files (see :func:`decode_image`), skipping unreadable ones with one warning.
 
     Returns images (m, channels, r, r) float32 and the (m,) indices of the paths kept.
     """
     images, kept = [], []
     for i, path in enumerate(progress_bar(paths, progress, "decoding images")):
         try:
-            images.append(decode_image(path, resolution, channels))
+            images.append(decode_image(path, resolution, channels, window, pad))
+        except NeuroSQLError:
+            raise  # readable, but not what was asked for: a ValueError that must not count as unreadable
         except UNREADABLE:
             continue
         kept.append(i)

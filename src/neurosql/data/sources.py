@@ -8,16 +8,20 @@ from pathlib import Path
 from ..errors import NeuroSQLError
 from .arrays import load_mnist, load_mnist5k, load_npy
 from .container import ImageData
+from .dicom import is_dicom_name, load_dicom
 from .files import OASIS_CLASSES, VAL_SERVES_AS_TEST, load_files, require_dir
+from .intensity import check_window
 from .medmnist import is_medmnist, load_medmnist
 from .nifti import is_nifti, load_nifti
 from .preprocess import is_image_file
 from .splits import SPLITS, EmptySplitError
 
-SOURCES = ("mnist5k", "mnist", "folder", "celeba", "afhq", "oasis", "nifti", "npy", "medmnist")
+SOURCES = ("mnist5k", "mnist", "folder", "celeba", "afhq", "oasis", "nifti", "dicom", "npy", "medmnist")
 MAX_RESOLUTION = 4096  # largest resize target: bounds the memory of one image before any is read
-# layout-specific keyword options of load_data; "folds" where the splits are ours, not the data set's
-OPTIONS = {"nifti": {"axis", "volumes", "folds"}, "folder": {"folds"}, "oasis": {"folds"}, "npy": {"folds"}}
+# layout-specific keyword options of load_data; "folds" where the splits are ours, not the data set's;
+# "window" (fixed intensity window) and "pad_square" (pad instead of crop) where users bring their own scans
+OPTIONS = {"nifti": {"axis", "volumes", "folds", "window", "pad_square"}, "folder": {"folds", "window", "pad_square"},
+           "dicom": {"folds", "window", "pad_square"}, "oasis": {"folds"}, "npy": {"folds"}}
 _PREFIX = re.compile(r"^([A-Za-z][A-Za-z0-9_]+):(.*)$", re.DOTALL)  # two letters at least: "C:\" is a path
 
 
@@ -51,18 +55,19 @@ def detect_layout(path: Path) -> str:
     require_dir(path, "folder")
     found = [kind for kind, marker in MARKERS.items() if marker(path)]
     if not found:
-        has_nifti = has_images = False
+        seen = {"nifti": False, "dicom": False, "folder": False}
         for p in path.rglob("*"):
-            has_nifti, has_images = has_nifti or is_nifti(p), has_images or is_image_file(p)
-            if has_nifti and has_images:
+            for kind, test in (("nifti", is_nifti), ("dicom", is_dicom_name), ("folder", is_image_file)):
+                seen[kind] = seen[kind] or test(p)
+            if all(seen.values()):
                 break
-        found = ["nifti"] * has_nifti + ["folder"] * has_images
+        found = [kind for kind, present in seen.items() if present]
     if len(found) > 1:
         raise NeuroSQLError(
             f"{path} fits several layouts ({', '.join(found)}); say which with a prefix, e.g. '{found[0]}:{path}'"
         )
     if not found:
-        raise NeuroSQLError(f"no images, NIfTI volumes or MNIST files found in {path}; check the path")
+        raise NeuroSQLError(f"no images, NIfTI volumes, DICOM or MNIST files found in {path}; check the path")
     return found[0]
 
 
@@ -107,7 +112,9 @@ def load_data(
     center crop (default: the layout's, see the package docstring). ``channels``:
     1 (gray) or 3 (RGB). ``limit``: seeded stratified cap on the number of images,
     drawn with ``seed`` after the split. ``options``: ``axis`` and ``volumes`` for NIfTI; ``folds``
-    = (k, i) for k-fold cross-validation where the splits are ours (folder, oasis, nifti, npy).
+    = (k, i) for k-fold cross-validation where the splits are ours (folder, oasis, nifti, dicom, npy);
+    ``window`` = (lo, hi), a fixed intensity window instead of percentiles, and ``pad_square``, pad
+    to a square instead of cropping (folder, nifti, dicom).
     """
     if split not in SPLITS:
         raise NeuroSQLError(f"unknown split '{split}'; use one of {', '.join(SPLITS)}")
@@ -122,9 +129,11 @@ def load_data(
     if unknown:
         accepted = ", ".join(sorted(OPTIONS.get(kind, ()))) or "none"
         if unknown == ["folds"]:
-            raise NeuroSQLError(f"'{kind}' data come with their own splits; --folds applies to folder, oasis, nifti "
-                                "and npy data")
+            raise NeuroSQLError(f"'{kind}' data come with their own splits; --folds applies to folder, oasis, nifti, "
+                                "dicom and npy data")
         raise NeuroSQLError(f"unknown option {unknown[0]!r} for '{kind}' data; accepted options: {accepted}")
+    if "window" in options:
+        options["window"] = check_window(options["window"])
     common = dict(resolution=resolution, channels=channels, limit=limit, seed=seed)
     if kind == "mnist5k":
         return load_mnist5k(split, **common)
@@ -136,6 +145,8 @@ def load_data(
         return load_medmnist(Path(path), split, **common)
     if kind == "nifti":
         return load_nifti(Path(path), split, progress=progress, **common, **options)
+    if kind == "dicom":
+        return load_dicom(Path(path), split, progress=progress, **common, **options)
     return load_files(kind, Path(path), split, progress=progress, **common, **options)
 
 

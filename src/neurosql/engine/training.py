@@ -87,7 +87,7 @@ class TrainConfig:
     val_fraction: float = option(0.1, "fraction of training images held out for validation when none are given",
                                  within="[0, 1)")
     seed: int = option(0, "random seed for initialisation, shuffling and the lattice", within=f"[0, {MAX_SEED}]")
-    device: str = option("auto", "'auto' (CUDA when present), 'cpu', 'cuda' or 'cuda:N'")
+    device: str = option("auto", "'auto' (CUDA, then Apple's MPS, then CPU), 'cpu', 'cuda', 'cuda:N' or 'mps'")
     progress: bool = option(True, "show a progress bar with ETA and the current loss")
 
     def validate(self) -> None:
@@ -136,15 +136,25 @@ def auto_batch_size(n: int) -> int:
 
 
 def resolve_device(name: str) -> torch.device:
-    """'auto' → CUDA when available, else CPU; a named CUDA device must exist."""
+    """The one rule for every command: 'auto' → CUDA when available, else Apple's MPS, else
+    CPU; a named device must exist here (CUDA index below the GPU count), else an error."""
     if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        return torch.device("mps" if torch.backends.mps.is_available() else "cpu")
     try:
         device = torch.device(name)
-    except RuntimeError:
-        raise NeuroSQLError(f"unknown device '{name}'; use auto, cpu, cuda or cuda:N") from None
+    except (RuntimeError, TypeError):
+        device = None
+    if device is None or device.type not in ("cpu", "cuda", "mps") or (device.type != "cuda" and device.index):
+        raise NeuroSQLError(f"unknown device '{name}'; use auto, cpu, cuda, cuda:N or mps")
     if device.type == "cuda" and not torch.cuda.is_available():
         raise NeuroSQLError(f"device '{name}' requested but CUDA is not available; use --device cpu")
+    if device.type == "cuda" and (device.index or 0) >= torch.cuda.device_count():
+        raise NeuroSQLError(f"device '{name}' requested but this machine has {torch.cuda.device_count()} CUDA "
+                            f"device(s), cuda:0 to cuda:{torch.cuda.device_count() - 1}; pick one of them")
+    if device.type == "mps" and not torch.backends.mps.is_available():
+        raise NeuroSQLError(f"device '{name}' requested but MPS (Apple silicon) is not available; use --device cpu")
     return device
 
 

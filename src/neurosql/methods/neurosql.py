@@ -127,12 +127,12 @@ class NeuroSQL(LatentGenerator):
 
     def _pca_assignment(self, X, Q) -> np.ndarray:
         """Standardised PCA scores of the images matched to the lattice by squared distance."""
-        flat = X.flatten(1).double()
+        flat = X.flatten(1).to("cpu" if X.device.type == "mps" else X.device, torch.float64)  # MPS has no float64
         k = min(self.config.latent_dim, len(X) - 1, flat.shape[1])
         _, _, V = torch.pca_lowrank(flat, q=k, center=True, niter=4)
         scores = (flat - flat.mean(0)) @ V[:, :k]  # (n, k)
         standardise = lambda A: (A - A.mean(0)) / A.std(0).clamp_min(1e-12)
-        cost = torch.cdist(standardise(scores), standardise(Q.double()[:, :k])) ** 2  # (n, n)
+        cost = torch.cdist(standardise(scores), standardise(Q.to(flat.device, torch.float64)[:, :k])) ** 2  # (n, n)
         return self._solve(cost, "greedy" if len(X) > PCA_EXACT_MAX else None)
 
     def _solve(self, C, method: str | None = None, warm: bool = False) -> np.ndarray:
