@@ -7,15 +7,16 @@ from pathlib import Path
 
 from ..errors import NeuroSQLError
 from .arrays import load_mnist, load_mnist5k, load_npy
+from .config import DataConfig
 from .container import ImageData
-from .files import OASIS_CLASSES, VAL_SERVES_AS_TEST, load_files, require_dir
+from .files import OASIS_FOLDERS, VAL_SERVES_AS_TEST, load_files, require_dir
 from .medmnist import is_medmnist, load_medmnist
 from .nifti import is_nifti, load_nifti
 from .preprocess import is_image_file
 from .splits import SPLITS, EmptySplitError
+from .visible import is_hidden, visible_files
 
 SOURCES = ("mnist5k", "mnist", "folder", "celeba", "afhq", "oasis", "nifti", "npy", "medmnist")
-MAX_RESOLUTION = 4096  # largest resize target: bounds the memory of one image before any is read
 # layout-specific keyword options of load_data; "folds" where the splits are ours, not the data set's
 OPTIONS = {"nifti": {"axis", "volumes", "folds"}, "folder": {"folds"}, "oasis": {"folds"}, "npy": {"folds"}}
 _PREFIX = re.compile(r"^([A-Za-z][A-Za-z0-9_]+):(.*)$", re.DOTALL)  # two letters at least: "C:\" is a path
@@ -27,8 +28,8 @@ def _is_afhq(path: Path) -> bool:
 
 
 def _is_oasis(path: Path) -> bool:
-    names = {p.name.casefold() for p in path.iterdir() if p.is_dir() and not p.name.startswith(".")}
-    return bool(names) and names <= {c.casefold() for c in OASIS_CLASSES}
+    names = {p.name.casefold() for p in path.iterdir() if p.is_dir() and not is_hidden(p.name)}
+    return bool(names) and names <= set(OASIS_FOLDERS)
 
 
 MARKERS = {  # layouts recognised by a landmark at the top of the folder
@@ -52,7 +53,7 @@ def detect_layout(path: Path) -> str:
     found = [kind for kind, marker in MARKERS.items() if marker(path)]
     if not found:
         has_nifti = has_images = False
-        for p in path.rglob("*"):
+        for p in visible_files(path):
             has_nifti, has_images = has_nifti or is_nifti(p), has_images or is_image_file(p)
             if has_nifti and has_images:
                 break
@@ -111,12 +112,7 @@ def load_data(
     """
     if split not in SPLITS:
         raise NeuroSQLError(f"unknown split '{split}'; use one of {', '.join(SPLITS)}")
-    if limit is not None and limit < 1:
-        raise NeuroSQLError(f"limit must be >= 1, got {limit}")
-    if resolution is not None and not 1 <= resolution <= MAX_RESOLUTION:
-        raise NeuroSQLError(f"resolution must be in [1, {MAX_RESOLUTION}], got {resolution}")
-    if channels not in (None, 1, 3):
-        raise NeuroSQLError(f"channels must be 1 (gray) or 3 (RGB), got {channels}")
+    spec = DataConfig.checked(spec, resolution, channels, limit, options).spec
     kind, path = parse_spec(spec)
     unknown = sorted(set(options) - OPTIONS.get(kind, set()))
     if unknown:
