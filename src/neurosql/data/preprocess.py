@@ -10,6 +10,7 @@ import math
 import struct
 import warnings
 from collections import Counter
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -25,7 +26,9 @@ LUMA = np.array([0.299, 0.587, 0.114], dtype=np.float32)  # ITU-R 601-2, as Pill
 MIN_VOLUME_SIDE = 7  # the 3-D SSIM window's side (neurosql.core.losses3d.WINDOW)
 PROGRESS_MIN = 200  # fewer files decode in well under a second: no bar
 # Pillow signals malformed or truncated files with any of these, depending on the plugin.
-UNREADABLE = (OSError, ValueError, SyntaxError, EOFError, struct.error, Image.DecompressionBombError)
+# what PIL raises for damaged files; images past PIL's decompression-bomb limit are refused, not just warned of
+UNREADABLE = (OSError, ValueError, SyntaxError, EOFError, struct.error, Image.DecompressionBombError,
+              Image.DecompressionBombWarning)
 
 
 def is_image_file(path: Path) -> bool:
@@ -92,7 +95,7 @@ def _pixels(img: Image.Image, channels: int) -> np.ndarray:
 
 def decode_image(path: Path, resolution: int, channels: int) -> np.ndarray:
     """One image file -> (channels, resolution, resolution) float32 in [0, 1]."""
-    with Image.open(path) as img:
+    with bombs_refused(), Image.open(path) as img:
         w, h = img.size
         s = min(w, h)
         # JPEG can decode at 1/2, 1/4 or 1/8 scale in the DCT domain, far faster for
@@ -101,6 +104,14 @@ def decode_image(path: Path, resolution: int, channels: int) -> np.ndarray:
         img.draft("L" if channels == 1 else "RGB", (math.ceil(resolution * w / s), math.ceil(resolution * h / s)))
         x = _pixels(img, channels)
     return preprocess(x, resolution, channels)
+
+
+@contextmanager
+def bombs_refused():
+    """A block in which PIL's decompression-bomb warning is raised, so the file counts as unreadable."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", Image.DecompressionBombWarning)
+        yield
 
 
 def progress_bar(items: list, progress: bool, desc: str, unit: str = "img", minimum: int = PROGRESS_MIN):
@@ -119,7 +130,7 @@ def probe_files(paths: list[Path], progress: bool = True) -> tuple[int, int]:
     sides, gray = [], []
     for path in progress_bar(paths, progress, "reading image headers"):
         try:
-            with Image.open(path) as img:
+            with bombs_refused(), Image.open(path) as img:
                 sides.append(min(img.size))
                 gray.append(img.mode in GRAY_MODES)
         except UNREADABLE:
@@ -149,5 +160,5 @@ def decode_files(
         raise _none_readable(paths)
     if skipped:
         first = paths[np.setdiff1d(np.arange(len(paths)), kept)[0]]
-        warnings.warn(f"skipped {skipped} of {len(paths)} unreadable image files (e.g. {first})", stacklevel=3)
+        warnings.warn(f"skipped {skipped} of {len(paths)} unreadable or oversized image files (e.g. {first})", stacklevel=3)
     return torch.from_numpy(np.stack(images)), np.asarray(kept, dtype=np.int64)
