@@ -383,3 +383,11 @@ def test_nifti_slices_of_an_unsupported_size_name_the_nearest_resolutions(tmp_pa
     err = capsys.readouterr().err
     assert "cannot produce 20x20" in err and "--resolution 16 or 28" in err and err.count("\n") == 1, err
     assert tree(tmp_path) == before
+
+
+def test_interpolations_of_a_model_that_saw_one_class(run):
+    from neurosql.evaluation import interpolation_strip
+
+    model = NeuroSQL.load(run)
+    strip = interpolation_strip(model, np.zeros(len(model.train_index_), dtype=np.int64))
+    assert strip.shape == (60, 1, 28, 28)
