@@ -391,3 +391,15 @@ def test_interpolations_of_a_model_that_saw_one_class(run):
     model = NeuroSQL.load(run)
     strip = interpolation_strip(model, np.zeros(len(model.train_index_), dtype=np.int64))
     assert strip.shape == (60, 1, 28, 28)
+
+
+def test_nifti_inf_voxels_are_set_to_zero_with_one_warning_naming_the_file(tmp_path):
+    import nibabel as nib
+    from neurosql.data import load_data
+
+    volume = np.random.default_rng(0).random((28, 28, 12)).astype(np.float32)
+    volume[3, 4, 5] = np.inf
+    nib.save(nib.Nifti1Image(volume, np.eye(4)), tmp_path / "v.nii.gz")
+    with pytest.warns(UserWarning, match=r"v\.nii\.gz holds 1 NaN or Inf voxels; they were set to 0"):
+        data = load_data(f"nifti:{tmp_path / 'v.nii.gz'}", "all", progress=False)
+    assert bool(torch.isfinite(data.images).all())
