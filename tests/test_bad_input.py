@@ -7,9 +7,13 @@ run from inside it, so "every file as it was" is checked over everything a comma
 
 from __future__ import annotations
 
+import datetime
 import hashlib
+import io
 import json
+import os
 import shutil
+from dataclasses import fields
 from pathlib import Path
 
 import numpy as np
@@ -18,8 +22,9 @@ import torch
 from PIL import Image
 
 from neurosql import NeuroSQL, NeuroSQLError
-from neurosql.methods import VAE
+from neurosql.methods import CONFIGS, VAE
 from neurosql.cli import main
+from neurosql.data import load_data
 from neurosql.persistence import load_checkpoint, save_checkpoint
 
 TINY = ["--limit", "40", "--epochs", "2", "--batch-size", "64", "--latent-dim", "2", "--width", "8", "--assign-every", "1",
@@ -27,10 +32,11 @@ TINY = ["--limit", "40", "--epochs", "2", "--batch-size", "64", "--latent-dim", 
 
 
 def tree(root: Path) -> dict[str, str]:
-    """Every file and folder under root (hidden ones too) with a digest of its bytes."""
+    """Every file, folder and symbolic link under root (hidden ones too) with a digest of its bytes."""
     out = {}
     for p in sorted(root.rglob("*")):
-        out[str(p.relative_to(root))] = "dir" if p.is_dir() else hashlib.sha256(p.read_bytes()).hexdigest()
+        digest = lambda: "dir" if p.is_dir() else hashlib.sha256(p.read_bytes()).hexdigest()
+        out[str(p.relative_to(root))] = f"link to {os.readlink(p)}" if p.is_symlink() else digest()
     return out
 
 
@@ -83,8 +89,107 @@ def world(tmp_path_factory, mnist):
     config = json.loads((root / "lost_data" / "config.json").read_text())
     config["data"]["spec"] = f"npy:{root / 'deleted.npy'}"
     (root / "lost_data" / "config.json").write_text(json.dumps(config))
+    _add_round_two(root, pixels)
     return root
 
+
+def _add_round_two(root: Path, pixels: np.ndarray) -> None:
+    """Files for the cases of issue 23: configs, archives, symlinks, locks, a foreign checkpoint, hidden folders."""
+    (root / "corrupt.json").write_text('{"method": "neurosql", "model": {')
+    (root / "nested.json").write_text("[" * 100_000 + "]" * 100_000)
+    shutil.copytree(root / "run", root / "bad_config")
+    (root / "bad_config" / "config.json").write_text("{not json")
+    good = json.loads((root / "run" / "config.json").read_text())
+    for name, section, key, value in CONFIG_VALUES:
+        record = json.loads(json.dumps(good))
+        if section is None:
+            record[key] = value
+        else:
+            record[section][key] = value
+        (root / f"{name}.json").write_text(json.dumps(record))
+    for name, write in archive_faults(pixels).items():
+        write(root / name)
+    (root / "link").symlink_to(root / "run")
+    (root / "dangling").symlink_to(root / "nowhere")
+    (root / "sdir.npy").mkdir()
+    (root / "sdir.npy" / "keep.txt").write_text("mine\n")
+    shutil.copytree(root / "run", root / "locked")
+    (root / ".locked.lock").write_text(f"{os.getpid()}\n")  # held by a live process: this one
+    (root / ".newlock.lock").write_text(f"{os.getpid()}\n")
+    vae = VAE(latent_dim=2, width=8, epochs=1, batch_size=64, progress=False, device="cpu").fit(
+        torch.from_numpy(pixels[:16, None] / 255.0).float())
+    shutil.copytree(root / "run", root / "foreign")
+    vae.save(root / "foreign" / "model.pt")
+    for hidden in (".thumbnails", "__MACOSX", ".ipynb_checkpoints"):
+        (root / "hidden_only" / hidden).mkdir(parents=True)
+        for i in range(4):
+            Image.fromarray(pixels[i]).save(root / "hidden_only" / hidden / f"{i}.png")
+    (root / "hidden_only" / ".dotfile.png").write_bytes(b"not an image")
+
+
+def archive_faults(pixels: np.ndarray) -> dict:
+    """File name -> writer, for every archive reader (npy, npz, MedMNIST) x truncated, CRC-damaged, empty,
+    text, renamed and pickled files."""
+    def npz_bytes(**arrays) -> bytes:
+        buffer = io.BytesIO()
+        np.savez(buffer, **arrays)
+        return buffer.getvalue()
+
+    def npy_bytes(array) -> bytes:
+        buffer = io.BytesIO()
+        np.save(buffer, array, allow_pickle=True)
+        return buffer.getvalue()
+
+    def crc_damaged(raw: bytes, kind: str) -> bytes:
+        flipped = bytearray(raw)
+        # a .npy has no checksum: damage its header; in a zip, the first member's data, so its CRC no longer matches
+        flipped[12 if kind == "npy" else len(raw) // 3] ^= 0xFF
+        return bytes(flipped)
+
+    images = pixels[:20]
+    medmnist = npz_bytes(**{f"{p}_{w}": (images if w == "images" else np.zeros((20, 1), np.uint8))
+                            for p in ("train", "val", "test") for w in ("images", "labels")})
+    payloads = {
+        "npy": npy_bytes(images), "npz": npz_bytes(x=images), "medmnist": medmnist,
+    }
+    objects = np.empty(2, dtype=object)
+    objects[:] = [{"a": 1}, [1, 2]]
+    faults = {}
+    for kind, raw in payloads.items():
+        suffix = ".npy" if kind == "npy" else ".npz"
+        faults[f"{kind}-truncated{suffix}"] = raw[: len(raw) // 2]
+        faults[f"{kind}-crc{suffix}"] = crc_damaged(raw, kind)
+        faults[f"{kind}-empty{suffix}"] = b""
+        faults[f"{kind}-text{suffix}"] = b"images, labels\n1, 2\n"
+        faults[f"{kind}-renamed{suffix}"] = npz_bytes(x=images) if kind == "npy" else npy_bytes(images)
+        faults[f"{kind}-pickled{suffix}"] = (npy_bytes(objects) if kind == "npy" else
+                                            npz_bytes(**{k: objects for k in ("x", *MEDMNIST_KEYS)}))
+    return {name: (lambda raw: lambda path: path.write_bytes(raw))(raw) for name, raw in faults.items()}
+
+
+MEDMNIST_KEYS = tuple(f"{p}_{w}" for p in ("train", "val", "test") for w in ("images", "labels"))
+
+
+WRONG_TYPES = {int: ("3", 2.5, [3], True), float: ("0.1", [0.1], True, float("nan")), str: (5, ["x"]),
+               bool: ("yes", 1), dict: ("x", [1])}
+DATA_VALUES = {"spec": (5, ["x"]), "resolution": ("64", [64], 0, 10**9), "channels": (2, "1"),
+               "limit": ("10", 10.5, 0), "options": ("x", [1])}
+
+
+def _config_values() -> list[tuple]:
+    """(case name, section, key, value): a wrong type for every setting of a NeuroSQL run's config.json,
+    and wrong types or values for every data setting and the method."""
+    values = []
+    for f in fields(CONFIGS["neurosql"]):
+        for i, value in enumerate(WRONG_TYPES[f.metadata.get("type", type(f.default))]):
+            values.append((f"cfg-{f.name}-{i}", "model", f.name, value))
+    for key, wrong in DATA_VALUES.items():
+        values += [(f"cfg-data-{key}-{i}", "data", key, value) for i, value in enumerate(wrong)]
+    values += [(f"cfg-method-{i}", None, "method", value) for i, value in enumerate((["vae"], 5, "nope"))]
+    return values
+
+
+CONFIG_VALUES = _config_values()
 
 T = ["train", *TINY]
 CLI_CASES = [  # (id, argv, words the one error line must contain)
@@ -196,26 +301,75 @@ CLI_CASES = [  # (id, argv, words the one error line must contain)
     ("evaluate-out-file", ["evaluate", "--checkpoint", "run", "--out", "notes.txt"], "is a file"),
     ("evaluate-corrupt", ["evaluate", "--checkpoint", "flipped"], "corrupt"),
     ("evaluate-device-mps", ["evaluate", "--checkpoint", "run", "--device", "mps"], "MPS"),
+    # issue 23: configs
+    ("config-corrupt", ["train", "--config", "corrupt.json"], "cannot read corrupt.json"),
+    ("config-nested", ["train", "--config", "nested.json"], "nested too deeply"),
+    ("resume-config-corrupt", ["train", "--resume", "bad_config"], "cannot read bad_config/config.json"),
+    ("evaluate-config-corrupt", ["evaluate", "--checkpoint", "bad_config"], "cannot read bad_config/config.json"),
+    ("config-and-flag-width", ["train", "--config", "run", "--width", "1000000000", "--out", "new"], "width must be in"),
+    ("augment-trailing-comma", [*T, "--augment", "hflip,", "--out", "new"], "empty name"),
+    ("augment-double-comma", [*T, "--augment", "hflip,,shift", "--out", "new"], "empty name"),
+    ("augment-lone-comma", [*T, "--augment", ",", "--out", "new"], "empty name"),
+    # resume
+    ("resume-empty-string", ["train", "--resume", ""], "cannot resume"),
+    ("resume-foreign-checkpoint", ["train", "--resume", "foreign"], "holds a vae model"),
+    ("resume-locked", ["train", "--resume", "locked"], "being written by process"),
+    ("train-locked", [*T, "--out", "newlock"], "being written by process"),
+    # symlinks
+    ("out-symlink-to-run", [*T, "--out", "link", "--overwrite"], "symbolic link"),
+    ("out-symlink-no-overwrite", [*T, "--out", "link"], "symbolic link"),
+    ("out-dangling-symlink", [*T, "--out", "dangling"], "symbolic link"),
+    # sample and evaluate
+    ("sample-npy-beside-is-dir", ["sample", "--checkpoint", "run", "--out", "sdir.png"], "sdir.npy is a directory"),
+    ("sample-npy-is-dir", ["sample", "--checkpoint", "run", "--out", "sdir.npy"], "is a directory"),
+    ("sample-label-vae", ["sample", "--checkpoint", "foreign/model.pt", "--label", "3"], "keeps no class labels"),
+    ("evaluate-seed-negative", ["evaluate", "--checkpoint", "run", "--seed", "-1"], "--seed must be in"),
+    ("evaluate-seed-huge", ["evaluate", "--checkpoint", "run", "--seed", "99999999999"], "--seed must be in"),
+    ("evaluate-n-huge", ["evaluate", "--checkpoint", "run", "-n", "1000000000000"], "lower -n"),
+    ("evaluate-n-synthetic-huge", ["evaluate", "--checkpoint", "run", "--n-synthetic", "1000000000000"], "--n-synthetic"),
+    # hidden folders are not data
+    ("data-only-hidden-folders", [*T, "--data", "hidden_only", "--out", "new"], "hidden_only is empty"),
+    ("data-only-hidden-folders-kind", [*T, "--data", "folder:hidden_only", "--out", "new"], "hidden_only is empty"),
     # the command itself
     ("no-command", [], "required"),
     ("unknown-command", ["frobnicate"], "invalid choice"),
 ]
 
 
-def assert_refused(root: Path, argv: list[str], words: str, capsys, monkeypatch) -> None:
-    """``neurosql argv`` run in ``root`` exits 2 with one error line holding ``words``, and writes nothing."""
-    monkeypatch.chdir(root)
-    before = tree(root)
+def run_cli(world: Path, argv: list[str], capsys) -> str:
+    """Run a command that must fail from inside ``world``: exit 2, one ``error:`` line (returned), no file changed."""
+    before = tree(world)
     assert main(argv) == 2
     err = capsys.readouterr().err
     assert err.startswith("error:") and err.count("\n") == 1, err
-    assert words in err
-    assert tree(root) == before
+    assert tree(world) == before
+    return err
 
 
 @pytest.mark.parametrize("argv, words", [c[1:] for c in CLI_CASES], ids=[c[0] for c in CLI_CASES])
 def test_cli_bad_input(world, argv, words, capsys, monkeypatch):
-    assert_refused(world, argv, words, capsys, monkeypatch)
+    monkeypatch.chdir(world)
+    assert words in run_cli(world, argv, capsys)
+
+
+@pytest.mark.parametrize("name, section, key", [c[:3] for c in CONFIG_VALUES], ids=[c[0] for c in CONFIG_VALUES])
+def test_config_file_values_are_checked_as_flags(world, name, section, key, capsys, monkeypatch):
+    monkeypatch.chdir(world)
+    err = run_cli(world, ["train", "--config", f"{name}.json"], capsys)
+    assert f"{name}.json" in err
+    assert ("unknown method" if key == "method" else key.replace("_", "-")) in err
+
+
+ARCHIVE_CASES = [(kind, fault) for kind in ("npy", "npz", "medmnist")
+                 for fault in ("truncated", "crc", "empty", "text", "renamed", "pickled")]
+
+
+@pytest.mark.parametrize("kind, fault", ARCHIVE_CASES, ids=[f"{k}-{f}" for k, f in ARCHIVE_CASES])
+def test_every_archive_reader_refuses_damaged_files(world, kind, fault, capsys, monkeypatch):
+    monkeypatch.chdir(world)
+    name = f"{kind}-{fault}.{'npy' if kind == 'npy' else 'npz'}"
+    err = run_cli(world, [*T, "--data", f"{'medmnist' if kind == 'medmnist' else 'npy'}:{name}", "--out", "new"], capsys)
+    assert name in err
 
 
 DICOM_CASES = [  # (id, files to write: name -> series UID or None for garbage, words); need pydicom
@@ -231,7 +385,8 @@ def test_cli_bad_dicom(tmp_path, write_dicom, files, words, capsys, monkeypatch)
             (tmp_path / "ct" / name).write_bytes(b"\0truncated")
         else:
             write_dicom(tmp_path / "ct" / name, np.zeros((8, 8), np.uint16), series=series)
-    assert_refused(tmp_path, [*T, "--data", "dicom:ct", "--out", "new"], words, capsys, monkeypatch)
+    monkeypatch.chdir(tmp_path)
+    assert words in run_cli(tmp_path, [*T, "--data", "dicom:ct", "--out", "new"], capsys)
 
 
 @pytest.fixture(scope="module")
@@ -266,6 +421,21 @@ API_CASES = [  # (id, call(world, fitted, mnist), words the message must contain
     ("load-missing-key", lambda w, m, d: NeuroSQL.load(w / "missing_key"), "incomplete"),
     ("load-wrong-shape", lambda w, m, d: NeuroSQL.load(w / "bad_shape"), "incomplete"),
     ("resume-other-images", lambda w, m, d: NeuroSQL.resume(w / "run", _other_images(d, m)), "same training data"),
+    ("labels-datetime", lambda w, m, d: NeuroSQL(epochs=1).fit(d[0][:8], labels=[datetime.date(2026, 1, i + 1) for i in range(8)]),
+     "labels must be integers or names"),
+    ("labels-float-nan", lambda w, m, d: NeuroSQL(epochs=1).fit(d[0][:8], labels=[float("nan")] * 8), "labels must be"),
+    ("labels-objects", lambda w, m, d: NeuroSQL(epochs=1).fit(d[0][:8], labels=[{}] * 8), "labels must be"),
+    ("encode-refine-negative", lambda w, m, d: m.encode(d[0][:2], refine_steps=-1), "refine_steps >= 0"),
+    ("encode-refine-float", lambda w, m, d: m.encode(d[0][:2], refine_steps=1.5), "refine-steps must be an integer"),
+    ("encode-lr-0", lambda w, m, d: m.encode(d[0][:2], lr=0), "lr > 0"),
+    ("vae-encode-refine-negative", lambda w, m, d: VAE.load(w / "foreign").encode(d[0][:2], refine_steps=-1),
+     "refine_steps >= 0"),
+    ("resume-progress-text", lambda w, m, d: NeuroSQL.resume(w / "run", d[0][:40], progress="no"), "progress"),
+    ("load-data-resolution-text", lambda w, m, d: load_data(None, resolution="64"), "resolution must be an integer"),
+    ("load-data-spec-int", lambda w, m, d: load_data(5), "spec must be a string"),
+    ("load-data-limit-float", lambda w, m, d: load_data(None, limit=2.5), "limit must be an integer"),
+    ("load-npz-pickled", lambda w, m, d: load_data(f"npy:{w / 'npz-pickled.npz'}"), "pickled"),
+    ("load-npz-renamed", lambda w, m, d: load_data(f"npy:{w / 'npz-renamed.npz'}"), "rename it"),
 ]
 
 
@@ -279,4 +449,4 @@ def test_api_bad_input(world, fitted, mnist, call, words):
 
 
 def test_catalogue_size():
-    assert len(CLI_CASES) + len(API_CASES) >= 60
+    assert len(CLI_CASES) + len(API_CASES) + len(CONFIG_VALUES) + len(ARCHIVE_CASES) >= 230

@@ -489,7 +489,7 @@ def test_autodetect_ambiguous_cases(tmp_path):
         (lambda p: str(p / "text"), {}, "no images"),
         (lambda p: None, {"split": "training"}, "unknown split 'training'"),
         (lambda p: None, {"limit": 0}, "limit must be >= 1"),
-        (lambda p: None, {"channels": 2}, "channels must be 1"),
+        (lambda p: None, {"channels": 2}, "unknown channels '2'; choose one of 1, 3"),
         (lambda p: None, {"axis": 1}, "unknown option 'axis'"),
         (lambda p: "mnist5k:/x", {}, "takes no path"),
     ],

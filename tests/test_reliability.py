@@ -239,3 +239,167 @@ def test_pictures_show_every_class_of_data_sorted_by_class():
     rows = picture_rows(len(labels), 32, seed=0)
     assert len(set(rows.tolist())) == 32 and len(set(labels[rows.numpy()])) >= 8
     assert torch.equal(rows, picture_rows(len(labels), 32, seed=0))
+
+
+# ---------------------------------------------------------------- issue 23: divergence that overflows
+def test_an_overflowing_learning_rate_is_the_divergence_error(tmp_path, capsys):
+    assert main(["train", *TINY, "--lr", "1e300", "--out", str(tmp_path / "g")]) == 2
+    err = capsys.readouterr().err
+    assert "diverged at epoch 1" in err and err.count("\n") == 1, err
+    assert not (tmp_path / "g").exists()
+
+
+def test_a_diverging_overwrite_puts_the_previous_run_back_and_says_so(run, tmp_path, capsys):
+    target = tmp_path / "run"
+    shutil.copytree(run, target)
+    before = tree(tmp_path)
+    assert main(["train", *TINY, "--lr", "1e300", "--out", str(target), "--overwrite"]) == 2
+    err = capsys.readouterr().err
+    assert "diverged" in err and f"the previous run in {target} was put back" in err and err.count("\n") == 1, err
+    assert tree(tmp_path) == before
+
+
+# ---------------------------------------------------------------- issue 23: resume
+def test_resume_removes_only_its_own_temporaries_and_takes_display_flags(run, tmp_path, capsys):
+    target = tmp_path / "run"
+    shutil.copytree(run, target)
+    mine = [target / ".notes.draft.tmp", target / ".notes.abcd1234.tmp", target / "model.pt.tmp"]
+    for path in mine:
+        path.write_text("a user's file\n")
+    (target / ".model.pt.abcd1234.tmp").write_bytes(b"half a checkpoint")  # what a killed save leaves
+    assert main(["train", "--resume", str(target), "--epochs", "3", "--no-progress", "--no-evaluate"]) == 0
+    assert all(path.read_text() == "a user's file\n" for path in mine)
+    assert not (target / ".model.pt.abcd1234.tmp").exists() and NeuroSQL.load(target).epochs_run_ == 3
+
+
+# ---------------------------------------------------------------- issue 23: one run per directory
+def test_a_stale_lock_of_a_killed_process_does_not_block(tmp_path, capsys):
+    gone = subprocess.Popen([sys.executable, "-c", "pass"])
+    gone.wait()
+    (tmp_path / ".g.lock").write_text(f"{gone.pid}\n")
+    assert main(["train", *TINY, "--out", str(tmp_path / "g")]) == 0
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["g"]  # the lock is gone with the run written
+
+
+def test_a_lock_is_released_and_its_folders_removed_when_the_run_fails(tmp_path, monkeypatch, capsys):
+    _poison_after(monkeypatch, 0)
+    assert main(["train", *TINY, "--out", str(tmp_path / "a" / "b" / "g")]) == 2
+    assert list(tmp_path.iterdir()) == []
+
+
+TWO_AT_ONCE = """
+import sys, time
+from neurosql.methods.neurosql import NeuroSQL
+real = NeuroSQL._setup
+def slow(self, *args, **kwargs):  # hold the directory long enough for the other process to try it
+    time.sleep(2)
+    return real(self, *args, **kwargs)
+NeuroSQL._setup = slow
+from neurosql.cli import main
+sys.exit(main(sys.argv[1:]))
+"""
+
+
+def test_two_runs_into_one_directory_one_is_refused(tmp_path):
+    argv = [sys.executable, "-c", TWO_AT_ONCE, "train", *TINY, "--out", str(tmp_path / "x")]
+    procs = [subprocess.Popen(argv, stderr=subprocess.PIPE, text=True) for _ in range(2)]
+    results = sorted((p.wait(timeout=300), p.stderr.read()) for p in procs)
+    assert [code for code, _ in results] == [0, 2], results
+    err = results[1][1]
+    assert err.startswith("error:") and err.count("\n") == 1 and ("being written" in err or "already holds" in err), err
+
+
+# ---------------------------------------------------------------- issue 23: warnings, one line each
+def test_cli_warnings_are_one_line_naming_what_was_done(mnist, tmp_path, capsys):
+    X, _ = mnist
+    (tmp_path / "imgs").mkdir()
+    for i in range(40):
+        Image.fromarray((X[i, 0].numpy() * 255).astype(np.uint8)).save(tmp_path / "imgs" / f"{i}.png")
+    (tmp_path / "imgs" / "broken.png").write_bytes(b"\x89PNG truncated")
+    assert main(["train", *TINY, "--data", str(tmp_path / "imgs"), "--out", str(tmp_path / "run")]) == 0
+    lines = capsys.readouterr().err.splitlines()
+    assert lines == [line for line in lines if line.startswith("warning: ")], lines
+    assert any("skipped 1 of" in line and "broken.png" in line for line in lines), lines
+
+
+def test_epochs_not_above_k_warn_that_codes_are_never_reassigned(digits):
+    with pytest.warns(UserWarning, match="never reassigned"):
+        NeuroSQL(**{**CFG, "epochs": 2, "assign_every": 3}).fit(digits)
+
+
+# ---------------------------------------------------------------- issue 23: valid input accepted
+def _medmnist(path: Path, pixels: np.ndarray, test: int) -> Path:
+    labels = np.arange(len(pixels)).reshape(-1, 1) % 2
+    np.savez(path, train_images=pixels, train_labels=labels, val_images=pixels[:4], val_labels=labels[:4],
+             test_images=pixels[:test], test_labels=labels[:test])
+    return path
+
+
+def test_medmnist_with_an_empty_test_split_trains_and_skips_the_evaluation(mnist, tmp_path, capsys):
+    X, _ = mnist
+    data = _medmnist(tmp_path / "m.npz", (X[:40, 0].numpy() * 255).astype(np.uint8), test=0)
+    argv = [a for a in TINY if a != "--no-evaluate"]
+    assert main(["train", *argv, "--data", str(data), "--out", str(tmp_path / "run")]) == 0
+    err = capsys.readouterr().err
+    assert err.startswith("warning: evaluation skipped") and err.count("\n") == 1, err
+    assert "skipped" in json.loads((tmp_path / "run" / "metrics.json").read_text())
+
+
+def test_hidden_folders_and_files_are_not_data(mnist, tmp_path):
+    from neurosql.data import load_data
+
+    X, _ = mnist
+    for folder in ("a", "b", ".thumbnails", "__MACOSX", ".ipynb_checkpoints", "a/.cache"):
+        (tmp_path / folder).mkdir()
+        for i in range(10):
+            Image.fromarray((X[i, 0].numpy() * 255).astype(np.uint8)).save(tmp_path / folder / f"{i}.png")
+    (tmp_path / "a" / ".hidden.png").write_bytes(b"not an image")
+    data = load_data(f"folder:{tmp_path}", "all", progress=False)
+    assert data.class_names == ["a", "b"] and len(data) == 20
+
+
+def test_oasis_folders_spelled_as_the_paper_spells_them(mnist, tmp_path):
+    from neurosql.data import load_data
+    from neurosql.data.sources import detect_layout
+
+    X, _ = mnist
+    for c, folder in enumerate(("Non Demented", "Very Mild Demented", "Mild Demented", "Moderate Demented")):
+        (tmp_path / folder).mkdir()
+        for s in range(5):
+            Image.fromarray((X[5 * c + s, 0].numpy() * 255).astype(np.uint8)).save(
+                tmp_path / folder / f"OAS1_{10 * c + s:04d}_MR1_slice_100.png")
+    assert detect_layout(tmp_path) == "oasis"
+    data = load_data(str(tmp_path), "all", resolution=28, progress=False)
+    assert sorted(set(data.labels.tolist())) == [0, 1, 2, 3]
+
+
+def test_nifti_slices_of_an_unsupported_size_name_the_nearest_resolutions(tmp_path, capsys):
+    import nibabel as nib
+
+    volume = np.random.default_rng(0).random((20, 20, 12)).astype(np.float32)
+    nib.save(nib.Nifti1Image(volume, np.eye(4)), tmp_path / "v.nii.gz")
+    before = tree(tmp_path)
+    assert main(["train", *TINY, "--data", f"nifti:{tmp_path / 'v.nii.gz'}", "--out", str(tmp_path / "g")]) == 2
+    err = capsys.readouterr().err
+    assert "cannot produce 20x20" in err and "--resolution 16 or 28" in err and err.count("\n") == 1, err
+    assert tree(tmp_path) == before
+
+
+def test_interpolations_of_a_model_that_saw_one_class(run):
+    from neurosql.evaluation import interpolation_strip
+
+    model = NeuroSQL.load(run)
+    strip = interpolation_strip(model, np.zeros(len(model.train_index_), dtype=np.int64))
+    assert strip.shape == (60, 1, 28, 28)
+
+
+def test_nifti_inf_voxels_are_set_to_zero_with_one_warning_naming_the_file(tmp_path):
+    import nibabel as nib
+    from neurosql.data import load_data
+
+    volume = np.random.default_rng(0).random((28, 28, 12)).astype(np.float32)
+    volume[3, 4, 5] = np.inf
+    nib.save(nib.Nifti1Image(volume, np.eye(4)), tmp_path / "v.nii.gz")
+    with pytest.warns(UserWarning, match=r"v\.nii\.gz holds 1 NaN or Inf voxels; they were set to 0"):
+        data = load_data(f"nifti:{tmp_path / 'v.nii.gz'}", "all", progress=False)
+    assert bool(torch.isfinite(data.images).all())

@@ -34,10 +34,15 @@ SLACK = 1.25  # over-draw against an acceptance rate that is only an estimate
 
 
 def check_labels(labels, n: int) -> np.ndarray:
-    """One label per image, (n,), as a numpy array of any sortable values (ints, names)."""
+    """One label per image, (n,), as a numpy array of integers, booleans or names: what a checkpoint can
+    save and ``load`` read back (``weights_only``), so no dates, objects or NaN."""
     labels = np.asarray(labels.cpu() if isinstance(labels, torch.Tensor) else labels)
     if labels.shape != (n,):
         raise NeuroSQLError(f"labels must have shape ({n},), one per image; got {labels.shape}")
+    if labels.dtype.kind not in "biuU":
+        example = next(iter(labels.tolist()), None)
+        raise NeuroSQLError(f"labels must be integers or names (str), got {type(example).__name__} values such as "
+                            f"{example!r}; convert them, e.g. with str()")
     return labels
 
 

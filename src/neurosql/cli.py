@@ -7,9 +7,11 @@ and leaves every file as it was (see :mod:`neurosql.runs`).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import re
 import sys
 import time
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -19,11 +21,12 @@ from .engine.training import PRESETS, TrainConfig
 from .errors import NeuroSQLError
 from .methods import CONFIGS, method_class
 from .options import add_config_arguments, given_values
+from .warning_lines import one_line_warnings
 
 DEFAULT_OUT = "runs/neurosql"
 DEVICE_HELP = TrainConfig.__dataclass_fields__["device"].metadata["help"]  # the train flag's, for sample and evaluate
 SAMPLE_SUFFIXES = (".png", ".jpg", ".jpeg", ".npy")
-RESUME_FLAGS = ("device", "epochs", "steps")  # what --resume may change: where it runs and the total budget
+RESUME_FLAGS = ("device", "epochs", "steps", "progress")  # what --resume may change: where and how visibly it runs, the budget
 DATA_FLAGS = ("data", "resolution", "channels", "limit", "out")
 OPTIONAL_METRICS = ("vgg_reason", "lpips_reason")  # skipped by design in the light evaluation or without weights
 DATA_HELP = (
@@ -129,23 +132,22 @@ def print_metrics(metrics: dict) -> None:
         value = metrics[key]
         print(f"  {key:<20} {value:.4f}" if isinstance(value, float) else f"  {key:<20} {value}")
     if metrics.get("knn_note"):
-        print(f"warning: {metrics['knn_note']}", file=sys.stderr)
+        warnings.warn(metrics["knn_note"], stacklevel=1)
 
 
 def cmd_train(args: argparse.Namespace) -> None:
     from .data import load_data, load_validation, parse_spec
     from .data.intensity import intensity_rule
     from .engine.distributed import init_from_environment
+    from .run_lock import run_lock
     from .runs import check_new_run, check_trainable, new_run, read_config, write_config
 
     main_process = init_from_environment().is_main  # under torchrun, only rank 0 writes the run
-    if args.resume:
+    if args.resume is not None:
         return resume_training(args, main_process)
     recorded = read_config(args.config) if args.config else {"model": {}, "data": {}}
-    method = args.method or recorded.get("method") or "neurosql"
-    config_cls = CONFIGS.get(method)
-    if config_cls is None:
-        raise NeuroSQLError(f"{args.config} names an unknown method '{method}'; choose --method {', '.join(CONFIGS)}")
+    method = args.method or recorded.get("method", "neurosql")
+    config_cls = CONFIGS[method]  # read_config checked a recorded one
     given = given_values(args, *CONFIGS.values())
     foreign = sorted(name for name in given if name not in config_cls.__dataclass_fields__)
     if foreign:
@@ -160,7 +162,7 @@ def cmd_train(args: argparse.Namespace) -> None:
     data_args = {name: getattr(args, name) if getattr(args, name) is not None else recorded["data"].get(name)
                  for name in ("resolution", "channels", "limit")}
     spec = args.data if args.data is not None else recorded["data"].get("spec")
-    options = {**recorded["data"].get("options", {}), **layout_options(args)}
+    options = {**(recorded["data"].get("options") or {}), **layout_options(args)}
     if data_args["limit"] is not None and data_args["limit"] < 2:
         raise NeuroSQLError(f"--limit must be >= 2, got {data_args['limit']}")
     out_text = DEFAULT_OUT if args.out is None else args.out
@@ -183,11 +185,13 @@ def cmd_train(args: argparse.Namespace) -> None:
     if not main_process:
         model.fit(data.images, val_images, checkpoint=out / "model.pt", **labels)
         return
-    with new_run(out):
-        write_config(out, method, config, data_info, origin)  # first, so that --resume finds the data
-        start = time.perf_counter()
-        model.fit(data.images, val_images, checkpoint=out / "model.pt", **labels)
-        finish_training(model, out, data, args.evaluate, start)
+    with run_lock(out):
+        check_new_run(out_text, args.overwrite)  # again: another process may have written a run there meanwhile
+        with new_run(out):
+            write_config(out, method, config, data_info, origin)  # first, so that --resume finds the data
+            start = time.perf_counter()
+            model.fit(data.images, val_images, checkpoint=out / "model.pt", **labels)
+            finish_training(model, out, data, args.evaluate, start)
 
 
 def layout_options(args: argparse.Namespace) -> dict:
@@ -211,9 +215,9 @@ def layout_options(args: argparse.Namespace) -> dict:
 def resume_training(args: argparse.Namespace, main_process: bool) -> None:
     """``train --resume RUN``: the run's own settings and data; flags that would change them are refused
     (a new total budget, --epochs or --steps, may be given)."""
-    from .methods import checkpoint_kind
     from .persistence import remove_temporaries
-    from .runs import check_run_dir, load_run_data, load_run_validation
+    from .run_lock import run_lock
+    from .runs import RUN_OUTPUTS, check_run_dir, check_run_method, load_run_data, load_run_validation
 
     given = [name for name in given_values(args, *CONFIGS.values()) if name not in RESUME_FLAGS]
     given += [name for name in (*DATA_FLAGS, "method", "config", "preset") if getattr(args, name) is not None]
@@ -226,17 +230,20 @@ def resume_training(args: argparse.Namespace, main_process: bool) -> None:
             "drop them, or start a new run with --out (or --config RUN to re-run it with changes)"
         )
     out = check_run_dir(args.resume)
-    data = load_run_data(out, "train")
-    if main_process:
-        remove_temporaries(out)  # left by a process killed while writing
-    start = time.perf_counter()
-    val = load_run_validation(out, data)
-    model = method_class(checkpoint_kind(out / "model.pt")).resume(
-        out / "model.pt", data.images, None if val is None else val.images, device=getattr(args, "device", "auto"),
-        epochs=getattr(args, "epochs", None), steps=getattr(args, "steps", None),
-    )
-    if main_process:
-        finish_training(model, out, data, args.evaluate, start)
+    with run_lock(out) if main_process else contextlib.nullcontext():
+        method = check_run_method(out)
+        data = load_run_data(out, "train")
+        if main_process:
+            remove_temporaries(out, RUN_OUTPUTS)  # left by a process killed while writing
+        start = time.perf_counter()
+        val = load_run_validation(out, data)
+        model = method_class(method).resume(
+            out / "model.pt", data.images, None if val is None else val.images, device=getattr(args, "device", "auto"),
+            epochs=getattr(args, "epochs", None), steps=getattr(args, "steps", None),
+            progress=getattr(args, "progress", None),
+        )
+        if main_process:
+            finish_training(model, out, data, args.evaluate, start)
 
 
 def finish_training(model, out: Path, data, evaluate: bool, start: float) -> None:
@@ -250,19 +257,19 @@ def finish_training(model, out: Path, data, evaluate: bool, start: float) -> Non
         from .evaluation import evaluate_model, write_evaluation
         from .persistence import write_json
 
-        test = load_run_data(out, "test", progress=False)
-        try:
+        try:  # e.g. a test split of a few images, or none: the model is fine, the metrics are not defined
+            test = load_run_data(out, "test", progress=False)
             metrics = evaluate_model(model, test.images, real_train=data.images, seed=model.config.seed, light=True)
-        except NeuroSQLError as exc:  # e.g. a test split of a few images: the model is fine, the metrics are not defined
+        except NeuroSQLError as exc:
             write_json(out / "metrics.json", {"skipped": str(exc)})
-            print(f"warning: evaluation skipped, the model is saved: {exc}", file=sys.stderr)
+            warnings.warn(f"evaluation skipped, the model is saved: {exc}", stacklevel=1)
         else:
             write_evaluation(model, out, metrics, test.images, data.labels, seed=model.config.seed,
                              real_train=data.images)
             print_metrics(metrics)
             skipped = [v for k, v in metrics.items() if k.endswith("_reason") and v and k not in OPTIONAL_METRICS]
             if skipped:  # e.g. k-NN metrics on a test split of a few images
-                print(f"warning: some metrics were skipped ({'; '.join(skipped)}); see metrics.json", file=sys.stderr)
+                warnings.warn(f"some metrics were skipped ({'; '.join(skipped)}); see metrics.json", stacklevel=1)
     last = model.log_.rows[-1]
     print(
         f"trained {model.epochs_run_} epochs on {len(data)} images ({model.n_parameters:,} parameters) "
@@ -270,17 +277,23 @@ def finish_training(model, out: Path, data, evaluate: bool, start: float) -> Non
     )
 
 
+def check_seed(seed: int) -> None:
+    """A sampling or metric seed: what every RNG seeded from it accepts."""
+    from .engine.config import MAX_SEED
+
+    if not 0 <= seed <= MAX_SEED:
+        raise NeuroSQLError(f"--seed must be in [0, {MAX_SEED}], got {seed}")
+
+
 def cmd_sample(args: argparse.Namespace) -> None:
     from .methods import load_model
     from .persistence import write_files
     from .report import grid_bytes
     from .runs import check_memory
-    from .engine.config import MAX_SEED
 
     if args.num < 1:
         raise NeuroSQLError(f"--num must be >= 1, got {args.num}")
-    if not 0 <= args.seed <= MAX_SEED:
-        raise NeuroSQLError(f"--seed must be in [0, {MAX_SEED}], got {args.seed}")
+    check_seed(args.seed)
     out = Path(args.out)
     if out.is_dir():
         raise NeuroSQLError(f"--out {out} is a directory; name a file in it, e.g. {out / 'samples.png'}")
@@ -290,7 +303,8 @@ def cmd_sample(args: argparse.Namespace) -> None:
         raise NeuroSQLError(f"output folder {out.parent} does not exist; create it or choose another --out")
     model = load_model(args.checkpoint, device=args.device)
     if args.label is not None and not hasattr(model, "labels_"):
-        raise NeuroSQLError(f"--label needs a NeuroSQL model trained on labelled data; a {model.kind} has no training codes")
+        raise NeuroSQLError(f"--label needs a NeuroSQL model trained on labelled data; a {model.kind} model keeps no "
+                            "class labels, so drop --label or sample a NeuroSQL run")
     check_memory(8 * args.num * int(np.prod(model.image_shape_)), f"{args.num:,} images", "lower -n")
     images = model.sample(args.num, seed=args.seed, **({} if args.label is None else {"label": args.label}))
     files = {out.with_suffix(".npy"): lambda f: np.save(f, images.numpy())}
@@ -305,11 +319,14 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
     from .evaluation import evaluate_model, write_evaluation
     from .methods import load_model
     from .persistence import images_digest
-    from .runs import check_writable, created_dir, load_run_data, run_directory
+    from .runs import check_memory, check_writable, created_dir, load_run_data, run_directory
 
     if args.num < 2 or args.n_synthetic < 10 or args.classifier_epochs < 1 or args.refine_steps < 0:
         raise NeuroSQLError("--num must be >= 2, --n-synthetic >= 10, --classifier-epochs >= 1, --refine-steps >= 0")
+    check_seed(args.seed)
     model = load_model(args.checkpoint, device=args.device)
+    n_images = 2 * args.num + args.downstream * args.n_synthetic  # generated and real, and the classifier's
+    check_memory(8 * n_images * int(np.prod(model.image_shape_)), f"{n_images:,} images", "lower -n or --n-synthetic")
     run_dir = run_directory(args.checkpoint)
     out = Path(args.out or run_dir / "eval")
     check_writable(out)
@@ -344,7 +361,8 @@ def main(argv: list[str] | None = None) -> int:
     except SystemExit as exc:  # --help (0) or a parse error, already printed as one line (2)
         return exc.code
     try:
-        COMMANDS[args.command](args)
+        with one_line_warnings():
+            COMMANDS[args.command](args)
     except NeuroSQLError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -138,7 +138,7 @@ def interpolation_strip(model, code_labels: np.ndarray | None, rows: int = 6, st
     codes = model.codes_.cpu()
     generator = torch.Generator().manual_seed(0)
     order = torch.randperm(len(codes), generator=generator)
-    if code_labels is None:
+    if code_labels is None or len(np.unique(code_labels)) < 2:  # one class has no pairs across classes
         pairs = [(order[2 * r], order[2 * r + 1]) for r in range(min(rows, len(codes) // 2))]
     else:
         pairs, used = [], set()

@@ -26,7 +26,7 @@ from .errors import NeuroSQLError
 CHECKPOINT_FORMAT = 3  # bump when the checkpoint layout changes; 2: payload + SHA-256; 3: one schema for every method
 CHECKSUMMED_FORMATS = (2, CHECKPOINT_FORMAT)  # payload + SHA-256 (methods.legacy reads format 2's schemas)
 LEGACY_FORMATS = (1,)  # older layouts still read (without a checksum)
-TEMPORARY = re.compile(r"^\..+\.[A-Za-z0-9_]+\.tmp$")  # names atomic_write gives its temporaries
+TEMPORARY = re.compile(r"^\.(.+)\.[a-z0-9_]{8}\.tmp$")  # what atomic_write names a temporary: .NAME.XXXXXXXX.tmp
 
 
 def atomic_write(path: str | Path, write: Callable[[io.BufferedWriter], None]) -> Path:
@@ -43,6 +43,8 @@ def write_files(writers: dict[Path, Callable[[io.BufferedWriter], None]]) -> lis
     for path in writers:
         if not path.parent.is_dir():
             raise NeuroSQLError(f"folder {path.parent} does not exist; create it or choose another path")
+        if path.is_dir():
+            raise NeuroSQLError(f"{path} is a directory; move it away or choose another path")
     temporaries: dict[Path, str] = {}
     try:
         for path, write in writers.items():
@@ -65,12 +67,14 @@ def write_files(writers: dict[Path, Callable[[io.BufferedWriter], None]]) -> lis
     return list(temporaries)
 
 
-def remove_temporaries(folder: str | Path, name: str = "") -> list[Path]:
-    """Delete the temporaries a killed process left in ``folder`` (``.NAME.XXXX.tmp``), of ``name`` only when given."""
-    removed = [
-        p for p in Path(folder).iterdir()
-        if p.is_file() and TEMPORARY.match(p.name) and (not name or p.name.startswith(f".{name}."))
-    ]
+def remove_temporaries(folder: str | Path, names: tuple[str, ...]) -> list[Path]:
+    """Delete the temporaries a killed process left in ``folder`` while writing one of the files ``names``
+    (``.NAME.XXXXXXXX.tmp``); any other file, a user's ``.notes.draft.tmp`` included, is left alone."""
+    removed = []
+    for p in Path(folder).iterdir():
+        match = TEMPORARY.match(p.name)
+        if match and match.group(1) in names and p.is_file():
+            removed.append(p)
     for p in removed:
         p.unlink(missing_ok=True)
     return removed

@@ -29,13 +29,20 @@ import torch
 
 from .class_sampling import samples_by_class
 from .data import ImageData, load_data, load_validation
+from .data.config import DataConfig
+from .engine.config import check_config
+from .engine.training import TrainConfig
 from .errors import NeuroSQLError
 from .core.generators import count_parameters
 from .core.losses import loss_per_sample
+from .methods import CONFIGS, checkpoint_kind
 from .persistence import atomic_write, checkpoint_file, write_json
 from .report import plot_training, save_grid
 
 RUN_FILES = ("config.json", "model.pt")  # what makes a directory a run
+RUN_OUTPUTS = (*RUN_FILES, "run.json", "log.csv", "training.png", "samples.png", "samples.npy", "samples.nii.gz",
+               "samples_by_class.png", "reconstructions.png", "metrics.json", "report.md", "reconstructions_test.png",
+               "latents.png", "interpolation.png")  # every file a run directory gets (the light evaluation's too)
 VOLUME_METHODS = ("neurosql", "vae")  # methods whose networks have 3-D versions
 
 
@@ -98,6 +105,9 @@ def check_new_run(out: str, overwrite: bool) -> Path:
     if not str(out).strip():
         raise NeuroSQLError("--out is empty; name a directory for the run, e.g. --out runs/mnist")
     path = Path(out)
+    if path.is_symlink():  # moving a link aside, or writing through a dangling one, is never what was meant
+        raise NeuroSQLError(f"--out {path} is a symbolic link to {os.readlink(path)}; pass the directory itself "
+                            "(or another --out)")
     if path.exists() and not path.is_dir():
         raise NeuroSQLError(f"--out {path} is a file, not a directory; choose another --out")
     if path.is_dir() and any(path.iterdir()):
@@ -123,6 +133,17 @@ def check_run_dir(path: str | Path) -> Path:
         raise NeuroSQLError(f"cannot resume {path} ({why}); pass a run directory written by 'neurosql train'")
     _probe_writable(path, path)
     return path
+
+
+def check_run_method(path: Path) -> str:
+    """The method of run ``path``, the same in its config.json and its model.pt (a checkpoint copied in from
+    another run is refused)."""
+    recorded = read_config(path).get("method", "neurosql")
+    saved = checkpoint_kind(path / "model.pt")
+    if saved != recorded:
+        raise NeuroSQLError(f"{path / 'config.json'} records a {recorded} run but {path / 'model.pt'} holds a {saved} "
+                            "model; put back the run's own model.pt or start a new run")
+    return recorded
 
 
 @contextmanager
@@ -158,11 +179,13 @@ def new_run(out: Path) -> Iterator[Path]:
     try:
         with created_dir(out, keep=lambda: (out / "model.pt").is_file()):
             yield out
-    except BaseException:
+    except BaseException as exc:
         if previous is not None and out.exists():
             shutil.rmtree(previous, ignore_errors=True)
         elif previous is not None:
             os.replace(previous, out)
+            if isinstance(exc, NeuroSQLError):
+                raise NeuroSQLError(f"{exc}; the previous run in {out} was put back as it was") from None
         raise
     if previous is not None:
         shutil.rmtree(previous, ignore_errors=True)
@@ -203,18 +226,37 @@ def write_config(out: str | Path, method: str, config, data: dict, origin: dict 
 
 
 def read_config(path: str | Path) -> dict:
-    """A run's config.json (or the one in run directory ``path``), checked enough to re-run it."""
+    """A run's config.json (or the one in run directory ``path``), every value checked as its flag
+    would be (:func:`check_record`), so that a re-run, a resume and an evaluation can trust it."""
     path = Path(path)
     path = path / "config.json" if path.is_dir() else path  # a run directory, or a config.json of any name
     try:
         record = json.loads(path.read_text())
     except FileNotFoundError:
         raise NeuroSQLError(f"{path} not found; pass a config.json written by 'neurosql train'") from None
-    except (OSError, ValueError) as exc:
-        raise NeuroSQLError(f"cannot read {path} ({exc}); pass a config.json written by 'neurosql train'") from None
+    except (OSError, ValueError, RecursionError) as exc:  # RecursionError: arrays nested thousands deep
+        why = str(exc) if not isinstance(exc, RecursionError) else "nested too deeply"
+        raise NeuroSQLError(f"cannot read {path} ({why}); pass a config.json written by 'neurosql train'") from None
     if not isinstance(record, dict) or not all(isinstance(record.get(k), dict) for k in ("model", "data")):
         raise NeuroSQLError(f"{path} is not a run's config.json (no 'model' and 'data'); pass one written by 'neurosql train'")
+    check_record(record, path)
     return record
+
+
+def check_record(record: dict, path: Path) -> None:
+    """Refuse a config.json whose method, model settings or data settings a flag could not have given,
+    by the same declarations (:func:`neurosql.engine.config.check_config`), naming the file."""
+    method = record.get("method", "neurosql")
+    if not isinstance(method, str) or method not in CONFIGS:
+        raise NeuroSQLError(f"{path} names an unknown method {method!r}; set \"method\" to one of {', '.join(CONFIGS)}")
+    config_cls = CONFIGS[method]
+    model = {k: v for k, v in record["model"].items() if k in config_cls.__dataclass_fields__}
+    data = {k: record["data"].get(k) for k in ("spec", "resolution", "channels", "limit", "options")}
+    try:
+        check_config(config_cls(**model))
+        DataConfig.checked(**data)
+    except NeuroSQLError as exc:
+        raise NeuroSQLError(f"{path}: {exc}; correct the file or pass the value as a flag") from None
 
 
 def write_run(model, out: str | Path, X_train: torch.Tensor, wall_time: float, n_samples: int = 64,
@@ -299,24 +341,22 @@ def load_run_data(run_dir: str | Path, split: str, spec: str | None = None, prog
     The training split also gets the run's cap and seed, so its order matches the
     model's codes (``train_index_`` indexes into it); other splits are used whole.
     """
-    config_path = run_directory(run_dir) / "config.json"
-    if not config_path.is_file():
-        raise NeuroSQLError(f"{config_path} not found; evaluate a run directory written by 'neurosql train'")
-    config = json.loads(config_path.read_text())
+    config = read_config(run_directory(run_dir) / "config.json")
     data = config["data"]
     return load_data(
-        spec or data["spec"], split, resolution=data["resolution"], channels=data["channels"],
-        limit=data["limit"] if split == "train" else None, seed=config["model"]["seed"], progress=progress,
-        **data.get("options", {}),
+        spec or data.get("spec"), split, resolution=data.get("resolution"), channels=data.get("channels"),
+        limit=data.get("limit") if split == "train" else None, seed=config["model"].get("seed", TrainConfig.seed), progress=progress,
+        **(data.get("options") or {}),
     )
 
 
 def load_run_validation(run_dir: str | Path, train: ImageData) -> ImageData | None:
     """The early-stopping images a run trained with (from the val split), or None when
     they were held out of its training images (``train``: the run's training data)."""
-    config = json.loads((Path(run_dir) / "config.json").read_text())
+    config = read_config(run_dir)
     if not config["data"].get("n_val"):  # older runs, and data sets without a usable val split
         return None
-    return load_validation(config["data"]["spec"], len(train), config["model"]["val_fraction"],
+    model = config["model"]
+    return load_validation(config["data"].get("spec"), len(train), model.get("val_fraction", TrainConfig.val_fraction),
                            resolution=train.images.shape[-1], channels=train.images.shape[1],
-                           seed=config["model"]["seed"], progress=False, **config["data"].get("options", {}))
+                           seed=model.get("seed", TrainConfig.seed), progress=False, **(config["data"].get("options") or {}))

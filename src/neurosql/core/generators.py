@@ -75,9 +75,15 @@ class _Generator(nn.Module):
         if not _is_int(channels) or channels not in (1, 3):
             raise NeuroSQLError(f"channels must be 1 (grey) or 3 (RGB), got {channels!r}")
         if not _is_int(resolution) or not self.fits(resolution):
+            near = ""
+            if _is_int(resolution):
+                sides = [r for r in range(1, MAX_RESOLUTION + 1) if self.fits(r)]
+                nearest = [max((r for r in sides if r < resolution), default=None),
+                           min((r for r in sides if r > resolution), default=None)]
+                near = f" (nearest: --resolution {' or '.join(str(r) for r in nearest if r is not None)})"
             raise NeuroSQLError(
                 f"{self.NAME} cannot produce {resolution!r}x{resolution!r} images; it supports {self.RULE}; "
-                "resize the images or choose another generator"
+                f"resize the images{near} or choose another generator"
             )
         width = self.DEFAULT_WIDTH if width is None else width
         width = _check_int("width", width, MIN_WIDTH, f"pass a width >= {MIN_WIDTH} or None for the default")

@@ -16,6 +16,7 @@ import numpy as np
 import torch
 
 from ..errors import NeuroSQLError
+from .archives import Archive, load_array
 from .container import ImageData
 from .files import require_dir
 from .preprocess import MIN_VOLUME_SIDE, preprocess, resize_volumes
@@ -134,17 +135,15 @@ def _read_arrays(path: Path) -> tuple[np.ndarray, np.ndarray | None]:
     suffix = path.suffix.lower()
     if suffix not in (".npy", ".npz"):
         raise NeuroSQLError(f"npy data must be a .npy or .npz file, got {path.name}; save the images with numpy")
-    try:
-        if suffix == ".npy":
-            return np.load(path, mmap_mode="r"), None
-        with np.load(path) as archive:
-            keys = archive.files
-            x_key = next((k for k in ("x", "images") if k in keys), None)
-            y_key = next((k for k in ("y", "labels") if k in keys), None)
-            if x_key is not None:
-                return archive[x_key], None if y_key is None else archive[y_key]
-    except (OSError, ValueError, EOFError) as err:
-        raise NeuroSQLError(f"cannot read {path} ({err}); save it with numpy.save / numpy.savez") from None
+    fix = "save it again with numpy.save / numpy.savez"
+    if suffix == ".npy":
+        return load_array(path, fix), None
+    with Archive(path, fix) as archive:
+        keys = archive.files
+        x_key = next((k for k in ("x", "images") if k in keys), None)
+        y_key = next((k for k in ("y", "labels") if k in keys), None)
+        if x_key is not None:
+            return archive[x_key], None if y_key is None else archive[y_key]
     raise NeuroSQLError(f"{path} has keys {keys}; store the images under 'x' or 'images'")
 
 

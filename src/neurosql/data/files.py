@@ -17,12 +17,16 @@ from ..errors import NeuroSQLError
 from .container import ImageData
 from .preprocess import decode_files, is_image_file, probe_files
 from .splits import seeded_split, select
+from .visible import is_hidden, visible_files
 
 DEFAULT_RESOLUTION = {"celeba": 64, "afhq": 128, "oasis": 128}  # the paper's sizes (Table 1, App. C)
 DEFAULT_CHANNELS = {"celeba": 3, "afhq": 3, "oasis": 1}
 CELEBA_SPLITS = {0: "train", 1: "val", 2: "test"}  # list_eval_partition.txt codes
 VAL_SERVES_AS_TEST = ("afhq",)  # layouts without a test split: their val split is the test set
 OASIS_CLASSES = ("Non Demented", "Very mild Dementia", "Mild Dementia", "Moderate Dementia")
+# class folder name (case-folded) -> label: Kaggle's spelling, and the paper's (§4: "Very Mild Demented", …)
+OASIS_FOLDERS = {**{name.casefold(): i for i, name in enumerate(OASIS_CLASSES)},
+                 "very mild demented": 1, "mild demented": 2, "moderate demented": 3}
 OASIS_SUBJECT = re.compile(r"OAS1_\d{4}")
 
 
@@ -39,15 +43,15 @@ def require_dir(path: Path, kind: str) -> list[Path]:
     """The visible entries of a folder, or an error naming what is wrong."""
     if not path.is_dir():
         raise NeuroSQLError(f"'{kind}' data needs a folder, but {path} is a file; pass the folder that holds the data")
-    entries = sorted(p for p in path.iterdir() if not p.name.startswith("."))
+    entries = sorted(p for p in path.iterdir() if not is_hidden(p.name))
     if not entries:
         raise NeuroSQLError(f"folder {path} is empty; put the images in it or pass another folder")
     return entries
 
 
 def image_files(folder: Path) -> list[Path]:
-    """Image files below ``folder`` (recursive, hidden files skipped), sorted."""
-    return sorted(p for p in folder.rglob("*") if not p.name.startswith(".") and is_image_file(p))
+    """Image files below ``folder`` (recursive, hidden files and folders skipped), sorted."""
+    return sorted(p for p in visible_files(folder) if is_image_file(p))
 
 
 def no_images(folder: Path) -> NeuroSQLError:
@@ -137,7 +141,7 @@ def oasis_catalog(root: Path, folds=None) -> Catalog:
     A file without a subject id is an error rather than skipped: the subject-wise
     split is what keeps slices of one brain out of two splits.
     """
-    index = {name.casefold(): i for i, name in enumerate(OASIS_CLASSES)}
+    index = OASIS_FOLDERS
     folders = [p for p in require_dir(root, "oasis") if p.is_dir()]
     strange = [p.name for p in folders if p.name.casefold() not in index]
     if strange or not folders:

@@ -17,9 +17,10 @@ import numpy as np
 import torch
 
 from ..errors import NeuroSQLError
+from .archives import Archive
 from .container import ImageData
 from .preprocess import preprocess, resize_volumes
-from .splits import select
+from .splits import EmptySplitError, select
 
 PARTS = ("train", "val", "test")
 KEYS = tuple(f"{part}_{what}" for part in PARTS for what in ("images", "labels"))
@@ -37,13 +38,10 @@ def is_medmnist(path: Path) -> bool:
         return False
 
 
-def _open(path: Path) -> np.lib.npyio.NpzFile:
+def _open(path: Path) -> Archive:
     if path.suffix.lower() != ".npz":
         raise NeuroSQLError(f"medmnist data must be a MedMNIST .npz file, got {path.name}")
-    try:
-        archive = np.load(path)
-    except (OSError, ValueError, EOFError) as err:
-        raise NeuroSQLError(f"cannot read MedMNIST file {path} ({err}); replace it with an intact copy") from None
+    archive = Archive(path, "replace the MedMNIST file with an intact copy")
     missing = [key for key in KEYS if key not in archive.files]
     if missing:
         archive.close()
@@ -111,7 +109,7 @@ def load_medmnist(path: Path, split: str, *, resolution, channels, limit, seed) 
     ids = [f"{p}:{i}" for p, x, _ in parts for i in range(len(x))]
     x = np.concatenate([x for _, x, _ in parts])
     if len(x) == 0:
-        raise NeuroSQLError(f"split '{split}' of MedMNIST file {path} is empty; use another split")
+        raise EmptySplitError(f"split '{split}' of MedMNIST file {path} is empty; use another split")
     idx = select(np.full(len(x), "all"), "all", labels, limit, seed)
     rows = x[idx].astype(np.float32) / 255.0
     if volume:

@@ -11,6 +11,7 @@ written back as NIfTI in the same space.
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 
 import nibabel as nib
@@ -23,6 +24,7 @@ from .container import ImageData
 from .intensity import scale_intensity
 from .preprocess import MIN_VOLUME_SIDE, progress_bar, resize_volumes, stack_slices
 from .splits import seeded_split, select, stratified_subset
+from .visible import visible_files
 
 PROGRESS_MIN_VOLUMES = 10  # a volume takes ~0.1-1 s to read
 VOLUME_SIDE = 32  # default side of whole volumes: a 32³ volume has the voxels of a 181² slice
@@ -39,16 +41,25 @@ def nifti_files(path: Path) -> tuple[Path, list[Path]]:
         if not is_nifti(path):
             raise NeuroSQLError(f"{path} is not a .nii or .nii.gz file; pass a NIfTI file or a folder of them")
         return path.parent, [path]
-    files = sorted(p for p in path.rglob("*") if not p.name.startswith(".") and is_nifti(p))
+    files = sorted(p for p in visible_files(path) if is_nifti(p))
     if not files:
         raise NeuroSQLError(f"no .nii or .nii.gz files found in {path}; check the path")
     return path, files
 
 
+def finite_voxels(data: np.ndarray, path: Path) -> np.ndarray:
+    """``data`` with NaN and Inf voxels set to 0 (the background), said in one warning naming the file."""
+    bad = ~np.isfinite(data)
+    if not bad.any():
+        return data
+    warnings.warn(f"NIfTI file {path} holds {int(bad.sum()):,} NaN or Inf voxels; they were set to 0", stacklevel=4)
+    return np.where(bad, np.float32(0), data)
+
+
 def volume_slices(path: Path, axis: int, window=None) -> list[tuple[int, int, np.ndarray]]:
     """(volume, slice, image (H, W)) for every non-constant slice of a 3-D or 4-D file."""
     img = nib.as_closest_canonical(nib.load(path))
-    data = np.asanyarray(img.dataobj, dtype=np.float32)  # (X, Y, Z) or (X, Y, Z, T)
+    data = finite_voxels(np.asanyarray(img.dataobj, dtype=np.float32), path)  # (X, Y, Z) or (X, Y, Z, T)
     volumes = data[..., None] if data.ndim == 3 else data  # (X, Y, Z, T)
     found = []
     for v in range(volumes.shape[3]):
@@ -64,7 +75,7 @@ def cubic_volume(path: Path, side: int, window=None) -> tuple[np.ndarray, np.nda
     """One file's RAS+ volume scaled to [0, 1], cropped to its non-zero bounding box, padded to a
     centred cube and resampled: ((side, side, side), its (4, 4) voxel-to-world affine)."""
     img = nib.as_closest_canonical(nib.load(path))
-    volume = scale_intensity(np.asanyarray(img.dataobj, dtype=np.float32), window)  # (X, Y, Z)
+    volume = scale_intensity(finite_voxels(np.asanyarray(img.dataobj, dtype=np.float32), path), window)  # (X, Y, Z)
     found = np.argwhere(volume > 0)
     lo, hi = (found.min(0), found.max(0) + 1) if len(found) else (np.zeros(3, int), np.array(volume.shape))
     edge = int((hi - lo).max())

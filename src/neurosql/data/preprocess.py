@@ -10,6 +10,7 @@ import math
 import struct
 import warnings
 from collections import Counter
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -26,7 +27,9 @@ LUMA = np.array([0.299, 0.587, 0.114], dtype=np.float32)  # ITU-R 601-2, as Pill
 MIN_VOLUME_SIDE = 7  # the 3-D SSIM window's side (neurosql.core.losses3d.WINDOW)
 PROGRESS_MIN = 200  # fewer files decode in well under a second: no bar
 # Pillow signals malformed or truncated files with any of these, depending on the plugin.
-UNREADABLE = (OSError, ValueError, SyntaxError, EOFError, struct.error, Image.DecompressionBombError)
+# what PIL raises for damaged files; images past PIL's decompression-bomb limit are refused, not just warned of
+UNREADABLE = (OSError, ValueError, SyntaxError, EOFError, struct.error, Image.DecompressionBombError,
+              Image.DecompressionBombWarning)
 
 
 def is_image_file(path: Path) -> bool:
@@ -119,7 +122,7 @@ def _pixels(img: Image.Image, channels: int, window: tuple[float, float] | None)
 def decode_image(path: Path, resolution: int, channels: int, window=None, pad: bool = False) -> np.ndarray:
     """One image file -> (channels, resolution, resolution) float32 in [0, 1]; a multi-page
     file (a TIFF stack) is refused, as it is many images where one was expected."""
-    with Image.open(path) as img:
+    with bombs_refused(), Image.open(path) as img:
         pages = getattr(img, "n_frames", 1)
         if pages > 1:
             raise NeuroSQLError(f"{path} holds {pages} pages (a TIFF stack) where one image was expected; save each "
@@ -132,6 +135,14 @@ def decode_image(path: Path, resolution: int, channels: int, window=None, pad: b
         img.draft("L" if channels == 1 else "RGB", (math.ceil(resolution * w / s), math.ceil(resolution * h / s)))
         x = _pixels(img, channels, window)
     return preprocess(x, resolution, channels, pad)
+
+
+@contextmanager
+def bombs_refused():
+    """A block in which PIL's decompression-bomb warning is raised, so the file counts as unreadable."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", Image.DecompressionBombWarning)
+        yield
 
 
 def progress_bar(items: list, progress: bool, desc: str, unit: str = "img", minimum: int = PROGRESS_MIN):
@@ -150,7 +161,7 @@ def probe_files(paths: list[Path], progress: bool = True, pad: bool = False) -> 
     sides, gray = [], []
     for path in progress_bar(paths, progress, "reading image headers"):
         try:
-            with Image.open(path) as img:
+            with bombs_refused(), Image.open(path) as img:
                 sides.append(square_side(*img.size, pad))
                 gray.append(img.mode in GRAY_MODES)
         except UNREADABLE:
@@ -182,5 +193,5 @@ def decode_files(
         raise _none_readable(paths)
     if skipped:
         first = paths[np.setdiff1d(np.arange(len(paths)), kept)[0]]
-        warnings.warn(f"skipped {skipped} of {len(paths)} unreadable image files (e.g. {first})", stacklevel=3)
+        warnings.warn(f"skipped {skipped} of {len(paths)} unreadable or oversized image files (e.g. {first})", stacklevel=3)
     return torch.from_numpy(np.stack(images)), np.asarray(kept, dtype=np.int64)

@@ -7,17 +7,18 @@ from pathlib import Path
 
 from ..errors import NeuroSQLError
 from .arrays import load_mnist, load_mnist5k, load_npy
+from .config import DataConfig
 from .container import ImageData
 from .dicom import is_dicom_name, load_dicom
-from .files import OASIS_CLASSES, VAL_SERVES_AS_TEST, load_files, require_dir
+from .files import OASIS_FOLDERS, VAL_SERVES_AS_TEST, load_files, require_dir
 from .intensity import check_window
 from .medmnist import is_medmnist, load_medmnist
 from .nifti import is_nifti, load_nifti
 from .preprocess import is_image_file
 from .splits import SPLITS, EmptySplitError
+from .visible import is_hidden, visible_files
 
 SOURCES = ("mnist5k", "mnist", "folder", "celeba", "afhq", "oasis", "nifti", "dicom", "npy", "medmnist")
-MAX_RESOLUTION = 4096  # largest resize target: bounds the memory of one image before any is read
 # layout-specific keyword options of load_data; "folds" where the splits are ours, not the data set's;
 # "window" (fixed intensity window) and "pad_square" (pad instead of crop) where users bring their own scans
 OPTIONS = {"nifti": {"axis", "volumes", "folds", "window", "pad_square"}, "folder": {"folds", "window", "pad_square"},
@@ -31,8 +32,8 @@ def _is_afhq(path: Path) -> bool:
 
 
 def _is_oasis(path: Path) -> bool:
-    names = {p.name.casefold() for p in path.iterdir() if p.is_dir() and not p.name.startswith(".")}
-    return bool(names) and names <= {c.casefold() for c in OASIS_CLASSES}
+    names = {p.name.casefold() for p in path.iterdir() if p.is_dir() and not is_hidden(p.name)}
+    return bool(names) and names <= set(OASIS_FOLDERS)
 
 
 MARKERS = {  # layouts recognised by a landmark at the top of the folder
@@ -56,7 +57,7 @@ def detect_layout(path: Path) -> str:
     found = [kind for kind, marker in MARKERS.items() if marker(path)]
     if not found:
         seen = {"nifti": False, "dicom": False, "folder": False}
-        for p in path.rglob("*"):
+        for p in visible_files(path):
             for kind, test in (("nifti", is_nifti), ("dicom", is_dicom_name), ("folder", is_image_file)):
                 seen[kind] = seen[kind] or test(p)
             if all(seen.values()):
@@ -118,12 +119,7 @@ def load_data(
     """
     if split not in SPLITS:
         raise NeuroSQLError(f"unknown split '{split}'; use one of {', '.join(SPLITS)}")
-    if limit is not None and limit < 1:
-        raise NeuroSQLError(f"limit must be >= 1, got {limit}")
-    if resolution is not None and not 1 <= resolution <= MAX_RESOLUTION:
-        raise NeuroSQLError(f"resolution must be in [1, {MAX_RESOLUTION}], got {resolution}")
-    if channels not in (None, 1, 3):
-        raise NeuroSQLError(f"channels must be 1 (gray) or 3 (RGB), got {channels}")
+    spec = DataConfig.checked(spec, resolution, channels, limit, options).spec
     kind, path = parse_spec(spec)
     unknown = sorted(set(options) - OPTIONS.get(kind, set()))
     if unknown:

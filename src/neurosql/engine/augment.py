@@ -18,8 +18,13 @@ MAX_SHIFT = 2  # pixels (voxels) a shift moves an image along each spatial axis,
 
 
 def parse_augmentations(text: str) -> tuple[str, ...]:
-    """'hflip,shift' → ('hflip', 'shift'); '' → (); an unknown name is a NeuroSQLError."""
-    names = tuple(name.strip() for name in text.split(",") if name.strip())
+    """'hflip,shift' → ('hflip', 'shift'); '' → (); an unknown or empty name ('hflip,') is a NeuroSQLError."""
+    if not text.strip():
+        return ()
+    names = tuple(name.strip() for name in text.split(","))
+    if "" in names:
+        raise NeuroSQLError(f"--augment {text!r} has an empty name; list names separated by single commas, "
+                            f"e.g. {','.join(AUGMENTATIONS)}")
     unknown = [name for name in names if name not in AUGMENTATIONS]
     if unknown:
         raise NeuroSQLError(f"unknown augmentation '{unknown[0]}'; choose from {', '.join(AUGMENTATIONS)} "

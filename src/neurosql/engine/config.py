@@ -15,7 +15,8 @@ import numpy as np
 from ..errors import NeuroSQLError
 
 MAX_SEED = 2**32 - 1  # every RNG seeded from it (NumPy's legacy one included) takes this range
-TYPE_NAMES = {bool: "true or false", int: "an integer", float: "a finite number", str: "a string"}
+TYPE_NAMES = {bool: "true or false", int: "an integer", float: "a finite number", str: "a string",
+              dict: "an object of named values"}
 INTERVAL = re.compile(r"^\s*([\[(])\s*([^,\s]+)\s*,\s*([^\])\s]+)\s*([\])])\s*$")
 
 

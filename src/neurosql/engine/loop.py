@@ -90,7 +90,12 @@ def train_epochs(method, X_all, X, X_val, checkpoint: Path | None, callback=None
         dealt = method._epoch_shard(epoch)
         if dealt is not None:
             X = take(X_all, dealt).to(method.device_)
-        row = _train_one_epoch(method, X, epoch, bar)
+        try:
+            row = _train_one_epoch(method, X, epoch, bar)
+        except RuntimeError as exc:  # e.g. an lr of 1e300 overflows float32 inside the optimiser
+            if "overflow" not in str(exc):
+                raise
+            _diverged(method, epoch, "an update overflowed", checkpoint, bar)
         _stop_if_diverged(method, epoch, row["train_loss"], checkpoint, bar)  # before G(Q) feeds a cost
         row.update(method._end_epoch(X, epoch, last))
         row = {k: v if k in ("epoch", "lr") or k.startswith("time") else shard.mean(v) for k, v in row.items()}
@@ -162,7 +167,12 @@ def _stop_if_diverged(method, epoch: int, loss: float, checkpoint, bar) -> None:
     finite = all(bool(torch.isfinite(t).all()) for t in tensors if t.is_floating_point())
     if math.isfinite(loss) and finite:
         return
+    _diverged(method, epoch, f"loss {loss}" if not math.isfinite(loss) else "weights or codes became NaN or Inf",
+              checkpoint, bar)
+
+
+def _diverged(method, epoch: int, what: str, checkpoint, bar) -> None:
+    """Raise the one divergence error, naming the last good checkpoint when there is one."""
     bar.close()
     kept = f"; the last good checkpoint is {checkpoint}" if checkpoint and Path(checkpoint).is_file() else ""
-    what = f"loss {loss}" if not math.isfinite(loss) else "weights or codes became NaN or Inf"
     raise NeuroSQLError(f"{method.kind} training diverged at epoch {epoch} ({what}){kept}; lower --lr")

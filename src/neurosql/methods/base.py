@@ -24,7 +24,7 @@ from ..core.generators import GENERATORS, build_generator
 from ..core.losses import LOSSES, loss_per_sample
 from ..data import check_images, take
 from ..engine.augment import augment, parse_augmentations
-from ..engine.config import option
+from ..engine.config import check_type, option
 from ..engine.distributed import Shard, device_for, init_from_environment
 from ..engine.loop import Training, train_epochs
 from ..engine.training import (
@@ -58,7 +58,8 @@ class BackboneConfig(TrainConfig):
 
     latent_dim: int = option(16, "latent dimension d", within="[1, inf)")
     generator: str = option("convnet", "generator backbone", choices=GENERATORS)
-    width: int = option(0, "generator base width; 0 = the backbone's default", within="[0, inf)")
+    width: int = option(0, "generator base width; 0 = the backbone's default", within="[0, 65536]",
+                        hint="lower --width")  # wider would overflow even a shapes-only build
     width_schedule: str = option("halving", "ResNet block widths: halving from --width (the paper's 512→256→128→64) or "
                                             "constant (App. D's ResNet at width 512 throughout)", choices=("halving", "constant"))
 
@@ -107,6 +108,14 @@ def check_count(m) -> None:
     """A number of images to draw must be an integer >= 1."""
     if not isinstance(m, numbers.Integral) or isinstance(m, bool) or m < 1:
         raise NeuroSQLError(f"number of samples must be an integer >= 1, got {m!r}")
+
+
+def check_refinement(refine_steps, lr) -> None:
+    """What :meth:`LatentGenerator.encode` refines codes with: an integer number of steps >= 0, a rate > 0."""
+    check_type("refine_steps", refine_steps, int)
+    check_type("lr", lr, float)
+    if refine_steps < 0 or lr <= 0:
+        raise NeuroSQLError(f"encode needs refine_steps >= 0 and lr > 0, got {refine_steps} and {lr}")
 
 
 @torch.no_grad()
@@ -236,7 +245,7 @@ class Method:
 
     @classmethod
     def resume(cls, checkpoint: str | Path, X, X_val=None, device: str = "auto", epochs: int | None = None,
-               steps: int | None = None) -> "Method":
+               steps: int | None = None, progress: bool | None = None) -> "Method":
         """Continue an interrupted :meth:`fit` from its last checkpoint, on the same data.
 
         Restored: weights, the method's learned state, optimisers and schedule, weight averages,
@@ -244,15 +253,19 @@ class Method:
         from generators seeded by (seed, rank, epoch), so the next epoch draws what the
         uninterrupted run would have. In deterministic CPU mode the result equals an
         uninterrupted run. ``epochs`` or ``steps`` set a new total budget (same batch size),
-        e.g. to train a finished run further; the schedule is then that of the new budget.
+        e.g. to train a finished run further; the schedule is then that of the new budget. ``progress``
+        shows or hides the progress bar (a display setting: it changes nothing in the run).
         """
         checkpoint = checkpoint_file(checkpoint)
         model = cls.load(checkpoint, device=device)
+        if progress is not None:
+            model.config = replace(model.config, progress=progress)
+            model.config.validate()
         if model._saved_training is None:
             raise NeuroSQLError(f"{checkpoint} holds no training state (a baseline saved before release 0.3); "
                                 "it can sample and be evaluated, but not resumed: start a new run")
         if model._shard.is_main:  # the one process that writes; the others never touch the files
-            remove_temporaries(checkpoint.parent, checkpoint.name)  # left by a process killed while saving
+            remove_temporaries(checkpoint.parent, (checkpoint.name,))  # left by a process killed while saving
         X = model._as_images(X)
         if model.data_digest_ is not None and images_digest(X) != model.data_digest_:
             raise NeuroSQLError(

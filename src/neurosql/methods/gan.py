@@ -15,7 +15,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..data import check_images
-from .base import LatentGenerator, LatentGeneratorConfig, optimise_latents
+from .base import LatentGenerator, LatentGeneratorConfig, check_refinement, optimise_latents
 from ..core.generators import build_generator
 from ..core.losses import pairwise_cost
 from ..engine.config import option
@@ -108,6 +108,7 @@ class GAN(LatentGenerator):
         ``encode_steps + refine_steps`` Adam steps on z minimising ℓ(G(z), x)
         with the generator frozen (see :func:`neurosql.methods.base.optimise_latents`)."""
         self._check_fitted()
+        check_refinement(refine_steps, lr)
         X = check_images(X, min_count=1).to(self.device_)
         z, images = self._pool()
         start = z[pairwise_cost(X, images, self.config.loss).argmin(dim=1)]  # (m, d)

@@ -24,7 +24,7 @@ from ..core.losses import LOSSES, loss_per_sample, pairwise_cost
 from ..data import check_images, check_lazy_images
 from ..errors import NeuroSQLError
 from ..engine.config import option
-from .base import LatentGenerator, LatentGeneratorConfig, check_count, optimise_latents
+from .base import LatentGenerator, LatentGeneratorConfig, check_count, check_refinement, optimise_latents
 
 INITS = ("pca", "random")
 SUBSETS = ("held", "random")  # Alg. 2's lattice subset K of a batch
@@ -107,6 +107,10 @@ class NeuroSQL(LatentGenerator):
     def _setup(self, X, labels=None) -> None:
         """Lattice Q, generator G, π₀ and Ẑ = Q_π₀ for this process's images X."""
         cfg = self.config
+        if not (cfg.assign_batch and cfg.assign_every_batch) and self.budget_.epochs <= cfg.assign_every:
+            warnings.warn(f"{self.budget_.epochs} epochs with --assign-every {cfg.assign_every}: the codes are never "
+                          "reassigned (assignment runs every K epochs before the last), only the generator trains; "
+                          f"give more than {cfg.assign_every} epochs or a lower --assign-every", stacklevel=4)
         self.labels_ = None if labels is None else labels[self.train_index_]  # (n,), aligned with codes_
         self.lattice_ = make_lattice(cfg.lattice, len(self.train_index_), cfg.latent_dim, cfg.seed)
         self.networks_["generator"] = self._backbone()
@@ -293,6 +297,7 @@ class NeuroSQL(LatentGenerator):
         """Codes for images without an encoder: the lattice point whose image is
         nearest under ℓ, then optionally ``refine_steps`` Adam steps on z minimising ℓ."""
         self._check_fitted()
+        check_refinement(refine_steps, lr)
         X = check_images(X).to(self.device_)
         Q = self.lattice_.points.to(self.device_)
         z = Q[pairwise_cost(X, self.decode(Q, to_cpu=False), self.config.loss).argmin(dim=1)].clone()

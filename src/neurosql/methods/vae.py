@@ -12,7 +12,7 @@ import torch
 from torch import nn
 
 from ..data import check_images
-from .base import LatentGenerator, LatentGeneratorConfig, optimise_latents
+from .base import LatentGenerator, LatentGeneratorConfig, check_refinement, optimise_latents
 from ..core.generators import build_generator
 from ..core.losses import loss_per_sample
 from ..engine.config import option
@@ -117,6 +117,7 @@ class VAE(LatentGenerator):
         """The encoder means μ(x) (m, d) on the CPU, optionally refined by
         ``refine_steps`` Adam steps on z minimising ℓ(G(z), x)."""
         self._check_fitted()
+        check_refinement(refine_steps, lr)
         X = check_images(X, min_count=1).to(self.device_)
         z = self._means(X)
         if refine_steps > 0:
