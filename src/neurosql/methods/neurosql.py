@@ -102,6 +102,11 @@ class NeuroSQL(LatentGenerator):
     def _setup(self, X, labels=None) -> None:
         """Lattice Q, generator G, π₀ and Ẑ = Q_π₀ for this process's images X."""
         cfg = self.config
+        share = len(self.train_index_) // self._shard.world  # the fewest images a process holds
+        if cfg.assign_batch > share:
+            held = " per process" if self._shard.active else ""
+            raise NeuroSQLError(f"assign-batch {cfg.assign_batch} is larger than the {share} training images{held}; "
+                                f"pass at most {share}, or 0 for the full batch (Algorithm 1)")
         self.labels_ = None if labels is None else labels[self.train_index_]  # (n,), aligned with codes_
         self.lattice_ = make_lattice(cfg.lattice, len(self.train_index_), cfg.latent_dim, cfg.seed)
         self.networks_["generator"] = self._backbone()
