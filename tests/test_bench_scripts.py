@@ -44,3 +44,19 @@ def test_small_data_table_compares_defaults_with_the_grid_and_averages_seeds(tmp
     assert "| faces@32 | 80 | best of grid | 0.002 · 8 · 1000 | 0.400 |" in text
     assert "| faces@32 | defaults | 3 | 1000 | 0.800 ± 0.200 |" in text  # the mean ± sd over seeds 0-2
     assert "0.650 ± 0.354" in text and text.count(" ± ") == 1 + 2 * 5  # the title, two configurations × 5 metrics
+
+
+def test_training_path_case_reads_the_fits_phases():
+    """The quick training-path case runs both fits and reports each target's ratio from their logs."""
+    from benchmarks.cost_matrix import TRAIN_TARGETS, blob_images, training_path
+
+    X = blob_images(5, 64, 0)
+    assert X.shape == (5, 1, 64, 64) and 0 <= X.min() and X.max() <= 1 and X.std() > 0.1
+    rows = training_path(quick=True)
+    assert [r["name"] for r in rows] == ["training_round_vs_generator_epoch_64px", "training_validation_vs_round_64px",
+                                         "training_validation_vs_round_no_average_64px"]
+    phases = rows[0]["phases"]
+    assert all(v > 0 for p in phases.values() for v in p.values())
+    assert rows[0]["ratio"] == phases["ema"]["round_s"] / phases["ema"]["generator_epoch_s"]
+    assert rows[2]["ratio"] == phases["no_average"]["validation_s"] / phases["no_average"]["round_s"]
+    assert [r["target"] for r in rows[:2]] == list(TRAIN_TARGETS.values())
