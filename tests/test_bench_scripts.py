@@ -60,3 +60,18 @@ def test_training_path_case_reads_the_fits_phases():
     assert rows[0]["ratio"] == phases["ema"]["round_s"] / phases["ema"]["generator_epoch_s"]
     assert rows[2]["ratio"] == phases["no_average"]["validation_s"] / phases["no_average"]["round_s"]
     assert [r["target"] for r in rows[:2]] == list(TRAIN_TARGETS.values())
+
+
+def test_archive_images_are_seeded_shifts_of_the_training_digits(tmp_path):
+    from benchmarks.archive import SHIFT, shifted_digits
+    from neurosql.data import load_data
+
+    digits = (load_data(None, "train", progress=False).images.numpy() * 255).round().astype(np.uint8)
+    X = np.load(shifted_digits(len(digits) + 3, tmp_path / "x.npy"))
+    assert X.shape == (len(digits) + 3, 1, 28, 28) and X.dtype == np.uint8
+    shifts = range(-SHIFT, SHIFT + 1)
+    for i in (0, 1, len(digits) - 1, len(digits) + 2):  # the last wraps around to digit 2
+        source = digits[i % len(digits)]
+        assert any(np.array_equal(X[i], np.roll(source, (a, b), axis=(-2, -1))) for a in shifts for b in shifts)
+    assert np.array_equal(X, np.load(shifted_digits(len(digits) + 3, tmp_path / "again.npy")))  # seeded
+    assert not np.array_equal(X[: len(digits)], digits)  # shifted, not copied
