@@ -3,7 +3,8 @@
 The images are built offline from the embedded training digits (k of them):
 image i is digit i mod k shifted by a seeded (dy, dx) ∈ [-3, 3]², kept as
 a uint8 memory map on disk that Algorithm 2 reads batch by batch. Each run
-trains for a fixed number of updates at batch m in its own process, which
+trains for a fixed number of updates at batch m (rounded up to whole epochs;
+the table gives the count) in its own process, which
 reports its own peak RSS, the images per second of ``fit``, the assignment's
 share of that time (G(Q_K), the m×m costs and solves) and the proxy-FID of
 1,000 samples against the held-out test digits; the VAE runs at the same batch
