@@ -10,7 +10,7 @@ three ways: warm (the previous round's ExactSolution, what the model keeps
 between rounds; this one is held to the target), from the previous
 permutation only, and cold.
 
-    python -m benchmarks.assignment [--scipy]
+    python -m benchmarks.assignment [--scipy] [--quick]   (--quick: n = QUICK_SIZE only, to check the code)
 """
 
 from __future__ import annotations
@@ -26,6 +26,7 @@ from neurosql.core.assignment import assignment_cost, exact_solution, greedy_ass
 
 CACHE = Path(os.environ.get("NEUROSQL_BENCH_CACHE", "/tmp/neurosql_assignment_cache"))
 SIZES = (2000, 5000)
+QUICK_SIZE = 200
 TARGET = 1.5  # exact (warm) time / greedy time
 REPEATS = 5
 
@@ -126,9 +127,9 @@ COLUMNS = (  # header, key in a measured row, digits after the point
 SCIPY_COLUMNS = (("scipy s", "scipy_s", 3), ("scipy obj", "scipy_objective", 6))
 
 
-def run(with_scipy: bool = False) -> list[dict]:
+def run(with_scipy: bool = False, quick: bool = False) -> list[dict]:
     """Measure every size, print the table, return one result entry per size for benchmarks/results.json."""
-    rows = [measure(n, with_scipy) for n in SIZES]
+    rows = [measure(n, with_scipy) for n in ((QUICK_SIZE,) if quick else SIZES)]
     columns = COLUMNS + (SCIPY_COLUMNS if with_scipy else ())
     print("  ".join(f"{header:>11}" for header, _, _ in columns))
     for r in rows:
@@ -156,4 +157,4 @@ def run(with_scipy: bool = False) -> list[dict]:
 
 
 if __name__ == "__main__":
-    run(with_scipy="--scipy" in sys.argv[1:])
+    run(with_scipy="--scipy" in sys.argv[1:], quick="--quick" in sys.argv[1:])

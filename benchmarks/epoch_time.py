@@ -4,11 +4,12 @@ Same ConvNet backbone, data (2,000 embedded MNIST digits), batch size and
 epochs. NeuroSQL's epoch counts its assignment work (G(Q), the cost matrix and
 the solver) amortised over K; validation is excluded for both methods.
 
-    python -m benchmarks.epoch_time
+    python -m benchmarks.epoch_time [--quick]   (--quick: QUICK_N images, 2 epochs, to check the code)
 """
 
 from __future__ import annotations
 
+import sys
 import time
 
 import numpy as np
@@ -19,6 +20,7 @@ from neurosql.core.losses import loss_per_sample
 from neurosql.methods import build_method
 
 COMMON = dict(latent_dim=16, generator="convnet", epochs=6, batch_size=64, val_fraction=0.0, progress=False, seed=0)
+N, QUICK_N = 2000, 200
 
 
 def bare_epoch(model, X: torch.Tensor) -> float:
@@ -49,15 +51,16 @@ def steady_epoch(rows: list[dict], K: int) -> dict:
             "assign_s_per_epoch_amortised": solve, "epoch_s": generator + cost + solve}
 
 
-def run() -> list[dict]:
+def run(quick: bool = False) -> list[dict]:
     torch.set_num_threads(2)
-    X = load_data(None, "train", limit=2000, progress=False).images
-    neurosql = build_method("neurosql", **COMMON, assign_every=3).fit(X)
-    vae = build_method("vae", **COMMON).fit(X)
+    X = load_data(None, "train", limit=QUICK_N if quick else N, progress=False).images
+    common = {**COMMON, "epochs": 4} if quick else COMMON  # the round at epoch 3 still runs
+    neurosql = build_method("neurosql", **common, assign_every=3).fit(X)
+    vae = build_method("vae", **common).fit(X)
     t_neurosql = steady_epoch(neurosql.log_.rows, neurosql.config.assign_every)
     t_vae = float(np.mean([r["time_generator"] for r in vae.log_.rows]))
     ours = float(np.median([r["time_generator"] for r in neurosql.log_.rows]))
-    bare = float(np.median([bare_epoch(neurosql, X) for _ in range(3)]))
+    bare = float(np.median([bare_epoch(neurosql, X) for _ in range(1 if quick else 3)]))
     print(f"NeuroSQL epoch {t_neurosql['epoch_s']:.2f} s (generator {t_neurosql['generator_s_per_epoch']:.2f}, "
           f"cost {t_neurosql['cost_s_per_epoch_amortised']:.2f}, assign {t_neurosql['assign_s_per_epoch_amortised']:.3f}"
           f" amortised over K=3); VAE epoch {t_vae:.2f} s")
@@ -73,5 +76,5 @@ def run() -> list[dict]:
 
 
 if __name__ == "__main__":
-    for row in run():
+    for row in run(quick="--quick" in sys.argv[1:]):
         print(row["name"], f"{row['ratio']:.3f}", "met" if row["met"] else "missed")

@@ -1,12 +1,18 @@
-"""Every performance target of issue 7 in one run: ``make bench`` (about 20–30 minutes here).
+"""Every performance target of issues 7 and 25 in one run: ``make bench``.
 
 Writes ``benchmarks/results.json`` (a ``targets`` list of {name, ratio, target,
 met} plus details, the machine and versions) and ``benchmarks/results.md``.
 Ratios are measured within one run, so they compare like with like on this machine.
+
+    python -m benchmarks.run [--quick]
+
+``--quick`` runs every suite on a few images (a CI-sized check of the benchmark
+code, a minute or two) and writes nothing: its ratios measure nothing.
 """
 
 from __future__ import annotations
 
+import argparse
 import json
 import time
 from pathlib import Path
@@ -21,13 +27,21 @@ HERE = Path(__file__).resolve().parent
 SUITES = (cost_matrix, assignment, epoch_time, time_to_quality)
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="a few images per suite, to check the code; writes nothing")
+    quick = parser.parse_args(argv).quick
     torch.set_num_threads(2)
     start = time.perf_counter()
     targets = []
     for suite in SUITES:
         print(f"== {suite.__name__}", flush=True)
-        targets += suite.run()
+        targets += suite.run(quick=quick)
+    if quick:
+        for t in targets:
+            print(f"{t['name']}: ratio {t['ratio']:.3f} (target {t['target']}; quick run, not a measurement)")
+        print(f"quick run: {time.perf_counter() - start:.0f} s")
+        return
     result = {
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         "wall_time_s": time.perf_counter() - start,

@@ -221,6 +221,9 @@ CLI_CASES = [  # (id, argv, words the one error line must contain)
     ("momentum-nan", [*T, "--momentum", "nan", "--out", "new"], "momentum must be a finite"),
     ("assign-every-0", [*T, "--assign-every", "0", "--out", "new"], "assign-every"),
     ("assign-batch-1", [*T, "--assign-batch", "1", "--out", "new"], "assign-batch"),
+    ("assign-batch-negative", [*T, "--assign-batch", "-8", "--out", "new"], "assign-batch"),
+    # Alg. 2's batches cannot hold more than the 40 training images (validation has its own split)
+    ("assign-batch-above-n", [*T, "--assign-batch", "41", "--out", "new"], "assign-batch 41 is larger than the 40"),
     ("checkpoint-every-0", [*T, "--checkpoint-every", "0", "--out", "new"], "checkpoint-every"),
     ("patience-0", [*T, "--patience", "0", "--out", "new"], "patience"),
     ("width-negative", [*T, "--width", "-1", "--out", "new"], "width"),
@@ -408,6 +411,7 @@ API_CASES = [  # (id, call(world, fitted, mnist), words the message must contain
     ("unknown-parameter", lambda w, m, d: NeuroSQL(bogus=1), "unknown"),
     ("vae-latent-dim-text", lambda w, m, d: VAE(latent_dim="4").fit(d[0][:8]), "latent-dim must be an integer"),
     ("one-image", lambda w, m, d: NeuroSQL().fit(d[0][:1]), "at least 2"),
+    ("assign-batch-above-n", lambda w, m, d: NeuroSQL(assign_batch=9, val_fraction=0).fit(d[0][:8]), "at most 8"),
     ("nan-images", lambda w, m, d: NeuroSQL().fit(torch.full((4, 1, 28, 28), float("nan"))), "NaN"),
     ("unfitted-sample", lambda w, m, d: NeuroSQL().sample(3), "not fitted"),
     ("sample-text", lambda w, m, d: m.sample("3"), "integer >= 1"),
@@ -446,6 +450,22 @@ def test_api_bad_input(world, fitted, mnist, call, words):
         call(world, fitted, mnist)
     assert words in str(info.value) and "\n" not in str(info.value)
     assert tree(world) == before
+
+
+def test_more_processes_than_image_pairs_are_refused(world, capsys, monkeypatch):
+    """As torchrun with 21 processes for the 40 training images would be: rank 0's one line, nothing written."""
+    from neurosql.engine.distributed import Shard
+
+    monkeypatch.chdir(world)
+    monkeypatch.setattr("neurosql.methods.base.init_from_environment", lambda: Shard(0, 21))
+    before = tree(world)
+    assert main([*T, "--out", "new"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: 21 processes need at least 2 training images each, got 40") and err.count("\n") == 1
+    assert tree(world) == before
+    monkeypatch.setattr("neurosql.methods.base.init_from_environment", lambda: Shard(1, 2))
+    with pytest.raises(NeuroSQLError, match="assign-batch 19 is larger than the 18 training images per process"):
+        NeuroSQL(assign_batch=19, val_fraction=0, epochs=1).fit(torch.rand(36, 1, 16, 16))
 
 
 def test_catalogue_size():

@@ -62,3 +62,34 @@ def test_small_data_quality_table_puts_samples_beside_prior_draws_and_reconstruc
     text = (tmp_path / "t.md").read_text()
     assert "| brain@64 | defaults | 16 | codes | 2 | 0.500 | 1.000 | 2.00 | 0.70 | 0.60 | 0.90 | 0.00 |" in text
     assert "| brain@64 | defaults | 16 | prior (paper) | 2 | 0.500 | 2.500 | 5.00 |" in text
+
+
+def test_training_path_case_reads_the_fits_phases():
+    """The quick training-path case runs both fits and reports each target's ratio from their logs."""
+    from benchmarks.cost_matrix import TRAIN_TARGETS, blob_images, training_path
+
+    X = blob_images(5, 64, 0)
+    assert X.shape == (5, 1, 64, 64) and 0 <= X.min() and X.max() <= 1 and X.std() > 0.1
+    rows = training_path(quick=True)
+    assert [r["name"] for r in rows] == ["training_round_vs_generator_epoch_64px", "training_validation_vs_round_64px",
+                                         "training_validation_vs_round_no_average_64px"]
+    phases = rows[0]["phases"]
+    assert all(v > 0 for p in phases.values() for v in p.values())
+    assert rows[0]["ratio"] == phases["ema"]["round_s"] / phases["ema"]["generator_epoch_s"]
+    assert rows[2]["ratio"] == phases["no_average"]["validation_s"] / phases["no_average"]["round_s"]
+    assert [r["target"] for r in rows[:2]] == list(TRAIN_TARGETS.values())
+
+
+def test_archive_images_are_seeded_shifts_of_the_training_digits(tmp_path):
+    from benchmarks.archive import SHIFT, shifted_digits
+    from neurosql.data import load_data
+
+    digits = (load_data(None, "train", progress=False).images.numpy() * 255).round().astype(np.uint8)
+    X = np.load(shifted_digits(len(digits) + 3, tmp_path / "x.npy"))
+    assert X.shape == (len(digits) + 3, 1, 28, 28) and X.dtype == np.uint8
+    shifts = range(-SHIFT, SHIFT + 1)
+    for i in (0, 1, len(digits) - 1, len(digits) + 2):  # the last wraps around to digit 2
+        source = digits[i % len(digits)]
+        assert any(np.array_equal(X[i], np.roll(source, (a, b), axis=(-2, -1))) for a in shifts for b in shifts)
+    assert np.array_equal(X, np.load(shifted_digits(len(digits) + 3, tmp_path / "again.npy")))  # seeded
+    assert not np.array_equal(X[: len(digits)], digits)  # shifted, not copied

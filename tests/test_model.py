@@ -117,6 +117,27 @@ def test_without_patience_the_whole_budget_runs_and_the_final_model_is_kept(digi
     assert min(val.values()) < val[12]  # else the test could not tell the final model from the best one
 
 
+def test_validation_without_weight_average_reuses_the_rounds_images_exactly(digits):
+    """With ema = 0 validation takes G(Q) from the epoch's round: each logged loss equals one
+    computed afresh, also on the last epoch (5), which has no round to take it from."""
+    from neurosql.core.losses import pairwise_cost
+
+    fresh = {}
+
+    def recompute(model, row):  # the callback sees the weights validation saw
+        if "val_loss" not in row:
+            return
+        held_out = np.setdiff1d(np.arange(len(digits)), model.train_index_)
+        G_Q = model.decode(model.lattice_.points)
+        fresh[row["epoch"]] = float(pairwise_cost(digits[held_out], G_Q).min(dim=1).values.mean())
+
+    model = NeuroSQL(**{**TINY, "epochs": 5, "ema": 0.0}, val_fraction=0.25).fit(digits, callback=recompute)
+    val = {r["epoch"]: r["val_loss"] for r in model.log_.rows if "val_loss" in r}
+    assert sorted(val) == [2, 4, 5] and [r["epoch"] for r in model.log_.rows if "time_cost" in r] == [2, 4]
+    assert val == pytest.approx(fresh, rel=1e-6)
+    assert len(set(val.values())) == 3  # the generator changed between validations
+
+
 def test_sample_shapes_range_and_seed(assignments):
     model = assignments[0]
     a, b = model.sample(10, seed=5), model.sample(10, seed=5)

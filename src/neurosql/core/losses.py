@@ -215,7 +215,7 @@ def _compiled_cost(
     SSIM: the separable covariance of the module docstring, strip by strip
     (one output column of one channel): per strip the kernel centres the
     windows of the tile's rows and columns once, then for each block of
-    native.ROW_BLOCK x native.COL_BLOCK pairs keeps the horizontal sums of the last 11
+    native.ROW_BLOCK x kernel.col_block() pairs keeps the horizontal sums of the last 11
     input rows in a ring and finishes each output row with its vertical sums
     and the SSIM quotient, all in registers. L1: sum_q |x_i(q) - y_k(q)| on
     the same blocks. Zero padding rows and columns are harmless (every SSIM
@@ -227,9 +227,10 @@ def _compiled_cost(
     n, C, H, W = x.shape
     m, d = len(y), C * H * W
     threads = torch.get_num_threads()
-    rows, cols = _round_up(n, native.ROW_BLOCK), _round_up(m, native.COL_BLOCK)
+    col_block = kernel.col_block()  # 16 or 32 columns, by the CPU's vector width
+    rows, cols = _round_up(n, native.ROW_BLOCK), _round_up(m, col_block)
     a = _round_up(chunk_size or ROWS_PER_TILE, native.ROW_BLOCK)  # rows of x per call
-    b = _round_up(chunk_size or min(COLS_PER_TILE, -(-cols // threads)), native.COL_BLOCK)  # columns of y per call
+    b = _round_up(chunk_size or min(COLS_PER_TILE, -(-cols // threads)), col_block)  # columns of y per call
     xp, yp = _rows_padded(x, rows), _columns_last(y, cols)  # (rows, C, H, W), (C, H, W, cols)
     sums = {}
     if loss != "ssim":

@@ -5,8 +5,10 @@ compiler ($CC, default cc) for this CPU (-march=native) into
 $XDG_CACHE_HOME/neurosql on first use and loaded with ctypes. When there is
 no compiler or the build fails, :func:`kernel` returns None and
 :mod:`neurosql.core.losses` uses its pure-PyTorch path: the C code is an
-optimisation, never a requirement. Block sizes are compile-time constants
-shared with the caller.
+optimisation, never a requirement. The register blocks are ROW_BLOCK rows of
+x by ``col_block()`` columns of y: COL_VECTORS vectors whose width the compiler
+picks for this CPU (16 floats with AVX-512, 8 with AVX2, 4 otherwise), so the
+caller asks the loaded library for it.
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ import tempfile
 from pathlib import Path
 
 ROW_BLOCK = 6  # rows of x the kernel keeps in registers (6 x 2 vectors of accumulators measured fastest)
-COL_BLOCK = 32  # columns of y the kernel keeps in registers: two vectors of 16 floats
+COL_VECTORS = 2  # vectors of columns of y it keeps in registers: 32 columns with AVX-512, 16 with AVX2
 SOURCE = (Path(__file__).with_name("pairwise_kernel.c")).read_text()
 
 
@@ -36,7 +38,7 @@ def _cpu_signature() -> str:
 
 def load(cache_dir: Path, cc: str) -> ctypes.CDLL | None:
     """The C kernel, compiled for this CPU into cache_dir on first use (~1 s) and loaded; None if that fails."""
-    flags = ["-O3", "-march=native", "-shared", "-fPIC", f"-DRI={ROW_BLOCK}", f"-DKV={COL_BLOCK // 16}"]
+    flags = ["-O3", "-march=native", "-shared", "-fPIC", f"-DRI={ROW_BLOCK}", f"-DKV={COL_VECTORS}"]
     key = hashlib.sha256("\n".join([SOURCE, cc, *flags, _cpu_signature()]).encode()).hexdigest()[:16]
     path = cache_dir / f"pairwise-{key}.so"
     try:
@@ -55,6 +57,7 @@ def load(cache_dir: Path, cc: str) -> ctypes.CDLL | None:
     kernel.ssim_sums.restype = i
     kernel.l1_sums.argtypes = [p, i, i, p, z, i, i, p, z]
     kernel.l1_sums.restype = None
+    kernel.col_block.argtypes, kernel.col_block.restype = [], i
     return kernel
 
 

@@ -2,8 +2,16 @@
 #include <string.h>
 
 #define NW 11           /* window side */
-#define VL 16           /* floats per vector */
-#define KB (KV * VL)    /* columns of y per register block; RI rows of x, both from -D flags */
+/* Floats per vector: one register's worth. A wider vector than the registers (16 floats on an
+   AVX2 CPU) makes the RI x KV accumulators spill to the stack, 6x slower at 64x64. */
+#if defined(__AVX512F__)
+#define VL 16
+#elif defined(__AVX__)
+#define VL 8
+#else
+#define VL 4            /* SSE, NEON */
+#endif
+#define KB (KV * VL)    /* columns of y per register block; RI rows of x and KV from -D flags */
 typedef float vec __attribute__((vector_size(VL * sizeof(float))));
 typedef int ivec __attribute__((vector_size(VL * sizeof(int))));
 
@@ -157,3 +165,6 @@ void l1_sums(const float *x, int a, int d, const float *y, size_t ld, int k0, in
                 for (int j = 0; j < KV; j++) store(out + (size_t)(i0 + i) * ldo + k + j * VL, acc[i][j]);
         }
 }
+
+/* Columns of y per register block, KB: the caller pads the columns to a multiple of it. */
+int col_block(void) { return KB; }

@@ -20,6 +20,8 @@ import numpy as np
 import torch
 import torch.distributed as dist
 
+from ..errors import NeuroSQLError
+
 
 @dataclass(frozen=True)
 class Shard:
@@ -42,6 +44,13 @@ class Shard:
         A strided slice of a low-discrepancy lattice is still spread over the prior.
         """
         return np.arange(self.rank, n, self.world)
+
+    def check_enough_images(self, n: int) -> None:
+        """Refuse more processes than pairs of the n training images: each needs two, as BatchNorm
+        cannot normalise one. Every rank sees the same n, so all refuse alike."""
+        if n < 2 * self.world:
+            raise NeuroSQLError(f"{self.world} processes need at least 2 training images each, got {n} in all; "
+                                f"start at most {max(1, n // 2)} (torchrun --nproc_per_node) or train on more images")
 
     def n_batches(self, n: int, batch_size: int) -> int:
         """Batches per epoch, the same on every rank (DDP needs matched all-reduces)."""

@@ -232,6 +232,7 @@ class Method:
         self.data_digest_ = images_digest(X)  # resume refuses other data, even of the same shape
         seed_everything(cfg.seed)
         X, X_val, self.train_index_ = split_validation(X, X_val, cfg.val_fraction, torch.Generator().manual_seed(cfg.seed))
+        self._shard.check_enough_images(len(X))
         self.image_shape_ = tuple(X.shape[1:])  # (C, H, W) or (C, D, H, W)
         self.budget_ = cfg.budget(len(X), self._batch_size(), self._shard.n_batches)
         self._local = self._shard.indices(len(X))  # this process's images

@@ -111,6 +111,11 @@ class NeuroSQL(LatentGenerator):
             warnings.warn(f"{self.budget_.epochs} epochs with --assign-every {cfg.assign_every}: the codes are never "
                           "reassigned (assignment runs every K epochs before the last), only the generator trains; "
                           f"give more than {cfg.assign_every} epochs or a lower --assign-every", stacklevel=4)
+        share = len(self.train_index_) // self._shard.world  # the fewest images a process holds
+        if cfg.assign_batch > share:
+            held = " per process" if self._shard.active else ""
+            raise NeuroSQLError(f"assign-batch {cfg.assign_batch} is larger than the {share} training images{held}; "
+                                f"pass at most {share}, or 0 for the full batch (Algorithm 1)")
         self.labels_ = None if labels is None else labels[self.train_index_]  # (n,), aligned with codes_
         self.lattice_ = make_lattice(cfg.lattice, len(self.train_index_), cfg.latent_dim, cfg.seed)
         self.networks_["generator"] = self._backbone()
@@ -164,6 +169,7 @@ class NeuroSQL(LatentGenerator):
         """
         cfg = self.config
         self._Q = self.lattice_.points.to(self.device_)  # (n, d)
+        self._round_images = None  # G(Q) of this epoch's Alg. 1 round, for its validation
         if not cfg.assign_batch:
             return
         last = epoch == self.budget_.epochs
@@ -201,7 +207,8 @@ class NeuroSQL(LatentGenerator):
         whole lattice; Alg. 2: rows a batch B, points its subset K."""
         cfg = self.config
         start = time.perf_counter()
-        C = pairwise_cost(x, self.decode(self._Q[points], to_cpu=False), cfg.cost_name)  # (|rows|, |points|)
+        images = self.decode(self._Q[points], to_cpu=False)  # G(Q_points): (|points|, C, H, W)
+        C = pairwise_cost(x, images, cfg.cost_name)  # (|rows|, |points|)
         middle = time.perf_counter()
         choice = torch.as_tensor(solve(C), device=C.device)  # (|rows|,) a column of C per row
         end = time.perf_counter()
@@ -211,6 +218,8 @@ class NeuroSQL(LatentGenerator):
                "changed": float(np.mean(new_np != self.perm_[rows_np])), "time_cost": middle - start,
                "time_assign": end - middle}
         self.perm_[rows_np] = new_np
+        if not cfg.assign_batch:  # Alg. 1: all of G(Q), point k in row k, for this epoch's validation
+            self._round_images = images
         self.codes_[rows] = cfg.momentum * self._Q[new] + (1 - cfg.momentum) * self.codes_[rows]
         return row
 
@@ -219,11 +228,21 @@ class NeuroSQL(LatentGenerator):
 
     def _validation_loss(self, X_val) -> float:
         """Each held-out image against its nearest image among G(Q_S), S a fixed seeded subset
-        of at most VAL_LATTICE lattice points (all when n is smaller)."""
-        Q = self.lattice_.points
-        if len(Q) > VAL_LATTICE:
-            Q = Q[torch.randperm(len(Q), generator=torch.Generator().manual_seed(self.config.seed))[:VAL_LATTICE]]
-        return float(pairwise_cost(X_val, self.decode(Q, to_cpu=False), self.config.loss).min(dim=1).values.mean())
+        of at most VAL_LATTICE lattice points (all when n is smaller).
+
+        Without a weight average, validation sees the weights of this epoch's round and takes
+        G(Q_S) from it: decoding G(Q) again cost ~6x the 20 x n costs (64 px, n = 159). With an
+        average, G is the average and G(Q_S) is decoded."""
+        n = self.lattice_.n
+        S = torch.arange(n)
+        if n > VAL_LATTICE:
+            S = torch.randperm(n, generator=torch.Generator().manual_seed(self.config.seed))[:VAL_LATTICE]
+        images = self.__dict__.pop("_round_images", None)  # released either way
+        if images is not None and not self.training_.averages:
+            images = images[S.to(images.device)]
+        else:
+            images = self.decode(self.lattice_.points[S], to_cpu=False)
+        return float(pairwise_cost(X_val, images, self.config.loss).min(dim=1).values.mean())
 
     def _learned_tensors(self) -> list[torch.Tensor]:
         return [self.codes_]
