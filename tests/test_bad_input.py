@@ -48,6 +48,10 @@ def world(tmp_path_factory, mnist):
     X, _ = mnist
     pixels = (X[:40, 0].numpy() * 255).astype(np.uint8)  # (40, 28, 28)
     assert main(["train", "--out", str(root / "run"), *TINY]) == 0
+    assert main(["train", "--method", "gan", "--out", str(root / "gan"), "--limit", "40", "--epochs", "1", "--latent-dim", "2",
+                 "--width", "8", "--no-progress", "--device", "cpu", "--no-evaluate"]) == 0
+    (root / "sampled").mkdir()
+    np.save(root / "sampled" / "samples.npy", pixels[:2])
     np.save(root / "one.npy", pixels[:1])
     np.save(root / "nan.npy", np.where(np.arange(28) == 3, np.nan, pixels[:10] / 255.0))
     np.save(root / "range.npy", pixels[:10].astype(np.float32))  # 0..255 floats
@@ -163,7 +167,9 @@ CLI_CASES = [  # (id, argv, words the one error line must contain)
     ("sample-n-huge", ["sample", "--checkpoint", "run", "-n", "1000000000000"], "lower -n"),
     ("sample-seed-negative", ["sample", "--checkpoint", "run", "--seed", "-1"], "--seed must be in"),
     ("sample-seed-float", ["sample", "--checkpoint", "run", "--seed", "1e23"], "invalid int"),
-    ("sample-out-dir", ["sample", "--checkpoint", "run", "--out", "empty"], "is a directory"),
+    ("sample-out-folder-is-a-file", ["sample", "--checkpoint", "run", "--out", "notes.txt/"], "is a file"),
+    ("sample-out-folder-has-samples", ["sample", "--checkpoint", "run", "--out", "sampled"], "already holds samples"),
+    ("sample-out-folder-unwritable", ["sample", "--checkpoint", "run", "--out", "/proc/samples/"], "cannot write"),
     ("sample-out-suffix", ["sample", "--checkpoint", "run", "--out", "s.gif"], "unknown suffix"),
     ("sample-out-no-folder", ["sample", "--checkpoint", "run", "--out", "nosuch/s.png"], "does not exist"),
     ("sample-out-unwritable", ["sample", "--checkpoint", "run", "--out", "/proc/s.png"], "cannot write"),

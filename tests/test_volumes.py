@@ -160,6 +160,12 @@ def test_cli_trains_on_nifti_volumes_and_writes_nifti_samples(tmp_path):
     data = load_run_data(out, "train", progress=False)  # the run's own data, volumes again
     assert data.images.shape[1:] == (1, 16, 16, 16) and np.allclose(samples.affine, data.affine)
     assert np.allclose(np.asanyarray(samples.dataobj)[..., 0], np.load(out / "samples.npy")[0, 0], atol=1e-6)
+    assert main(["sample", "--checkpoint", str(out), "-n", "3", "--out", str(tmp_path / "drawn") + "/"]) == 0
+    drawn = np.load(tmp_path / "drawn" / "samples.npy")  # (3, 1, 16, 16, 16)
+    for i in range(3):  # one 3-D NIfTI per volume, in the run's space
+        volume = nib.load(tmp_path / "drawn" / f"sample_{i:04d}.nii.gz")
+        assert volume.shape == (16, 16, 16) and np.allclose(volume.affine, data.affine)
+        assert np.allclose(np.asanyarray(volume.dataobj), drawn[i, 0], atol=1e-6)
     assert main(["train", "--resume", str(out), "--epochs", "2", "--no-evaluate"]) == 0
 
 

@@ -7,6 +7,7 @@ and leaves every file as it was (see :mod:`neurosql.runs`).
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import time
 from pathlib import Path
@@ -80,11 +81,28 @@ def build_parser() -> argparse.ArgumentParser:
     sample.add_argument("--seed", type=int, default=0, help="sampling seed (default: 0)")
     sample.add_argument("--out", default="samples.png",
                         help="file to write, by suffix: .png or .jpg/.jpeg = a grid (the images also go to the same "
-                        "name .npy), .npy = the images (n, C, H, W) only")
+                        "name .npy), .npy = the images (n, C, H, W) only; a folder (DIR/ or an existing directory) "
+                        "= one PNG per image (one .nii.gz per volume) plus samples.npy")
     sample.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
     sample.add_argument("--label", default=None,
                         help="only images of this class (NeuroSQL trained on labelled data): prior draws whose "
                              "nearest training codes vote for it")
+
+    encode = sub.add_parser("encode", help="write the codes of images (id, label, code) for other tools")
+    encode.add_argument("--checkpoint", required=True, help="run directory (or model.pt) of a neurosql or vae run")
+    encode.add_argument("--data", default=None, help="images to encode (default: the run's data); " + DATA_HELP)
+    encode.add_argument("--split", default="all", help="split of --data to encode: train, val, test or all (default: all)")
+    encode.add_argument("--out", default="codes.csv",
+                        help="file to write, by suffix: .csv (id, label, source, z0..) or .npy (a structured array "
+                             "with the same fields; codes under 'code'); training images get their stored codes")
+    encode.add_argument("--refine-steps", type=int, default=0,
+                        help="gradient steps refining the codes of images not trained on (default: 0)")
+    encode.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
+
+    export = sub.add_parser("export", help="write a trained model's generator G(z) for other tools")
+    export.add_argument("--checkpoint", required=True, help="run directory (or model.pt) of a neurosql, vae or gan run")
+    export.add_argument("--format", required=True, help="torchscript, onnx (needs the onnx package) or safetensors")
+    export.add_argument("--out", default=None, help="file to write (default: RUN/generator.pt, .onnx or .safetensors)")
 
     evaluate = sub.add_parser("evaluate", help="evaluate a trained model: metrics.json, report.md and pictures")
     evaluate.add_argument("--checkpoint", required=True, help="run directory written by 'neurosql train'")
@@ -246,7 +264,7 @@ def cmd_sample(args: argparse.Namespace) -> None:
     from .methods import load_model
     from .persistence import write_files
     from .report import grid_bytes
-    from .runs import check_memory
+    from .runs import check_memory, check_writable, created_dir, run_affine, sample_files
     from .engine.config import MAX_SEED
 
     if args.num < 1:
@@ -254,17 +272,28 @@ def cmd_sample(args: argparse.Namespace) -> None:
     if not 0 <= args.seed <= MAX_SEED:
         raise NeuroSQLError(f"--seed must be in [0, {MAX_SEED}], got {args.seed}")
     out = Path(args.out)
-    if out.is_dir():
-        raise NeuroSQLError(f"--out {out} is a directory; name a file in it, e.g. {out / 'samples.png'}")
-    if out.suffix.lower() not in SAMPLE_SUFFIXES:
-        raise NeuroSQLError(f"--out {out}: unknown suffix '{out.suffix}'; use .png, .jpg, .jpeg or .npy")
-    if not out.parent.is_dir():
+    folder = args.out.endswith(("/", os.sep)) or out.is_dir()  # one file per image
+    if folder and out.exists() and not out.is_dir():
+        raise NeuroSQLError(f"--out {args.out} names a folder but {out} is a file; choose another --out")
+    if folder and (out / "samples.npy").exists():
+        raise NeuroSQLError(f"{out} already holds samples (samples.npy); choose a new folder or remove them")
+    if folder:
+        check_writable(out)
+    elif out.suffix.lower() not in SAMPLE_SUFFIXES:
+        raise NeuroSQLError(f"--out {out}: unknown suffix '{out.suffix}'; use .png, .jpg, .jpeg or .npy, or DIR/ for a folder")
+    elif not out.parent.is_dir():
         raise NeuroSQLError(f"output folder {out.parent} does not exist; create it or choose another --out")
     model = load_model(args.checkpoint, device=args.device)
     if args.label is not None and not hasattr(model, "labels_"):
         raise NeuroSQLError(f"--label needs a NeuroSQL model trained on labelled data; a {model.kind} has no training codes")
     check_memory(8 * args.num * int(np.prod(model.image_shape_)), f"{args.num:,} images", "lower -n")
     images = model.sample(args.num, seed=args.seed, **({} if args.label is None else {"label": args.label}))
+    if folder:
+        files = sample_files(images, run_affine(args.checkpoint) if images.ndim == 5 else None)
+        with created_dir(out):  # a folder made here is removed again if writing fails
+            write_files({out / name: (lambda f, data=data: f.write(data)) for name, data in files.items()})
+        print(f"wrote {args.num} samples to {out}{os.sep} ({len(files) - 1} image files and samples.npy)")
+        return
     files = {out.with_suffix(".npy"): lambda f: np.save(f, images.numpy())}
     if out.suffix.lower() != ".npy":
         picture = grid_bytes(images, out.suffix)
@@ -307,7 +336,55 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
     print(f"report written to {out / 'report.md'}")
 
 
-COMMANDS = {"train": cmd_train, "sample": cmd_sample, "evaluate": cmd_evaluate, "benchmark": cmd_benchmark}
+def cmd_encode(args: argparse.Namespace) -> None:
+    from .encoding import CODE_SUFFIXES, check_has_codes, codes_table, encode_images, stored_code_rows, write_codes
+    from .methods import load_model
+    from .runs import load_run_data, run_directory
+
+    out = Path(args.out)
+    if out.suffix.lower() not in CODE_SUFFIXES or out.is_dir():
+        raise NeuroSQLError(f"--out {out}: name a .csv or .npy file to write the codes to")
+    if not out.parent.is_dir():
+        raise NeuroSQLError(f"output folder {out.parent} does not exist; create it or choose another --out")
+    if args.refine_steps < 0:
+        raise NeuroSQLError(f"--refine-steps must be >= 0, got {args.refine_steps}")
+    model = load_model(args.checkpoint, device=args.device)
+    check_has_codes(model)
+    run_dir = run_directory(args.checkpoint)
+    data = load_run_data(run_dir, args.split, spec=args.data)
+    if tuple(data.images.shape[1:]) != tuple(model.image_shape_):
+        raise NeuroSQLError(f"--data images are {tuple(data.images.shape[1:])} but the model makes "
+                            f"{tuple(model.image_shape_)}; use matching data")
+    try:
+        rows = stored_code_rows(model, load_run_data(run_dir, "train", progress=False).images, data.images)
+    except NeuroSQLError as exc:  # the run's training data moved or changed: no image is known as trained on
+        print(f"warning: every code is encoded, none looked up ({exc})", file=sys.stderr)
+        rows = np.full(len(data), -1)
+    codes = encode_images(model, data.images, rows, args.refine_steps)
+    ids = data.ids or [str(i) for i in range(len(data))]
+    labels = data.label_names()
+    labels = [""] * len(data) if labels is None else [str(v) for v in labels]
+    write_codes(out, codes_table(codes, ids, labels, rows >= 0))
+    print(f"wrote the codes of {len(data)} images to {out} ({int((rows >= 0).sum())} stored training codes, "
+          f"{int((rows < 0).sum())} encoded)")
+
+
+def cmd_export(args: argparse.Namespace) -> None:
+    from .export import FORMATS, check_format, export_generator
+    from .methods import load_model
+    from .runs import run_directory
+
+    check_format(args.format)
+    out = Path(args.out) if args.out else run_directory(args.checkpoint) / f"generator{FORMATS[args.format]}"
+    if out.is_dir():
+        raise NeuroSQLError(f"--out {out} is a directory; name a file in it, e.g. {out / ('generator' + FORMATS[args.format])}")
+    model = load_model(args.checkpoint, device="cpu")
+    export_generator(model, args.format, out)
+    print(f"wrote the {model.kind} generator as {args.format} to {out}")
+
+
+COMMANDS = {"train": cmd_train, "sample": cmd_sample, "encode": cmd_encode, "export": cmd_export,
+            "evaluate": cmd_evaluate, "benchmark": cmd_benchmark}
 
 
 def main(argv: list[str] | None = None) -> int:
