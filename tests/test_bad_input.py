@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 import shutil
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -188,6 +189,23 @@ CLI_CASES = [  # (id, argv, words the one error line must contain)
     ("evaluate-lost-data", ["evaluate", "--checkpoint", "lost_data"], "does not exist"),
     ("evaluate-out-file", ["evaluate", "--checkpoint", "run", "--out", "notes.txt"], "is a file"),
     ("evaluate-corrupt", ["evaluate", "--checkpoint", "flipped"], "corrupt"),
+    # encode
+    ("encode-gan", ["encode", "--checkpoint", "gan"], "has no codes"),
+    ("encode-out-suffix", ["encode", "--checkpoint", "run", "--out", "codes.txt"], ".csv or .npy"),
+    ("encode-out-dir", ["encode", "--checkpoint", "run", "--out", "empty"], ".csv or .npy"),
+    ("encode-out-no-folder", ["encode", "--checkpoint", "run", "--out", "nosuch/codes.csv"], "does not exist"),
+    ("encode-refine-negative", ["encode", "--checkpoint", "run", "--refine-steps", "-1"], "--refine-steps"),
+    ("encode-resolution", ["encode", "--checkpoint", "run", "--data", "d16.npy"], "model makes"),
+    ("encode-split", ["encode", "--checkpoint", "run", "--split", "nope"], "unknown split"),
+    ("encode-corrupt", ["encode", "--checkpoint", "flipped"], "corrupt"),
+    # export
+    ("export-format-unknown", ["export", "--checkpoint", "run", "--format", "pickle"], "unknown export format"),
+    ("export-out-dir", ["export", "--checkpoint", "run", "--format", "torchscript", "--out", "empty"], "is a directory"),
+    ("export-out-no-folder", ["export", "--checkpoint", "run", "--format", "torchscript", "--out", "nosuch/g.pt"],
+     "does not exist"),
+    ("export-missing", ["export", "--checkpoint", "nosuch", "--format", "torchscript"], "not found"),
+    # logger
+    ("logger-unknown", [*T, "--logger", "wandb", "--out", "new"], "invalid choice"),
     # the command itself
     ("no-command", [], "required"),
     ("unknown-command", ["frobnicate"], "invalid choice"),
@@ -197,6 +215,28 @@ CLI_CASES = [  # (id, argv, words the one error line must contain)
 @pytest.mark.parametrize("argv, words", [c[1:] for c in CLI_CASES], ids=[c[0] for c in CLI_CASES])
 def test_cli_bad_input(world, argv, words, capsys, monkeypatch):
     monkeypatch.chdir(world)
+    before = tree(world)
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error:") and err.count("\n") == 1, err
+    assert words in err
+    assert tree(world) == before
+
+
+MISSING_EXTRAS = [  # (id, package made unimportable, argv, words)
+    ("logger-without-tensorboard", "tensorboard", [*T, "--logger", "tensorboard", "--out", "new"], "pip install tensorboard"),
+    ("resume-logger-without-tensorboard", "tensorboard", ["train", "--resume", "run", "--logger", "tensorboard"],
+     "pip install tensorboard"),
+    ("export-onnx-without-onnx", "onnx", ["export", "--checkpoint", "run", "--format", "onnx"], "pip install onnx"),
+    ("export-safetensors-without-it", "safetensors", ["export", "--checkpoint", "run", "--format", "safetensors"],
+     "pip install safetensors"),
+]
+
+
+@pytest.mark.parametrize("package, argv, words", [c[1:] for c in MISSING_EXTRAS], ids=[c[0] for c in MISSING_EXTRAS])
+def test_cli_without_an_extra(world, package, argv, words, capsys, monkeypatch):
+    monkeypatch.chdir(world)
+    monkeypatch.setitem(sys.modules, package, None)  # import fails as if the package were not installed
     before = tree(world)
     assert main(argv) == 2
     err = capsys.readouterr().err
@@ -250,4 +290,4 @@ def test_api_bad_input(world, fitted, mnist, call, words):
 
 
 def test_catalogue_size():
-    assert len(CLI_CASES) + len(API_CASES) >= 60
+    assert len(CLI_CASES) + len(API_CASES) + len(MISSING_EXTRAS) >= 60

@@ -17,6 +17,7 @@ import numpy as np
 from .benchmark import add_benchmark_parser, cmd_benchmark
 from .engine.training import PRESETS
 from .errors import NeuroSQLError
+from .loggers import LOGGERS
 from .methods import CONFIGS, method_class
 from .options import add_config_arguments, given_values
 
@@ -71,6 +72,9 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--preset", choices=tuple(PRESETS), default=None,
                        help="paper: the paper's MNIST schedule (120 epochs, batch 64, lr 2e-4, no warm-up, no weight "
                             "average, early stopping with patience 25); flags given beside it override it (default: the automatic budget)")
+    train.add_argument("--logger", choices=LOGGERS, default=None,
+                       help="also log each epoch's numbers, the time split and a sample grid every 5 epochs to "
+                            "RUN/tensorboard (needs the tensorboard package)")
     train.add_argument("--evaluate", action=argparse.BooleanOptionalAction, default=True,
                        help="end with a light evaluation on the test split: metrics.json, report.md (default: on)")
     add_config_arguments(train, *CONFIGS.values(), owners={cls: name for name, cls in CONFIGS.items()})
@@ -134,9 +138,12 @@ def print_metrics(metrics: dict) -> None:
 def cmd_train(args: argparse.Namespace) -> None:
     from .data import load_data, load_validation
     from .engine.distributed import init_from_environment
+    from .loggers import check_logger, epoch_logger
     from .runs import check_new_run, check_trainable, new_run, read_config, write_config
 
     main_process = init_from_environment().is_main  # under torchrun, only rank 0 writes the run
+    if args.logger:
+        check_logger(args.logger)
     if args.resume:
         return resume_training(args, main_process)
     recorded = read_config(args.config) if args.config else {"model": {}, "data": {}}
@@ -183,7 +190,8 @@ def cmd_train(args: argparse.Namespace) -> None:
     with new_run(out):
         write_config(out, method, config, data_info, origin)  # first, so that --resume finds the data
         start = time.perf_counter()
-        model.fit(data.images, val_images, checkpoint=out / "model.pt", **labels)
+        with epoch_logger(args.logger, out) as callback:
+            model.fit(data.images, val_images, checkpoint=out / "model.pt", callback=callback, **labels)
         finish_training(model, out, data, args.evaluate, start)
 
 
@@ -203,6 +211,7 @@ def resume_training(args: argparse.Namespace, main_process: bool) -> None:
     """``train --resume RUN``: the run's own settings and data; flags that would change them are refused
     (a new total budget, --epochs or --steps, may be given)."""
     from .methods import checkpoint_kind
+    from .loggers import epoch_logger
     from .persistence import remove_temporaries
     from .runs import check_run_dir, load_run_data, load_run_validation
 
@@ -222,10 +231,11 @@ def resume_training(args: argparse.Namespace, main_process: bool) -> None:
         remove_temporaries(out)  # left by a process killed while writing
     start = time.perf_counter()
     val = load_run_validation(out, data)
-    model = method_class(checkpoint_kind(out / "model.pt")).resume(
-        out / "model.pt", data.images, None if val is None else val.images, device=getattr(args, "device", "auto"),
-        epochs=getattr(args, "epochs", None), steps=getattr(args, "steps", None),
-    )
+    with epoch_logger(args.logger if main_process else None, out) as callback:
+        model = method_class(checkpoint_kind(out / "model.pt")).resume(
+            out / "model.pt", data.images, None if val is None else val.images, device=getattr(args, "device", "auto"),
+            epochs=getattr(args, "epochs", None), steps=getattr(args, "steps", None), callback=callback,
+        )
     if main_process:
         finish_training(model, out, data, args.evaluate, start)
 
