@@ -127,8 +127,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def print_metrics(metrics: dict) -> None:
-    keys = [k for k in ("pfid", "kid", "precision", "recall", "density", "coverage", "ssim", "nearest_real_ssim",
-                        "recon_ssim", "lpips", "lpips_variant", "fd_vgg", "kid_vgg", "precision_vgg", "recall_vgg",
+    keys = [k for k in ("pfid", "pfid_3d", "recon_ssim_3d", "kid", "precision", "recall", "density", "coverage", "ssim",
+                        "nearest_real_ssim", "recon_ssim", "lpips", "lpips_variant", "fd_vgg", "kid_vgg", "precision_vgg", "recall_vgg",
                         "downstream_accuracy", "ceiling_accuracy") if k in metrics]
     for key in keys:
         value = metrics[key]
@@ -245,9 +245,7 @@ def finish_training(model, out: Path, data, evaluate: bool, start: float) -> Non
     from .runs import load_run_data, write_run
 
     write_run(model, out, data.images, wall_time=time.perf_counter() - start, affine=data.affine)
-    if evaluate and data.images.ndim == 5:
-        print("evaluation of 3-D volumes is not implemented yet; the run has samples and reconstructions")
-    elif evaluate:
+    if evaluate:
         from .evaluation import evaluate_model, write_evaluation
         from .persistence import write_json
 
