@@ -30,9 +30,13 @@ def test_tensorboard_logs_every_epoch_row_and_a_sample_grid(tmp_path):
     assert grids[0].width > 28 and grids[0].height > 28
 
 
-def test_plain_progress_lines_when_stderr_is_not_a_terminal(mnist, capsys):
+def test_plain_progress_lines_and_a_user_callback(mnist, capsys):
+    """Where stderr is not a terminal, one line per epoch; a callback (how W&B or MLflow plug in) sees every row."""
     X, _ = mnist
-    NeuroSQL(latent_dim=2, width=8, epochs=3, assign_every=1, progress=True).fit(X[:24])
+    seen = []
+    model = NeuroSQL(latent_dim=2, width=8, epochs=3, assign_every=1, progress=True)
+    model.fit(X[:24], callback=lambda fitted, row: seen.append((fitted is model, dict(row))))
+    assert seen == [(True, row) for row in model.log_.rows] and len(seen) == 3
     err = capsys.readouterr().err  # captured: not a terminal
     lines = [line for line in err.splitlines() if line.startswith("NeuroSQL:")]
     assert len(lines) == 3 and "\r" not in err
