@@ -113,3 +113,14 @@ def test_onnx_export_gives_the_same_images(runs, tmp_path):
     assert main(["export", "--checkpoint", str(runs / "neurosql"), "--format", "onnx", "--out", str(tmp_path / "g.onnx")]) == 0
     (images,) = ReferenceEvaluator(str(tmp_path / "g.onnx")).run(None, {"z": z.numpy()})
     np.testing.assert_allclose(images, model.decode(z).numpy(), atol=1e-5)
+
+
+def test_a_method_without_a_generator_is_not_exported():
+    from types import SimpleNamespace
+
+    from neurosql.errors import NeuroSQLError
+    from neurosql.export import exportable_generator
+
+    ddpm = SimpleNamespace(kind="ddpm", networks_={"denoiser": torch.nn.Identity()})  # what a DDPM run holds
+    with pytest.raises(NeuroSQLError, match="no generator"):
+        exportable_generator(ddpm)

@@ -20,7 +20,9 @@ from typing import Iterable
 
 import numpy as np
 import torch
+from tqdm import autonotebook
 from tqdm.auto import tqdm
+from tqdm.std import tqdm as console_tqdm
 
 from ..errors import NeuroSQLError
 from .augment import parse_augmentations
@@ -356,8 +358,8 @@ class EpochLines:
 
 def progress_bar(total: int, desc: str, enabled: bool) -> tqdm | EpochLines:
     """A tqdm bar (ETA included) that callers update with the current loss; plain lines when
-    stderr is not a terminal (see :class:`EpochLines`)."""
-    if enabled and not sys.stderr.isatty():
+    stderr is not a terminal (see :class:`EpochLines`), except in a notebook, whose bar is a widget."""
+    if enabled and not sys.stderr.isatty() and autonotebook.tqdm is console_tqdm:  # tqdm.auto's choice
         return EpochLines(total, desc)
     return tqdm(total=total, desc=desc, disable=not enabled, dynamic_ncols=True, leave=True)
 
