@@ -15,7 +15,7 @@ $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet torch==2.13.0
-	$(BIN)/pip install --quiet -e '.[fast,test,metrics,dicom]'
+	$(BIN)/pip install --quiet -e '.[fast,test,metrics,dicom,tensorboard,export]'
 	touch $@
 
 demo: setup

@@ -22,10 +22,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from neurosql.core.losses3d import ssim
 from neurosql.data import load_data
 from neurosql.methods import build_method
 from neurosql.metrics.fid import proxy_fid_3d
+from neurosql.metrics.volumes import reconstruction_ssim_3d
 from neurosql.persistence import write_json
 from neurosql.report import save_grid
 from neurosql.runs import reconstruction_pairs, timing_summary
@@ -91,7 +91,7 @@ def run(out: Path, n: int, side: int, methods: list[str], seed: int = 0, threads
         results[method] = {
             "n_train": len(X), "side": side, "epochs_run": model.epochs_run_, "updates": model.updates_,
             "batch_size": model.budget_.batch_size, "wall_time_s": wall, "timing": timing_summary(model.log_.rows),
-            "recon_ssim_3d": float(ssim(X, recon).mean()), "pfid_3d": proxy_fid_3d(fresh, samples, seed=seed),
+            "recon_ssim_3d": reconstruction_ssim_3d(X, recon), "pfid_3d": proxy_fid_3d(fresh, samples, seed=seed),
             "parameters": model.n_parameters,
         }
         print(method, results[method], flush=True)

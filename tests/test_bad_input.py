@@ -13,6 +13,7 @@ import io
 import json
 import os
 import shutil
+import sys
 from dataclasses import fields
 from pathlib import Path
 
@@ -54,6 +55,10 @@ def world(tmp_path_factory, mnist):
     X, _ = mnist
     pixels = (X[:40, 0].numpy() * 255).astype(np.uint8)  # (40, 28, 28)
     assert main(["train", "--out", str(root / "run"), *TINY]) == 0
+    assert main(["train", "--method", "gan", "--out", str(root / "gan"), "--limit", "40", "--epochs", "1", "--latent-dim", "2",
+                 "--width", "8", "--no-progress", "--device", "cpu", "--no-evaluate"]) == 0
+    (root / "sampled").mkdir()
+    np.save(root / "sampled" / "samples.npy", pixels[:2])
     np.save(root / "one.npy", pixels[:1])
     np.save(root / "nan.npy", np.where(np.arange(28) == 3, np.nan, pixels[:10] / 255.0))
     np.save(root / "range.npy", pixels[:10].astype(np.float32))  # 0..255 floats
@@ -283,7 +288,9 @@ CLI_CASES = [  # (id, argv, words the one error line must contain)
     ("sample-n-huge", ["sample", "--checkpoint", "run", "-n", "1000000000000"], "lower -n"),
     ("sample-seed-negative", ["sample", "--checkpoint", "run", "--seed", "-1"], "--seed must be in"),
     ("sample-seed-float", ["sample", "--checkpoint", "run", "--seed", "1e23"], "invalid int"),
-    ("sample-out-dir", ["sample", "--checkpoint", "run", "--out", "empty"], "is a directory"),
+    ("sample-out-folder-is-a-file", ["sample", "--checkpoint", "run", "--out", "notes.txt/"], "is a file"),
+    ("sample-out-folder-has-samples", ["sample", "--checkpoint", "run", "--out", "sampled"], "already holds samples"),
+    ("sample-out-folder-unwritable", ["sample", "--checkpoint", "run", "--out", "/proc/samples/"], "cannot write"),
     ("sample-out-suffix", ["sample", "--checkpoint", "run", "--out", "s.gif"], "unknown suffix"),
     ("sample-out-no-folder", ["sample", "--checkpoint", "run", "--out", "nosuch/s.png"], "does not exist"),
     ("sample-out-unwritable", ["sample", "--checkpoint", "run", "--out", "/proc/s.png"], "cannot write"),
@@ -333,6 +340,23 @@ CLI_CASES = [  # (id, argv, words the one error line must contain)
     # hidden folders are not data
     ("data-only-hidden-folders", [*T, "--data", "hidden_only", "--out", "new"], "hidden_only is empty"),
     ("data-only-hidden-folders-kind", [*T, "--data", "folder:hidden_only", "--out", "new"], "hidden_only is empty"),
+    # encode
+    ("encode-gan", ["encode", "--checkpoint", "gan"], "has no codes"),
+    ("encode-out-suffix", ["encode", "--checkpoint", "run", "--out", "codes.txt"], ".csv or .npy"),
+    ("encode-out-dir", ["encode", "--checkpoint", "run", "--out", "empty"], ".csv or .npy"),
+    ("encode-out-no-folder", ["encode", "--checkpoint", "run", "--out", "nosuch/codes.csv"], "does not exist"),
+    ("encode-refine-negative", ["encode", "--checkpoint", "run", "--refine-steps", "-1"], "--refine-steps"),
+    ("encode-resolution", ["encode", "--checkpoint", "run", "--data", "d16.npy"], "model makes"),
+    ("encode-split", ["encode", "--checkpoint", "run", "--split", "nope"], "unknown split"),
+    ("encode-corrupt", ["encode", "--checkpoint", "flipped"], "corrupt"),
+    # export
+    ("export-format-unknown", ["export", "--checkpoint", "run", "--format", "pickle"], "unknown export format"),
+    ("export-out-dir", ["export", "--checkpoint", "run", "--format", "torchscript", "--out", "empty"], "is a directory"),
+    ("export-out-no-folder", ["export", "--checkpoint", "run", "--format", "torchscript", "--out", "nosuch/g.pt"],
+     "does not exist"),
+    ("export-missing", ["export", "--checkpoint", "nosuch", "--format", "torchscript"], "not found"),
+    # logger
+    ("logger-unknown", [*T, "--logger", "wandb", "--out", "new"], "invalid choice"),
     # the command itself
     ("no-command", [], "required"),
     ("unknown-command", ["frobnicate"], "invalid choice"),
@@ -390,6 +414,22 @@ def test_cli_bad_dicom(tmp_path, write_dicom, files, words, capsys, monkeypatch)
             write_dicom(tmp_path / "ct" / name, np.zeros((8, 8), np.uint16), series=series)
     monkeypatch.chdir(tmp_path)
     assert words in run_cli(tmp_path, [*T, "--data", "dicom:ct", "--out", "new"], capsys)
+
+
+MISSING_EXTRAS = [  # (id, package made unimportable, argv, words)
+    ("logger-without-tensorboard", "tensorboard", [*T, "--logger", "tensorboard", "--out", "new"], "pip install tensorboard"),
+    ("resume-logger-without-tensorboard", "tensorboard", ["train", "--resume", "run", "--logger", "tensorboard"],
+     "pip install tensorboard"),
+    ("export-onnx-without-onnx", "onnx", ["export", "--checkpoint", "run", "--format", "onnx"], "pip install onnx"),
+    ("export-safetensors-without-it", "safetensors", ["export", "--checkpoint", "run", "--format", "safetensors"],
+     "pip install safetensors"),
+]
+
+
+@pytest.mark.parametrize("package, argv, words", [c[1:] for c in MISSING_EXTRAS], ids=[c[0] for c in MISSING_EXTRAS])
+def test_cli_without_an_extra(world, package, argv, words, capsys, monkeypatch):
+    monkeypatch.setitem(sys.modules, package, None)  # import fails as if the package were not installed
+    test_cli_bad_input(world, argv, words, capsys, monkeypatch)
 
 
 @pytest.fixture(scope="module")
@@ -469,4 +509,4 @@ def test_more_processes_than_image_pairs_are_refused(world, capsys, monkeypatch)
 
 
 def test_catalogue_size():
-    assert len(CLI_CASES) + len(API_CASES) + len(CONFIG_VALUES) + len(ARCHIVE_CASES) >= 230
+    assert len(CLI_CASES) + len(API_CASES) + len(CONFIG_VALUES) + len(ARCHIVE_CASES) + len(MISSING_EXTRAS) >= 230

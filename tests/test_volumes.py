@@ -89,6 +89,31 @@ def test_neurosql_fits_volumes_and_cli_writes_the_run(tmp_path):
             "--latent-dim", "3", "--width", "8", "--no-progress"]
     assert main(args) == 0
     assert (out / "samples.png").is_file() and (out / "reconstructions.png").is_file()
+    metrics = json.loads((out / "metrics.json").read_text())  # the end of train evaluates volumes too
+    assert metrics["pfid_3d"] >= 0 and -1 <= metrics["recon_ssim_3d"] <= 1 and metrics["n_recon"] >= 1
+
+
+def test_evaluate_reports_the_3d_metrics_of_a_volume_run(tmp_path):
+    """``evaluate`` on a volume run: recon_ssim_3d is scikit-image's 3-D SSIM of the held-out volumes and
+    their reconstructions; pfid_3d is the proxy-FID of samples against them."""
+    from skimage.metrics import structural_similarity
+
+    from neurosql.methods import load_model
+    from neurosql.metrics.fid import proxy_fid_3d
+
+    np.save(tmp_path / "heads.npy", ellipsoids(40))
+    out = tmp_path / "run"
+    assert main(["train", "--data", f"npy:{tmp_path / 'heads.npy'}", "--out", str(out), "--epochs", "1",
+                 "--latent-dim", "3", "--width", "8", "--no-progress", "--no-evaluate"]) == 0
+    assert main(["evaluate", "--checkpoint", str(out), "-n", "8"]) == 0
+    metrics = json.loads((out / "eval" / "metrics.json").read_text())
+    model, test = load_model(out, device="cpu"), load_run_data(out, "test", progress=False).images
+    recon = model.reconstruct(test)
+    reference = np.mean([structural_similarity(a[0].numpy(), b[0].numpy(), gaussian_weights=True, sigma=0.9,
+                                               use_sample_covariance=False, data_range=1) for a, b in zip(test, recon)])
+    assert metrics["recon_ssim_3d"] == pytest.approx(reference, abs=1e-4) and metrics["n_recon"] == len(test)
+    assert metrics["pfid_3d"] == pytest.approx(proxy_fid_3d(test, model.sample(len(test), seed=0)), rel=1e-6)
+    assert "pfid_3d" in (out / "eval" / "report.md").read_text()
 
 
 def test_the_vae_trains_on_volumes_with_the_same_3d_decoder(tmp_path):
@@ -160,6 +185,12 @@ def test_cli_trains_on_nifti_volumes_and_writes_nifti_samples(tmp_path):
     data = load_run_data(out, "train", progress=False)  # the run's own data, volumes again
     assert data.images.shape[1:] == (1, 16, 16, 16) and np.allclose(samples.affine, data.affine)
     assert np.allclose(np.asanyarray(samples.dataobj)[..., 0], np.load(out / "samples.npy")[0, 0], atol=1e-6)
+    assert main(["sample", "--checkpoint", str(out), "-n", "3", "--out", str(tmp_path / "drawn") + "/"]) == 0
+    drawn = np.load(tmp_path / "drawn" / "samples.npy")  # (3, 1, 16, 16, 16)
+    for i in range(3):  # one 3-D NIfTI per volume, in the run's space
+        volume = nib.load(tmp_path / "drawn" / f"sample_{i:04d}.nii.gz")
+        assert volume.shape == (16, 16, 16) and np.allclose(volume.affine, data.affine)
+        assert np.allclose(np.asanyarray(volume.dataobj), drawn[i, 0], atol=1e-6)
     assert main(["train", "--resume", str(out), "--epochs", "2", "--no-evaluate"]) == 0
 
 
@@ -174,3 +205,16 @@ def test_proxy_fid_3d_is_zero_on_itself_and_orders_worse_sets():
     assert proxy_fid_3d(heads, heads, seed=1) == pytest.approx(0, abs=1e-6)
     with pytest.raises(NeuroSQLError, match="volumes"):
         proxy_fid_3d(heads[:, :, 0], heads[:, :, 0])
+
+
+def test_volume_metrics_are_exact_on_identical_sets_and_refuse_images():
+    from neurosql.metrics.volumes import evaluate_volumes, reconstruction_ssim_3d
+
+    heads = torch.from_numpy(ellipsoids(8))
+    out = evaluate_volumes(heads, heads, recon=heads)
+    assert out["pfid_3d"] == pytest.approx(0, abs=1e-6) and out["recon_ssim_3d"] == pytest.approx(1, abs=1e-6)
+    assert reconstruction_ssim_3d(heads, torch.rand_like(heads)) < 0.5
+    with pytest.raises(NeuroSQLError, match="paired"):
+        reconstruction_ssim_3d(heads, heads[:3])
+    with pytest.raises(NeuroSQLError):
+        evaluate_volumes(heads[:, :, 0], heads[:, :, 0])  # images, not volumes

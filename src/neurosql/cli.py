@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import os
 import re
 import sys
 import time
@@ -19,6 +20,7 @@ import numpy as np
 from .benchmark import add_benchmark_parser, cmd_benchmark
 from .engine.training import PRESETS, TrainConfig
 from .errors import NeuroSQLError
+from .loggers import LOGGERS
 from .methods import CONFIGS, method_class
 from .options import add_config_arguments, given_values
 from .warning_lines import one_line_warnings
@@ -86,6 +88,9 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--preset", choices=tuple(PRESETS), default=None,
                        help="paper: the paper's MNIST schedule (120 epochs, batch 64, lr 2e-4, no warm-up, no weight "
                             "average, early stopping with patience 25); flags given beside it override it (default: the automatic budget)")
+    train.add_argument("--logger", choices=LOGGERS, default=None,
+                       help="also log each epoch's numbers, the time split and a sample grid every 5 epochs to "
+                            "RUN/tensorboard (needs the tensorboard package)")
     train.add_argument("--evaluate", action=argparse.BooleanOptionalAction, default=True,
                        help="end with a light evaluation on the test split: metrics.json, report.md (default: on)")
     add_config_arguments(train, *CONFIGS.values(), owners={cls: name for name, cls in CONFIGS.items()})
@@ -96,11 +101,28 @@ def build_parser() -> argparse.ArgumentParser:
     sample.add_argument("--seed", type=int, default=0, help="sampling seed (default: 0)")
     sample.add_argument("--out", default="samples.png",
                         help="file to write, by suffix: .png or .jpg/.jpeg = a grid (the images also go to the same "
-                        "name .npy), .npy = the images (n, C, H, W) only")
+                        "name .npy), .npy = the images (n, C, H, W) only; a folder (DIR/ or an existing directory) "
+                        "= one PNG per image (one .nii.gz per volume) plus samples.npy")
     sample.add_argument("--device", default="auto", help=DEVICE_HELP)
     sample.add_argument("--label", default=None,
                         help="only images of this class (NeuroSQL trained on labelled data): prior draws whose "
                              "nearest training codes vote for it")
+
+    encode = sub.add_parser("encode", help="write the codes of images (id, label, code) for other tools")
+    encode.add_argument("--checkpoint", required=True, help="run directory (or model.pt) of a neurosql or vae run")
+    encode.add_argument("--data", default=None, help="images to encode (default: the run's data); " + DATA_HELP)
+    encode.add_argument("--split", default="all", help="split of --data to encode: train, val, test or all (default: all)")
+    encode.add_argument("--out", default="codes.csv",
+                        help="file to write, by suffix: .csv (id, label, source, z0..) or .npy (a structured array "
+                             "with the same fields; codes under 'code'); training images get their stored codes")
+    encode.add_argument("--refine-steps", type=int, default=0,
+                        help="gradient steps refining the codes of images not trained on (default: 0)")
+    encode.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
+
+    export = sub.add_parser("export", help="write a trained model's generator G(z) for other tools")
+    export.add_argument("--checkpoint", required=True, help="run directory (or model.pt) of a neurosql, vae or gan run")
+    export.add_argument("--format", required=True, help="torchscript, onnx (needs the onnx package) or safetensors")
+    export.add_argument("--out", default=None, help="file to write (default: RUN/generator.pt, .onnx or .safetensors)")
 
     evaluate = sub.add_parser("evaluate", help="evaluate a trained model: metrics.json, report.md and pictures")
     evaluate.add_argument("--checkpoint", required=True, help="run directory written by 'neurosql train'")
@@ -121,7 +143,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 # First what sees sample quality (pretrained VGG features, copies of training images), then the proxy metrics.
-SUMMARY_KEYS = ("fd_vgg", "precision_vgg", "recall_vgg", "memorisation_ratio", "copy_fraction", "pfid", "kid",
+SUMMARY_KEYS = ("fd_vgg", "precision_vgg", "recall_vgg", "memorisation_ratio", "copy_fraction", "pfid", "pfid_3d",
+                "recon_ssim_3d", "kid",
                 "precision", "recall", "density", "coverage", "ssim", "nearest_real_ssim", "recon_ssim", "lpips",
                 "lpips_variant", "kid_vgg", "downstream_accuracy", "ceiling_accuracy")
 
@@ -139,10 +162,13 @@ def cmd_train(args: argparse.Namespace) -> None:
     from .data import load_data, load_validation, parse_spec
     from .data.intensity import intensity_rule
     from .engine.distributed import init_from_environment
+    from .loggers import check_logger, epoch_logger
     from .run_lock import run_lock
     from .runs import check_new_run, check_trainable, new_run, read_config, write_config
 
     main_process = init_from_environment().is_main  # under torchrun, only rank 0 writes the run
+    if args.logger:
+        check_logger(args.logger)
     if args.resume is not None:
         return resume_training(args, main_process)
     recorded = read_config(args.config) if args.config else {"model": {}, "data": {}}
@@ -190,7 +216,8 @@ def cmd_train(args: argparse.Namespace) -> None:
         with new_run(out):
             write_config(out, method, config, data_info, origin)  # first, so that --resume finds the data
             start = time.perf_counter()
-            model.fit(data.images, val_images, checkpoint=out / "model.pt", **labels)
+            with epoch_logger(args.logger, out) as callback:
+                model.fit(data.images, val_images, checkpoint=out / "model.pt", callback=callback, **labels)
             finish_training(model, out, data, args.evaluate, start)
 
 
@@ -215,6 +242,7 @@ def layout_options(args: argparse.Namespace) -> dict:
 def resume_training(args: argparse.Namespace, main_process: bool) -> None:
     """``train --resume RUN``: the run's own settings and data; flags that would change them are refused
     (a new total budget, --epochs or --steps, may be given)."""
+    from .loggers import epoch_logger
     from .persistence import remove_temporaries
     from .run_lock import run_lock
     from .runs import RUN_OUTPUTS, check_run_dir, check_run_method, load_run_data, load_run_validation
@@ -237,11 +265,12 @@ def resume_training(args: argparse.Namespace, main_process: bool) -> None:
             remove_temporaries(out, RUN_OUTPUTS)  # left by a process killed while writing
         start = time.perf_counter()
         val = load_run_validation(out, data)
-        model = method_class(method).resume(
-            out / "model.pt", data.images, None if val is None else val.images, device=getattr(args, "device", "auto"),
-            epochs=getattr(args, "epochs", None), steps=getattr(args, "steps", None),
-            progress=getattr(args, "progress", None),
-        )
+        with epoch_logger(args.logger if main_process else None, out) as callback:
+            model = method_class(method).resume(
+                out / "model.pt", data.images, None if val is None else val.images,
+                device=getattr(args, "device", "auto"), epochs=getattr(args, "epochs", None),
+                steps=getattr(args, "steps", None), progress=getattr(args, "progress", None), callback=callback,
+            )
         if main_process:
             finish_training(model, out, data, args.evaluate, start)
 
@@ -251,9 +280,7 @@ def finish_training(model, out: Path, data, evaluate: bool, start: float) -> Non
     from .runs import load_run_data, write_run
 
     write_run(model, out, data.images, wall_time=time.perf_counter() - start, affine=data.affine)
-    if evaluate and data.images.ndim == 5:
-        print("evaluation of 3-D volumes is not implemented yet; the run has samples and reconstructions")
-    elif evaluate:
+    if evaluate:
         from .evaluation import evaluate_model, write_evaluation
         from .persistence import write_json
 
@@ -289,17 +316,22 @@ def cmd_sample(args: argparse.Namespace) -> None:
     from .methods import load_model
     from .persistence import write_files
     from .report import grid_bytes
-    from .runs import check_memory
+    from .runs import check_memory, check_writable, created_dir, run_affine, sample_files
 
     if args.num < 1:
         raise NeuroSQLError(f"--num must be >= 1, got {args.num}")
     check_seed(args.seed)
     out = Path(args.out)
-    if out.is_dir():
-        raise NeuroSQLError(f"--out {out} is a directory; name a file in it, e.g. {out / 'samples.png'}")
-    if out.suffix.lower() not in SAMPLE_SUFFIXES:
-        raise NeuroSQLError(f"--out {out}: unknown suffix '{out.suffix}'; use .png, .jpg, .jpeg or .npy")
-    if not out.parent.is_dir():
+    folder = args.out.endswith(("/", os.sep)) or out.is_dir()  # one file per image
+    if folder and out.exists() and not out.is_dir():
+        raise NeuroSQLError(f"--out {args.out} names a folder but {out} is a file; choose another --out")
+    if folder and (out / "samples.npy").exists():
+        raise NeuroSQLError(f"{out} already holds samples (samples.npy); choose a new folder or remove them")
+    if folder:
+        check_writable(out)
+    elif out.suffix.lower() not in SAMPLE_SUFFIXES:
+        raise NeuroSQLError(f"--out {out}: unknown suffix '{out.suffix}'; use .png, .jpg, .jpeg or .npy, or DIR/ for a folder")
+    elif not out.parent.is_dir():
         raise NeuroSQLError(f"output folder {out.parent} does not exist; create it or choose another --out")
     model = load_model(args.checkpoint, device=args.device)
     if args.label is not None and not hasattr(model, "labels_"):
@@ -307,6 +339,12 @@ def cmd_sample(args: argparse.Namespace) -> None:
                             "class labels, so drop --label or sample a NeuroSQL run")
     check_memory(8 * args.num * int(np.prod(model.image_shape_)), f"{args.num:,} images", "lower -n")
     images = model.sample(args.num, seed=args.seed, **({} if args.label is None else {"label": args.label}))
+    if folder:
+        files = sample_files(images, run_affine(args.checkpoint) if images.ndim == 5 else None)
+        with created_dir(out):  # a folder made here is removed again if writing fails
+            write_files({out / name: (lambda f, data=data: f.write(data)) for name, data in files.items()})
+        print(f"wrote {args.num} samples to {out}{os.sep} ({len(files) - 1} image files and samples.npy)")
+        return
     files = {out.with_suffix(".npy"): lambda f: np.save(f, images.numpy())}
     if out.suffix.lower() != ".npy":
         picture = grid_bytes(images, out.suffix)
@@ -352,7 +390,55 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
     print(f"report written to {out / 'report.md'}")
 
 
-COMMANDS = {"train": cmd_train, "sample": cmd_sample, "evaluate": cmd_evaluate, "benchmark": cmd_benchmark}
+def cmd_encode(args: argparse.Namespace) -> None:
+    from .encoding import CODE_SUFFIXES, check_has_codes, codes_table, encode_images, stored_code_rows, write_codes
+    from .methods import load_model
+    from .runs import load_run_data, run_directory
+
+    out = Path(args.out)
+    if out.suffix.lower() not in CODE_SUFFIXES or out.is_dir():
+        raise NeuroSQLError(f"--out {out}: name a .csv or .npy file to write the codes to")
+    if not out.parent.is_dir():
+        raise NeuroSQLError(f"output folder {out.parent} does not exist; create it or choose another --out")
+    if args.refine_steps < 0:
+        raise NeuroSQLError(f"--refine-steps must be >= 0, got {args.refine_steps}")
+    model = load_model(args.checkpoint, device=args.device)
+    check_has_codes(model)
+    run_dir = run_directory(args.checkpoint)
+    data = load_run_data(run_dir, args.split, spec=args.data)
+    if tuple(data.images.shape[1:]) != tuple(model.image_shape_):
+        raise NeuroSQLError(f"--data images are {tuple(data.images.shape[1:])} but the model makes "
+                            f"{tuple(model.image_shape_)}; use matching data")
+    try:
+        rows = stored_code_rows(model, load_run_data(run_dir, "train", progress=False).images, data.images)
+    except NeuroSQLError as exc:  # the run's training data moved or changed: no image is known as trained on
+        print(f"warning: every code is encoded, none looked up ({exc})", file=sys.stderr)
+        rows = np.full(len(data), -1)
+    codes = encode_images(model, data.images, rows, args.refine_steps)
+    ids = data.ids or [str(i) for i in range(len(data))]
+    labels = data.label_names()
+    labels = [""] * len(data) if labels is None else [str(v) for v in labels]
+    write_codes(out, codes_table(codes, ids, labels, rows >= 0))
+    print(f"wrote the codes of {len(data)} images to {out} ({int((rows >= 0).sum())} stored training codes, "
+          f"{int((rows < 0).sum())} encoded)")
+
+
+def cmd_export(args: argparse.Namespace) -> None:
+    from .export import FORMATS, check_format, export_generator
+    from .methods import load_model
+    from .runs import run_directory
+
+    check_format(args.format)
+    out = Path(args.out) if args.out else run_directory(args.checkpoint) / f"generator{FORMATS[args.format]}"
+    if out.is_dir():
+        raise NeuroSQLError(f"--out {out} is a directory; name a file in it, e.g. {out / ('generator' + FORMATS[args.format])}")
+    model = load_model(args.checkpoint, device="cpu")
+    export_generator(model, args.format, out)
+    print(f"wrote the {model.kind} generator as {args.format} to {out}")
+
+
+COMMANDS = {"train": cmd_train, "sample": cmd_sample, "encode": cmd_encode, "export": cmd_export,
+            "evaluate": cmd_evaluate, "benchmark": cmd_benchmark}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -18,6 +18,7 @@ from .metrics import (
     METRIC_DEFINITIONS, downstream_score, evaluate_images, knn_label, memorisation, nearest_training,
     reconstruction_ssim,
 )
+from .metrics.volumes import VOLUME_DEFINITIONS, evaluate_volumes
 from .persistence import write_json
 from .report import plot_latents, save_grid, write_markdown_report
 from .runs import picture_rows, reconstruction_pairs
@@ -71,6 +72,8 @@ def evaluate_model(
     check and the downstream classifier; train_labels: its labels, needed to
     label generated images for the downstream classifier.
     """
+    if real_test.ndim == 5:
+        return evaluate_volume_model(model, real_test, n=n, seed=seed, refine_steps=refine_steps)
     start = time.perf_counter()
     fake = model.sample(min(n, max(len(real_test), 2)), seed=seed)
     out = evaluate_images(real_test, fake, n=n, seed=seed, n_nearest=20 if light else 200,
@@ -100,15 +103,26 @@ def evaluate_model(
     return out
 
 
+def evaluate_volume_model(model, real_test: torch.Tensor, n: int = 2048, seed: int = 0, refine_steps: int = 0) -> dict:
+    """The 3-D metrics of a volume model (real_test: (n_test, C, D, H, W)): pfid_3d of samples against
+    the held-out volumes and recon_ssim_3d of their reconstructions (see :mod:`neurosql.metrics.volumes`)."""
+    start = time.perf_counter()
+    fake = model.sample(min(n, max(len(real_test), 2)), seed=seed)
+    recon = model.reconstruct(real_test[: min(len(real_test), 500)], refine_steps=refine_steps)
+    out = evaluate_volumes(real_test, fake, recon, n=n, seed=seed)
+    out["eval_seconds"] = time.perf_counter() - start
+    return out
+
+
 def write_evaluation(model, out: str | Path, metrics: dict, real_test: torch.Tensor, train_labels=None, seed: int = 0,
                      real_train: torch.Tensor | None = None) -> Path:
-    """metrics.json, the pictures and report.md in ``out``; ``nearest.png`` when ``real_train`` is given."""
+    """metrics.json, the pictures and report.md in ``out``; ``nearest.png`` when ``real_train`` (images) is given."""
     out = Path(out)
     write_json(out / "metrics.json", metrics)
     samples = model.sample(64, seed=seed)
     save_grid(samples, out / "samples.png", nrow=8)
     images = [("Samples", "samples.png")]
-    if real_train is not None:
+    if real_train is not None and real_train.ndim == 4:
         train = training_images(model, real_train, seed)
         _, index = nearest_training(samples[:32], train)
         save_grid(reconstruction_pairs(samples[:32], train[index]), out / "nearest.png", nrow=8)
@@ -122,7 +136,7 @@ def write_evaluation(model, out: str | Path, metrics: dict, real_test: torch.Ten
         plot_latents(model.codes_.cpu(), code_labels, model.prior, out / "latents.png")
         save_grid(interpolation_strip(model, code_labels), out / "interpolation.png", nrow=10)
         images += [("Training codes", "latents.png"), ("Interpolations between training codes", "interpolation.png")]
-    definitions = {**METRIC_DEFINITIONS, **EXTRA_DEFINITIONS}
+    definitions = {**METRIC_DEFINITIONS, **VOLUME_DEFINITIONS, **EXTRA_DEFINITIONS}
     write_markdown_report(
         out / "report.md",
         title=f"{model.kind} evaluation",

@@ -51,12 +51,14 @@ def save_image(array: np.ndarray, path: str | Path, scale: int = 1) -> Path:
     return atomic_write(path, lambda f: f.write(data))
 
 
+def grid_array(images: torch.Tensor, nrow: int | None = None) -> np.ndarray:
+    """:func:`make_grid` of images, or of volumes (n, C, D, H, W) by their three middle slices (:func:`mid_slices`)."""
+    return make_grid(mid_slices(images) if images.ndim == 5 else images, nrow)
+
+
 def grid_bytes(images: torch.Tensor, suffix: str = ".png", nrow: int | None = None) -> bytes:
-    """Images as one grid picture's file bytes; images under 64 px are enlarged 2× for legibility.
-    Volumes (n, C, D, H, W) are shown by their three middle slices (:func:`mid_slices`)."""
-    if images.ndim == 5:
-        images = mid_slices(images)
-    return encode_image(make_grid(images, nrow), suffix, scale=2 if images.shape[-2] < 64 else 1)
+    """Images as one grid picture's file bytes (:func:`grid_array`); images under 64 px are enlarged 2× for legibility."""
+    return encode_image(grid_array(images, nrow), suffix, scale=2 if images.shape[-2] < 64 else 1)
 
 
 def mid_slices(volumes: torch.Tensor, gap: int = 1) -> torch.Tensor:

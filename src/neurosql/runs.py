@@ -14,6 +14,7 @@ first checkpoint.
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import platform
@@ -321,13 +322,40 @@ def environment_info(device: torch.device | str) -> dict:
 
 
 def nifti_bytes(volumes: torch.Tensor, affine: np.ndarray) -> bytes:
-    """Gray volumes (m, 1, X, Y, Z) as one gzipped 4-D NIfTI (X, Y, Z, m) in the space of ``affine``."""
+    """Gray volumes (m, 1, X, Y, Z) as one gzipped 4-D NIfTI (X, Y, Z, m) in the space of ``affine``
+    (one volume, m = 1, as a 3-D NIfTI)."""
     import gzip
 
     import nibabel as nib
 
     array = volumes[:, 0].permute(1, 2, 3, 0).numpy().astype(np.float32)  # (X, Y, Z, m)
+    array = array[..., 0] if array.shape[-1] == 1 else array
     return gzip.compress(nib.Nifti1Image(array, np.asarray(affine, dtype=np.float64)).to_bytes(), compresslevel=6)
+
+
+def sample_files(images: torch.Tensor, affine: np.ndarray | None = None) -> dict[str, bytes]:
+    """A folder's worth of samples, name → bytes: ``sample_0000.png`` per image, or ``sample_0000.nii.gz``
+    per volume (in the space of ``affine``, the identity when None), and ``samples.npy`` with them all."""
+    from .report import encode_image, make_grid
+
+    digits = max(4, len(str(len(images) - 1)))
+    if images.ndim == 5:
+        affine = np.eye(4) if affine is None else affine
+        files = {f"sample_{i:0{digits}d}.nii.gz": nifti_bytes(images[i : i + 1], affine) for i in range(len(images))}
+    else:
+        files = {f"sample_{i:0{digits}d}.png": encode_image(make_grid(images[i : i + 1], nrow=1, padding=0))
+                 for i in range(len(images))}
+    buffer = io.BytesIO()
+    np.save(buffer, images.numpy())
+    return {**files, "samples.npy": buffer.getvalue()}
+
+
+def run_affine(path: str | Path) -> np.ndarray | None:
+    """The voxel-to-world affine of a volume run's NIfTI data, as recorded in its samples.nii.gz (None without)."""
+    import nibabel as nib
+
+    recorded = run_directory(path) / "samples.nii.gz"
+    return nib.load(recorded).affine if recorded.is_file() else None
 
 
 def run_directory(path: str | Path) -> Path:

@@ -12,13 +12,17 @@ import csv
 import io
 import math
 import random
+import sys
+import time
 from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Iterable
 
 import numpy as np
 import torch
+from tqdm import autonotebook
 from tqdm.auto import tqdm
+from tqdm.std import tqdm as console_tqdm
 
 from ..errors import NeuroSQLError
 from .augment import parse_augmentations
@@ -342,15 +346,39 @@ class EpochLog:
         return write_text(path, buffer.getvalue())
 
 
-def progress_bar(total: int, desc: str, enabled: bool) -> tqdm:
-    """A tqdm bar (ETA included) that callers update with the current loss."""
+class EpochLines:
+    """The progress bar's stand-in where stderr is a file or a pipe (cluster logs): one plain line
+    per epoch (per ``set_postfix``) instead of a bar redrawn with carriage returns."""
+
+    def __init__(self, total: int, desc: str, stream=None):
+        self.total, self.desc, self.stream, self.n = total, desc, stream or sys.stderr, 0
+        self.start = time.perf_counter()
+
+    def update(self, n: int = 1) -> None:
+        self.n += n
+
+    def set_postfix(self, **values) -> None:
+        elapsed = time.perf_counter() - self.start
+        shown = ", ".join(f"{key} {value}" for key, value in values.items())
+        print(f"{self.desc}: {self.n}/{self.total} updates ({100 * self.n / max(self.total, 1):.0f} %), "
+              f"{elapsed:.0f} s; {shown}", file=self.stream, flush=True)
+
+    def close(self) -> None:
+        pass
+
+
+def progress_bar(total: int, desc: str, enabled: bool) -> tqdm | EpochLines:
+    """A tqdm bar (ETA included) that callers update with the current loss; plain lines when
+    stderr is not a terminal (see :class:`EpochLines`), except in a notebook, whose bar is a widget."""
+    if enabled and not sys.stderr.isatty() and autonotebook.tqdm is console_tqdm:  # tqdm.auto's choice
+        return EpochLines(total, desc)
     return tqdm(total=total, desc=desc, disable=not enabled, dynamic_ncols=True, leave=True)
 
 
-def show_losses(bar: tqdm, rows: list[dict]) -> None:
-    """Put the latest training loss and the latest validation loss on the bar."""
+def show_losses(bar: tqdm | EpochLines, rows: list[dict]) -> None:
+    """Put the epoch, the latest training loss and the latest validation loss on the bar."""
     val = next((r["val_loss"] for r in reversed(rows) if r.get("val_loss") is not None), None)
-    bar.set_postfix(loss=f"{rows[-1]['train_loss']:.4f}", val="—" if val is None else f"{val:.4f}")
+    bar.set_postfix(epoch=rows[-1]["epoch"], loss=f"{rows[-1]['train_loss']:.4f}", val="—" if val is None else f"{val:.4f}")
 
 
 def batches(n: int, n_parts: int, generator: torch.Generator) -> list[torch.Tensor]:

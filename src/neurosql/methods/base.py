@@ -246,7 +246,7 @@ class Method:
 
     @classmethod
     def resume(cls, checkpoint: str | Path, X, X_val=None, device: str = "auto", epochs: int | None = None,
-               steps: int | None = None, progress: bool | None = None) -> "Method":
+               steps: int | None = None, progress: bool | None = None, callback=None) -> "Method":
         """Continue an interrupted :meth:`fit` from its last checkpoint, on the same data.
 
         Restored: weights, the method's learned state, optimisers and schedule, weight averages,
@@ -256,6 +256,7 @@ class Method:
         uninterrupted run. ``epochs`` or ``steps`` set a new total budget (same batch size),
         e.g. to train a finished run further; the schedule is then that of the new budget. ``progress``
         shows or hides the progress bar (a display setting: it changes nothing in the run).
+        callback: as in :meth:`fit`, for the epochs still to run.
         """
         checkpoint = checkpoint_file(checkpoint)
         model = cls.load(checkpoint, device=device)
@@ -292,7 +293,7 @@ class Method:
         model._local = model._shard.indices(len(X_train))
         model._resume_shard()
         set_rng_state(model._saved_training["rng"])
-        return model._train(X_train, take(X_train, model._local).to(model.device_), X_val, checkpoint)
+        return model._train(X_train, take(X_train, model._local).to(model.device_), X_val, checkpoint, callback)
 
     def _train(self, X, X_local, X_val, checkpoint, callback=None) -> "Method":
         train_epochs(self, X, X_local, X_val, checkpoint, callback)
