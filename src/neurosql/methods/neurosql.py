@@ -170,7 +170,8 @@ class NeuroSQL(LatentGenerator):
         assignment epochs followed by the batch's m×m assignment (lines 8–10)."""
         generator = self._train_network("generator").train()  # Alg. 2's costs left it in eval mode
         # the regression sees the augmented x, the cost below x itself; DDP all-reduces the gradients
-        loss = loss_per_sample(generator(self.codes_[idx]), self._augmented(x), self.config.loss).mean()
+        loss = loss_per_sample(generator(self.codes_[idx]), self._augmented(x), self.config.loss,
+                               self.config.chroma_weight).mean()
         self.training_.optimizations[0].step(loss)
         row = {"train_loss": float(loss.detach())}
         if self.config.assign_batch and self._assign_now:
@@ -192,7 +193,8 @@ class NeuroSQL(LatentGenerator):
         whole lattice; Alg. 2: rows a batch B, points its subset K."""
         cfg = self.config
         start = time.perf_counter()
-        C = pairwise_cost(x, self.decode(self._Q[points], to_cpu=False), cfg.cost_name)  # (|rows|, |points|)
+        C = pairwise_cost(x, self.decode(self._Q[points], to_cpu=False), cfg.cost_name,  # (|rows|, |points|)
+                          chroma_weight=cfg.chroma_weight)
         middle = time.perf_counter()
         choice = torch.as_tensor(solve(C), device=C.device)  # (|rows|,) a column of C per row
         end = time.perf_counter()
@@ -214,7 +216,9 @@ class NeuroSQL(LatentGenerator):
         Q = self.lattice_.points
         if len(Q) > VAL_LATTICE:
             Q = Q[torch.randperm(len(Q), generator=torch.Generator().manual_seed(self.config.seed))[:VAL_LATTICE]]
-        return float(pairwise_cost(X_val, self.decode(Q, to_cpu=False), self.config.loss).min(dim=1).values.mean())
+        cfg = self.config
+        cost = pairwise_cost(X_val, self.decode(Q, to_cpu=False), cfg.loss, chroma_weight=cfg.chroma_weight)
+        return float(cost.min(dim=1).values.mean())
 
     def _learned_tensors(self) -> list[torch.Tensor]:
         return [self.codes_]
@@ -280,9 +284,11 @@ class NeuroSQL(LatentGenerator):
         self._check_fitted()
         X = check_images(X).to(self.device_)
         Q = self.lattice_.points.to(self.device_)
-        z = Q[pairwise_cost(X, self.decode(Q, to_cpu=False), self.config.loss).argmin(dim=1)].clone()
+        cfg = self.config
+        cost = pairwise_cost(X, self.decode(Q, to_cpu=False), cfg.loss, chroma_weight=cfg.chroma_weight)  # (m, n)
+        z = Q[cost.argmin(dim=1)].clone()
         if refine_steps > 0:
-            z = optimise_latents(self.generator_, X, z, refine_steps, lr, self.config.loss)
+            z = optimise_latents(self.generator_, X, z, refine_steps, lr, cfg.loss, chroma_weight=cfg.chroma_weight)
         return z.cpu()
 
     # ---------------------------------------------------------- persistence
