@@ -16,7 +16,9 @@ Sets: the embedded MNIST digits at n ∈ {100, 300, 1,000, 3,500} (28 px) and
 n = 300 at 64 px, held out on the 1,000 test digits; scikit-learn's 8×8
 ``load_digits`` resized to 32 px; the 100 LFW faces of scikit-image at 32 px;
 64-px grayscale patches of a fundus photograph, brick, grass, gravel and a
-camera picture; 32-px RGB patches of scikit-image's colour photographs.
+camera picture; 32-px RGB patches of scikit-image's colour photographs, of its colour
+fundus photograph (a set the colour loss was not tuned on) and random-colour shapes
+(issue 21; these RGB sets also record the colour and VGG-feature metrics).
 Non-MNIST sets hold out a seeded 20 %.
 """
 
@@ -33,7 +35,7 @@ from PIL import Image
 
 from neurosql import NeuroSQL
 from neurosql.data import load_data
-from neurosql.metrics import evaluate_images, reconstruction_ssim
+from neurosql.metrics import colour_error, colour_fd, evaluate_images, reconstruction_ssim
 from neurosql.persistence import write_text
 
 HERE = Path(__file__).resolve().parent
@@ -102,6 +104,35 @@ def rgb32():
     return _holdout(_patches(pictures, 72, 64, 32))
 
 
+def colour_shapes(n: int, size: int = 32, seed: int = SEED) -> tuple[np.ndarray, np.ndarray]:
+    """n seeded images of one disc or square of a uniformly random RGB colour on a background of
+    another: (n, 3, size, size) images and (n, 1, size, size) masks of the shapes' pixels."""
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[:size, :size] + 0.5
+    images, masks = np.empty((n, 3, size, size), np.float32), np.empty((n, 1, size, size), np.float32)
+    for i in range(n):
+        r = rng.uniform(0.15, 0.3) * size
+        cy, cx = rng.uniform(r, size - r, 2)
+        disc = rng.random() < 0.5
+        mask = (yy - cy) ** 2 + (xx - cx) ** 2 <= r * r if disc else np.maximum(abs(yy - cy), abs(xx - cx)) <= r
+        colour, background = rng.random(3), rng.random(3)
+        images[i] = np.where(mask, colour[:, None, None], background[:, None, None])
+        masks[i, 0] = mask
+    return images, masks
+
+
+def shapes32():
+    images, _ = colour_shapes(200)
+    return _holdout(images)
+
+
+def fundus32():
+    """RGB patches of scikit-image's colour fundus photograph: a colour set the colour loss was not tuned on."""
+    from skimage import data
+
+    return _holdout(_patches([data.retina()], 240, 128, 32))
+
+
 SETS = {
     "mnist-100": mnist(100),
     "mnist-300": mnist(300),
@@ -112,7 +143,10 @@ SETS = {
     "faces@32": faces32,
     "gray-patches@64": gray64,
     "rgb-patches@32": rgb32,
+    "colour-shapes@32": shapes32,
+    "fundus-rgb@32": fundus32,
 }
+COLOUR_COLUMNS = ("colour_fd", "fd_vgg", "precision_vgg", "recall_vgg")  # RGB sets: colour and VGG-feature metrics
 
 # The grid around the defaults: the paper's and a 10× learning rate, two batch sizes, at 2,000 updates
 # (the automatic floor); the budget axis is the defaults' automatic one against the paper's epochs (--params).
@@ -129,8 +163,12 @@ def run_one(name: str, params: dict, seed: int = SEED) -> dict:
     wall = time.perf_counter() - start
     fake = model.sample(max(len(test), 2), seed=seed)
     m = evaluate_images(test, fake, n=len(test), seed=SEED, n_nearest=1, kid_subsets=20, kid_subset_size=min(1000, len(test) // 2))
-    recon = reconstruction_ssim(train[torch.as_tensor(model.train_index_)], model.reconstruct())
-    return {
+    fitted, reconstructed = train[torch.as_tensor(model.train_index_)], model.reconstruct()
+    recon = reconstruction_ssim(fitted, reconstructed)
+    colour = {} if train.shape[1] != 3 else {  # real vs real: the training images against the held-out ones
+        **{k: m[k] for k in COLOUR_COLUMNS}, "colour_fd_real": colour_fd(train, test),
+        "recon_colour_error": colour_error(fitted, reconstructed)}
+    return {**colour,
         "set": name, "params": params, "seed": seed, "n_train": len(train), "n_test": len(test),
         "pfid": m["pfid"], "kid": m["kid"], "precision": m["precision"], "recall": m["recall"],
         "recon_ssim": recon, "wall_s": wall, "epochs_run": model.epochs_run_, "updates": model.updates_,
