@@ -212,8 +212,27 @@ def write_table(results: dict, path: Path) -> None:
                    for r in rows if r["params"] and r["params"] not in GRID]
     if others:
         lines += ["", "Other configurations (defaults plus the parameters shown):", "", *header, *others]
-    lines += _seed_table(results)
+    lines += _seed_table(results) + _colour_table(results)
     write_text(path, "\n".join(lines) + "\n")
+
+
+def _colour_table(results: dict) -> list[str]:
+    """Colour of the RGB runs (issue 21): samples' colour FD against real vs real, the reconstructions'
+    colour error, and the VGG-feature FD, precision and recall; mean over the seeds run."""
+    groups: dict[tuple, list[dict]] = {}
+    for r in results.values():
+        if "colour_fd" in r:
+            groups.setdefault((r["set"], label(r["params"])), []).append(r)
+    mean = lambda rs, k: np.mean([r[k] for r in rs]) if all(r[k] is not None for r in rs) else float("nan")
+    lines = [f"| {name} | {'defaults' if params == '{}' else '`' + params + '`'} | {len(rs)} | "
+             f"{mean(rs, 'colour_fd'):.4f} | {mean(rs, 'colour_fd_real'):.4f} | {mean(rs, 'recon_colour_error'):.3f} | "
+             f"{mean(rs, 'fd_vgg'):.3f} | {mean(rs, 'precision_vgg'):.2f} | {mean(rs, 'recall_vgg'):.2f} |"
+             for (name, params), rs in sorted(groups.items())]
+    if not lines:
+        return []
+    return ["", "Colour (RGB sets; mean over seeds):", "",
+            "| set | run | seeds | colour FD ↓ | real vs real | recon colour error ↓ | VGG FD ↓ | VGG precision ↑ | VGG recall ↑ |",
+            "|---|---|---|---|---|---|---|---|---|", *lines]
 
 
 def _seed_table(results: dict) -> list[str]:
