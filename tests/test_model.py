@@ -202,9 +202,9 @@ def test_minibatch_assignment_algorithm_2(digits):
     shapes = []
     real_cost = model_module.pairwise_cost
 
-    def recording_cost(x, y, loss="ssim_l1", chunk_size=None):
+    def recording_cost(x, y, loss="ssim_l1", chunk_size=None, **options):
         shapes.append((len(x), len(y)))
-        return real_cost(x, y, loss, chunk_size)
+        return real_cost(x, y, loss, chunk_size, **options)
 
     model_module.pairwise_cost = recording_cost
     try:
