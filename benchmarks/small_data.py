@@ -16,7 +16,9 @@ Sets: the embedded MNIST digits at n ∈ {100, 300, 1,000, 3,500} (28 px) and
 n = 300 at 64 px, held out on the 1,000 test digits; scikit-learn's 8×8
 ``load_digits`` resized to 32 px; the 100 LFW faces of scikit-image at 32 px;
 64-px grayscale patches of a fundus photograph, brick, grass, gravel and a
-camera picture; 32-px RGB patches of scikit-image's colour photographs.
+camera picture; 32-px RGB patches of scikit-image's colour photographs, of its colour
+fundus photograph (a set the colour loss was not tuned on) and random-colour shapes
+(issue 21; these RGB sets also record the colour and VGG-feature metrics).
 Non-MNIST sets hold out a seeded 20 %.
 """
 
@@ -33,7 +35,7 @@ from PIL import Image
 
 from neurosql import NeuroSQL
 from neurosql.data import load_data
-from neurosql.metrics import evaluate_images, memorisation, reconstruction_ssim
+from neurosql.metrics import colour_error, colour_fd, evaluate_images, memorisation, reconstruction_ssim
 from neurosql.persistence import write_text
 
 from benchmarks.user_sets import brain_slices, cell_fields
@@ -112,6 +114,35 @@ def cells64():
     return _holdout(cell_fields(300))
 
 
+def colour_shapes(n: int, size: int = 32, seed: int = SEED) -> tuple[np.ndarray, np.ndarray]:
+    """n seeded images of one disc or square of a uniformly random RGB colour on a background of
+    another: (n, 3, size, size) images and (n, 1, size, size) masks of the shapes' pixels."""
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[:size, :size] + 0.5
+    images, masks = np.empty((n, 3, size, size), np.float32), np.empty((n, 1, size, size), np.float32)
+    for i in range(n):
+        r = rng.uniform(0.15, 0.3) * size
+        cy, cx = rng.uniform(r, size - r, 2)
+        disc = rng.random() < 0.5
+        mask = (yy - cy) ** 2 + (xx - cx) ** 2 <= r * r if disc else np.maximum(abs(yy - cy), abs(xx - cx)) <= r
+        colour, background = rng.random(3), rng.random(3)
+        images[i] = np.where(mask, colour[:, None, None], background[:, None, None])
+        masks[i, 0] = mask
+    return images, masks
+
+
+def shapes32():
+    images, _ = colour_shapes(200)
+    return _holdout(images)
+
+
+def fundus32():
+    """RGB patches of scikit-image's colour fundus photograph: a colour set the colour loss was not tuned on."""
+    from skimage import data
+
+    return _holdout(_patches([data.retina()], 240, 128, 32))
+
+
 SETS = {
     "mnist-100": mnist(100),
     "mnist-300": mnist(300),
@@ -124,6 +155,8 @@ SETS = {
     "rgb-patches@32": rgb32,
     "brain@64": brain64,
     "cells@64": cells64,
+    "colour-shapes@32": shapes32,
+    "fundus-rgb@32": fundus32,
 }
 
 # The grid around the defaults: the paper's and a 10× learning rate, two batch sizes, at 2,000 updates
@@ -132,7 +165,7 @@ GRID = [{"lr": lr, "batch_size": b, "steps": 2000} for lr in (2e-4, 2e-3) for b 
 
 
 SAMPLE_KEYS = ("pfid", "kid", "precision", "recall", "fd_vgg", "precision_vgg", "recall_vgg", "memorisation_ratio",
-               "copy_fraction")
+               "copy_fraction", "colour_fd")  # colour_fd: RGB sets only
 RECON_KEYS = ("pfid", "fd_vgg", "precision_vgg", "recall_vgg")  # of held-out reconstructions G(encode(x)),
 # the ceiling of what G draws for new images of the set; prior_* are the samples of the paper's prior draws
 
@@ -145,18 +178,20 @@ def run_one(name: str, params: dict, seed: int = SEED) -> dict:
     start = time.perf_counter()
     model = NeuroSQL(**params, seed=seed, progress=False, device="cpu").fit(train)
     wall = time.perf_counter() - start
-    fitted = train[torch.as_tensor(model.train_index_)]
+    fitted, reconstructed = train[torch.as_tensor(model.train_index_)], model.reconstruct()
     score = lambda images: evaluate_images(test, images, n=len(test), seed=SEED, n_nearest=1, kid_subsets=20,
                                            kid_subset_size=min(1000, len(test) // 2))
     quality = lambda images: {k: v for k, v in (score(images) | memorisation(images, fitted, test)).items()
                               if k in SAMPLE_KEYS}
     m = max(len(test), 2)
     prior = model.decode(model.lattice_.sample_prior(m, torch.Generator().manual_seed(seed)))  # the paper's samples
-    return {
+    colour = {} if train.shape[1] != 3 else {  # real vs real: the training images against the held-out ones
+        "colour_fd_real": colour_fd(train, test), "recon_colour_error": colour_error(fitted, reconstructed)}
+    return {**colour,
         "set": name, "params": params, "seed": seed, "n_train": len(train), "n_test": len(test),
         **quality(model.sample(m, seed=seed)), **{f"prior_{k}": v for k, v in quality(prior).items()},
         **{f"recon_{k}": v for k, v in score(model.reconstruct(test)).items() if k in RECON_KEYS},
-        "recon_ssim": reconstruction_ssim(fitted, model.reconstruct()), "wall_s": wall,
+        "recon_ssim": reconstruction_ssim(fitted, reconstructed), "wall_s": wall,
         "epochs_run": model.epochs_run_, "updates": model.updates_,
         "resolved": {"lr": model.config.lr, "batch_size": model.budget_.batch_size, "epochs": model.budget_.epochs,
                      "latent_dim": model.config.latent_dim, "sampler": model.config.sampler},
@@ -199,8 +234,27 @@ def write_table(results: dict, path: Path) -> None:
                    for r in rows if r["params"] and r["params"] not in GRID]
     if others:
         lines += ["", "Other configurations (defaults plus the parameters shown):", "", *header, *others]
-    lines += _seed_table(results) + _quality_table(results)
+    lines += _seed_table(results) + _quality_table(results) + _colour_table(results)
     write_text(path, "\n".join(lines) + "\n")
+
+
+def _colour_table(results: dict) -> list[str]:
+    """Colour of the RGB runs (issue 21): samples' colour FD against real vs real, the reconstructions'
+    colour error, and the VGG-feature FD, precision and recall; mean over the seeds run."""
+    groups: dict[tuple, list[dict]] = {}
+    for r in results.values():
+        if "colour_fd" in r:
+            groups.setdefault((r["set"], label(r["params"])), []).append(r)
+    mean = lambda rs, k: np.mean([r[k] for r in rs]) if all(r[k] is not None for r in rs) else float("nan")
+    lines = [f"| {name} | {'defaults' if params == '{}' else '`' + params + '`'} | {len(rs)} | "
+             f"{mean(rs, 'colour_fd'):.4f} | {mean(rs, 'colour_fd_real'):.4f} | {mean(rs, 'recon_colour_error'):.3f} | "
+             f"{mean(rs, 'fd_vgg'):.3f} | {mean(rs, 'precision_vgg'):.2f} | {mean(rs, 'recall_vgg'):.2f} |"
+             for (name, params), rs in sorted(groups.items())]
+    if not lines:
+        return []
+    return ["", "Colour (RGB sets; mean over seeds):", "",
+            "| set | run | seeds | colour FD ↓ | real vs real | recon colour error ↓ | VGG FD ↓ | VGG precision ↑ | VGG recall ↑ |",
+            "|---|---|---|---|---|---|---|---|---|", *lines]
 
 
 def _seed_table(results: dict) -> list[str]:

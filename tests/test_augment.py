@@ -43,13 +43,13 @@ def test_neurosql_regresses_on_augmented_images_but_assigns_the_real_ones(digits
     seen = {"cost": [], "target": []}
     real_cost, real_loss = neurosql_module.pairwise_cost, neurosql_module.loss_per_sample
 
-    def cost(x, y, loss):
+    def cost(x, y, loss, **options):
         seen["cost"].append(x.detach().clone())
-        return real_cost(x, y, loss)
+        return real_cost(x, y, loss, **options)
 
-    def loss(g, x, name):
+    def loss(g, x, name, *options):
         seen["target"].append(x.detach().clone())
-        return real_loss(g, x, name)
+        return real_loss(g, x, name, *options)
 
     monkeypatch.setattr(neurosql_module, "pairwise_cost", cost)
     monkeypatch.setattr(neurosql_module, "loss_per_sample", loss)

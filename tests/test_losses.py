@@ -8,12 +8,14 @@ import pytest
 import torch
 import torch.nn.functional as F
 from pytorch_msssim import ssim as msssim_ssim
+from skimage.color import rgb2yuv
 from skimage.metrics import structural_similarity
 
 import neurosql.core.losses as losses
 import neurosql.core.native as native
 from neurosql.errors import NeuroSQLError
-from neurosql.core.losses import LOSSES, loss_per_sample, pairwise_cost, ssim
+from neurosql.core.losses import loss_per_sample, pairwise_cost, ssim
+from neurosql.core.ssim_parts import ANY_CHANNEL_LOSSES
 
 
 def skimage_ssim(x, y):
@@ -106,7 +108,7 @@ def test_combined_losses_follow_their_definitions(digits):
     torch.testing.assert_close(loss_per_sample(x, y), 0.5 * (1 - s) + 0.5 * l1)
 
 
-@pytest.mark.parametrize("loss", LOSSES)
+@pytest.mark.parametrize("loss", ANY_CHANNEL_LOSSES)
 @pytest.mark.parametrize("chunk_size", [None, 3])
 def test_pairwise_cost_equals_each_pair(digits, loss, chunk_size, path):
     x, y = digits[:7], digits[20:32]  # n != m; chunk_size 3 leaves ragged last tiles
@@ -115,7 +117,7 @@ def test_pairwise_cost_equals_each_pair(digits, loss, chunk_size, path):
     torch.testing.assert_close(C, expanded_pairs(x, y, loss), atol=1e-5, rtol=0)
 
 
-@pytest.mark.parametrize("loss", ["ssim_l1", "ssim"])
+@pytest.mark.parametrize("loss", ["ssim_l1", "ssim", "ssim_l1_yuv"])
 def test_pairwise_cost_three_channels_non_square(loss, path):
     x, y = smooth((5, 3, 15, 19), 4), torch.rand(4, 3, 15, 19, generator=torch.Generator().manual_seed(5))
     torch.testing.assert_close(pairwise_cost(x, y, loss), expanded_pairs(x, y, loss), atol=1e-5, rtol=0)
@@ -180,13 +182,51 @@ def test_kernel_is_compiled_once_per_cache_and_missing_compilers_give_none(tmp_p
     assert native.load(tmp_path / "elsewhere", str(tmp_path / "no-such-cc")) is None
 
 
-@pytest.mark.parametrize("loss", LOSSES)
+@pytest.mark.parametrize("loss", ANY_CHANNEL_LOSSES)
 def test_gradients_flow_through_loss_per_sample(loss):
     y = smooth((2, 1, 12, 13), 6).double()
     x = smooth((2, 1, 12, 13), 7).double().requires_grad_()
     loss_per_sample(x, y, loss).sum().backward()
     assert torch.isfinite(x.grad).all() and x.grad.abs().sum() > 0
     assert torch.autograd.gradcheck(lambda t: loss_per_sample(t, y, loss), (x.detach().requires_grad_(),))
+
+
+def test_to_yuv_matches_skimage():
+    x = torch.rand(3, 3, 5, 7, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    expected = rgb2yuv(x.permute(0, 2, 3, 1).numpy())  # channels last
+    torch.testing.assert_close(losses.to_yuv(x), torch.from_numpy(expected).permute(0, 3, 1, 2))
+
+
+@pytest.mark.parametrize("weight", [0.0, 1.0, 3.0])
+def test_yuv_loss_follows_its_definition(weight):
+    """SSIM of the luma alone (scikit-image on skimage's Y) plus L1 of Y, w U, w V, by hand."""
+    x, y = smooth((3, 3, 16, 16), 1).double(), smooth((3, 3, 16, 16), 2).double()
+    yuv_x, yuv_y = (rgb2yuv(t.permute(0, 2, 3, 1).numpy()) for t in (x, y))  # (n, H, W, 3)
+    l1 = np.abs(yuv_x - yuv_y) * np.array([1.0, weight, weight])
+    s = skimage_ssim(torch.from_numpy(yuv_x[..., :1]).permute(0, 3, 1, 2), torch.from_numpy(yuv_y[..., :1]).permute(0, 3, 1, 2))
+    expected = 0.5 * (1 - s) + 0.5 * torch.from_numpy(l1.mean(axis=(1, 2, 3)))
+    torch.testing.assert_close(loss_per_sample(x, y, "ssim_l1_yuv", chroma_weight=weight), expected)
+    C = pairwise_cost(x.float(), y.float(), "ssim_l1_yuv", chroma_weight=weight)
+    torch.testing.assert_close(C.diagonal(), expected.float(), atol=1e-5, rtol=0)
+
+
+def test_yuv_loss_of_an_image_and_its_grey_is_its_weighted_chroma():
+    """A grey image with the same luma has U = V = 0 and SSIM 1: the loss is w/2 mean(|U| + |V|) / 3."""
+    x = smooth((2, 3, 16, 16), 3)
+    grey = losses.to_yuv(x)[:, :1].expand(-1, 3, -1, -1)
+    chroma = losses.to_yuv(x)[:, 1:].abs().sum(1).mean((1, 2)) / 3  # (n,)
+    for w in (0.5, 2.0):
+        torch.testing.assert_close(loss_per_sample(x, grey, "ssim_l1_yuv", chroma_weight=w), w / 2 * chroma)
+
+
+def test_yuv_loss_gradients_and_grey_images():
+    y = smooth((2, 3, 12, 13), 6).double()
+    x = smooth((2, 3, 12, 13), 7).double().requires_grad_()
+    assert torch.autograd.gradcheck(lambda t: loss_per_sample(t, y, "ssim_l1_yuv", chroma_weight=2.0), (x,))
+    grey = torch.rand(2, 1, 16, 16)
+    for f in (loss_per_sample, pairwise_cost):
+        with pytest.raises(NeuroSQLError, match="needs RGB images"):
+            f(grey, grey, "ssim_l1_yuv")
 
 
 @pytest.mark.parametrize(

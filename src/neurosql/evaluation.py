@@ -15,7 +15,7 @@ import numpy as np
 import torch
 
 from .metrics import (
-    METRIC_DEFINITIONS, downstream_score, evaluate_images, knn_label, memorisation, nearest_training,
+    METRIC_DEFINITIONS, colour_error, downstream_score, evaluate_images, knn_label, memorisation, nearest_training,
     reconstruction_ssim,
 )
 from .metrics.volumes import VOLUME_DEFINITIONS, evaluate_volumes
@@ -27,6 +27,8 @@ EXTRA_DEFINITIONS = {
     "recon_ssim": "mean SSIM between held-out real images and their reconstructions G(encode(x)), "
     "codes from the nearest lattice point (no encoder), refined by gradient steps on z when refine_steps > 0",
     "n_recon": "held-out images behind recon_ssim",
+    "recon_colour_error": "RGB only: mean |mean RGB colour difference| between the same images and their "
+    "reconstructions, over a 4x4 grid of regions (lower is better)",
     "eval_seconds": "wall time of this evaluation",
 }
 
@@ -85,6 +87,8 @@ def evaluate_model(
         recon = model.reconstruct(real_test[: min(len(real_test), 500)], refine_steps=refine_steps)
         out["recon_ssim"] = reconstruction_ssim(real_test[: len(recon)], recon)
         out["n_recon"] = len(recon)
+        if recon.shape[1] == 3:
+            out["recon_colour_error"] = colour_error(real_test[: len(recon)], recon)
     else:  # e.g. the DDPM: no latent code to reconstruct from
         out["recon_ssim"] = None
     has_codes = hasattr(model, "codes_")

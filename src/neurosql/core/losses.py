@@ -97,7 +97,30 @@ def ssim(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     return (num / den).flatten(1).mean(dim=1)
 
 
-def loss_per_sample(x: torch.Tensor, y: torch.Tensor, loss: str = "ssim_l1") -> torch.Tensor:
+# BT.601 luma and chroma (scikit-image's rgb2yuv): Y in [0, 1] keeps SSIM's constants C1, C2 at their
+# data range, and U, V are the blue and red differences, zero on every grey pixel.
+YUV_FROM_RGB = ((0.299, 0.587, 0.114),
+                (-0.14714119, -0.28886916, 0.43601035),
+                (0.61497538, -0.51496512, -0.10001026))
+CHROMA_WEIGHT = 1.0  # default weight of U and V against Y in the L1 half of ssim_l1_yuv
+
+
+def to_yuv(x: torch.Tensor) -> torch.Tensor:
+    """RGB images in [0, 1] -> Y, U, V (BT.601): (n, 3, H, W) -> (n, 3, H, W)."""
+    if x.shape[1] != 3:
+        raise NeuroSQLError(f"loss ssim_l1_yuv needs RGB images (3 channels), got {x.shape[1]}; use --loss ssim_l1")
+    return torch.einsum("ck,nkhw->nchw", x.new_tensor(YUV_FROM_RGB), x)
+
+
+def _luma_and_weighted(x: torch.Tensor, chroma_weight: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """The luma channel (n, 1, H, W) SSIM compares, and Y, w U, w V (n, 3, H, W) for the L1 half."""
+    yuv = to_yuv(x)
+    return yuv[:, :1], yuv * yuv.new_tensor([1.0, chroma_weight, chroma_weight])[:, None, None]
+
+
+def loss_per_sample(
+    x: torch.Tensor, y: torch.Tensor, loss: str = "ssim_l1", chroma_weight: float = CHROMA_WEIGHT
+) -> torch.Tensor:
     """Per-sample loss between x[i] and y[i], differentiable (the generator step uses its mean).
 
     Problem: for d = C H W pixels,
@@ -105,11 +128,21 @@ def loss_per_sample(x: torch.Tensor, y: torch.Tensor, loss: str = "ssim_l1") -> 
         l2:      mean_q (x_i(q) - y_i(q))^2
         ssim:    1 - SSIM(x_i, y_i)
         ssim_l1: 1/2 (1 - SSIM(x_i, y_i)) + 1/2 l1        (paper App. L)
+        ssim_l1_yuv (RGB only), with x = (Y, U, V) in BT.601 and w = chroma_weight:
+                 1/2 (1 - SSIM(Y_x, Y_y)) + 1/2 mean_q (|dY| + w |dU| + w |dV|)(q)
+    The paper's ssim_l1 compares each RGB channel's structure on its own and
+    leaves colour to a per-channel luminance term and half an L1; the YUV loss
+    gives SSIM the luma alone and the L1 the chroma, so colour is fitted like
+    L1 fits it (README, "Colour").
     Shapes: x, y (n, C, H, W) -> (n,).
     Complexity: O(n d) (O(n d * 22) with SSIM).
     Volumes (n, C, D, H, W) use the 3-D SSIM of :mod:`neurosql.core.losses3d`.
     """
     _check_loss(loss)
+    if loss == "ssim_l1_yuv":
+        _check_pair(x, y, dims=4, same_batch=True, window=WINDOW)
+        (lx, wx), (ly, wy) = _luma_and_weighted(x, chroma_weight), _luma_and_weighted(y, chroma_weight)
+        return 0.5 * (1 - ssim(lx, ly)) + 0.5 * (wx - wy).abs().flatten(1).mean(dim=1)
     structural = ssim
     if x.dim() == 5:
         _check_pair(x, y, dims=5, same_batch=True, window=losses3d.WINDOW)
@@ -126,7 +159,8 @@ def loss_per_sample(x: torch.Tensor, y: torch.Tensor, loss: str = "ssim_l1") -> 
 
 @torch.no_grad()
 def pairwise_cost(
-    x: torch.Tensor, y: torch.Tensor, loss: str = "ssim_l1", chunk_size: int | None = None
+    x: torch.Tensor, y: torch.Tensor, loss: str = "ssim_l1", chunk_size: int | None = None,
+    chroma_weight: float = CHROMA_WEIGHT,
 ) -> torch.Tensor:
     """The cost matrix C[i, k] = loss(x[i], y[k]) for all pairs, without gradients.
 
@@ -140,7 +174,8 @@ def pairwise_cost(
     CPU, 11 n m C (H W' + 2 H' W') multiply-adds in the compiled separable
     kernel (module docstring) and elsewhere 2 n m C P 122 flops of dense
     matrix products (see :func:`_pairwise_ssim`), for H' = H-10, W' = W-10
-    and P = H' W' valid positions.
+    and P = H' W' valid positions. ssim_l1_yuv: the SSIM of one channel (Y)
+    and the L1 of three, so under ssim_l1's cost for RGB.
     Memory: never n m d floats. Besides the (n, m) result, the CPU kernel
     copies the inputs and their local means (under 2 (n + m) d floats) and
     each thread holds (rows + columns of its tile) * (11 (H + H') + 3 H')
@@ -162,6 +197,9 @@ def pairwise_cost(
     y = y.to(device=x.device, dtype=torch.float32)
     if loss == "l2":
         return _pairwise_l2(x, y)
+    if loss == "ssim_l1_yuv":  # one SSIM channel instead of three: cheaper than ssim_l1
+        (lx, wx), (ly, wy) = _luma_and_weighted(x, chroma_weight), _luma_and_weighted(y, chroma_weight)
+        return pairwise_cost(lx, ly, "ssim", chunk_size).add_(pairwise_cost(wx, wy, "l1", chunk_size)).mul_(0.5)
     kernel = native.kernel() if x.device.type == "cpu" else None
     if kernel is not None:
         return _compiled_cost(x, y, loss, chunk_size, kernel)

@@ -24,7 +24,7 @@ from __future__ import annotations
 import torch
 
 from ..errors import NeuroSQLError
-from .ssim_parts import C1, C2, LOSSES, _band, _check_pair, _gaussian_window
+from .ssim_parts import ANY_CHANNEL_LOSSES, C1, C2, _band, _check_pair, _gaussian_window
 
 WINDOW = 7  # taps per axis of the 3-D Gaussian window
 SIGMA = 0.9  # its standard deviation, in voxels
@@ -76,8 +76,8 @@ def pairwise_cost(x: torch.Tensor, y: torch.Tensor, loss: str = "ssim_l1") -> to
     Shapes: x (n, C, D, H, W), y (m, C, D, H, W) -> (n, m) float32 on x's device.
     Complexity: n m C D H W (3 · 2 · max(D, H, W) + 3) flops; memory O((n + m) d + CHUNK_BUDGET).
     """
-    if loss not in LOSSES:
-        raise NeuroSQLError(f"unknown loss {loss!r}; choose one of {', '.join(LOSSES)}")
+    if loss not in ANY_CHANNEL_LOSSES:
+        raise NeuroSQLError(f"unknown loss {loss!r} for volumes; choose one of {', '.join(ANY_CHANNEL_LOSSES)}")
     _check_pair(x, y, dims=5, same_batch=False, window=WINDOW)
     x, y = x.float(), y.to(device=x.device, dtype=torch.float32)
     n, m, d = len(x), len(y), x[0].numel()

@@ -9,7 +9,8 @@ import torch
 from ..errors import NeuroSQLError
 from .images import check_images
 
-LOSSES = ("ssim_l1", "l1", "l2", "ssim")  # "ssim" is the loss 1 - SSIM
+LOSSES = ("ssim_l1", "l1", "l2", "ssim", "ssim_l1_yuv")  # "ssim" is the loss 1 - SSIM
+ANY_CHANNEL_LOSSES = LOSSES[:4]  # defined for any channel count and for volumes; ssim_l1_yuv needs RGB images
 
 WINDOW = 11  # side of the Gaussian window, in pixels
 SIGMA = 1.5  # standard deviation of the window, in pixels

@@ -21,7 +21,7 @@ import torch
 from torch import nn
 
 from ..core.generators import GENERATORS, build_generator
-from ..core.losses import LOSSES, loss_per_sample
+from ..core.losses import CHROMA_WEIGHT, LOSSES, loss_per_sample
 from ..data import check_images, take
 from ..engine.augment import augment, parse_augmentations
 from ..engine.config import check_type, option
@@ -80,7 +80,10 @@ class BackboneConfig(TrainConfig):
 class LatentGeneratorConfig(BackboneConfig):
     """A backbone trained as G(z), z ~ N(0, I), with an image loss ℓ."""
 
-    loss: str = option("ssim_l1", "image loss ℓ (paper: ½(1−SSIM) + ½·L1)", choices=LOSSES)
+    loss: str = option("ssim_l1", "image loss ℓ (paper: ½(1−SSIM) + ½·L1); ssim_l1_yuv (RGB only): SSIM of the luma "
+                                  "+ L1 of Y, w·U, w·V, which keeps colour (README, Colour)", choices=LOSSES)
+    chroma_weight: float = option(CHROMA_WEIGHT, "w: weight of the chroma U, V against the luma Y in ssim_l1_yuv's L1",
+                                  within="[0, inf)")
 
 
 def split_validation(X: torch.Tensor, X_val, val_fraction: float, shuffle: torch.Generator):
@@ -135,7 +138,8 @@ def decode_in_batches(generator: nn.Module, z, device, batch_size: int = 512, to
 
 
 def optimise_latents(
-    generator: nn.Module, X: torch.Tensor, z: torch.Tensor, steps: int, lr: float, loss: str, batch_size: int = 256
+    generator: nn.Module, X: torch.Tensor, z: torch.Tensor, steps: int, lr: float, loss: str, batch_size: int = 256,
+    chroma_weight: float = CHROMA_WEIGHT,
 ) -> torch.Tensor:
     """Codes for images by gradient descent on z with the generator frozen.
 
@@ -156,7 +160,7 @@ def optimise_latents(
             opt = torch.optim.Adam([zc], lr=lr)
             for _ in range(steps):
                 opt.zero_grad()
-                loss_per_sample(generator(zc), x, loss).sum().backward()
+                loss_per_sample(generator(zc), x, loss, chroma_weight).sum().backward()
                 opt.step()
             out.append(zc.detach())
     finally:

@@ -100,7 +100,8 @@ class GAN(LatentGenerator):
 
     def _validation_loss(self, X_val: torch.Tensor) -> float:
         _, images = self._pool()
-        return float(pairwise_cost(X_val, images, self.config.loss).min(dim=1).values.mean())
+        cost = pairwise_cost(X_val, images, self.config.loss, chroma_weight=self.config.chroma_weight)
+        return float(cost.min(dim=1).values.mean())
 
     def encode(self, X, refine_steps: int = 0, lr: float = 0.05) -> torch.Tensor:
         """Codes (m, d) on the CPU by latent optimisation, the GAN having no encoder:
@@ -111,6 +112,7 @@ class GAN(LatentGenerator):
         check_refinement(refine_steps, lr)
         X = check_images(X, min_count=1).to(self.device_)
         z, images = self._pool()
-        start = z[pairwise_cost(X, images, self.config.loss).argmin(dim=1)]  # (m, d)
-        steps = self.config.encode_steps + refine_steps
-        return optimise_latents(self.generator_, X, start, steps, lr, self.config.loss).cpu()
+        cfg = self.config
+        start = z[pairwise_cost(X, images, cfg.loss, chroma_weight=cfg.chroma_weight).argmin(dim=1)]  # (m, d)
+        steps = cfg.encode_steps + refine_steps
+        return optimise_latents(self.generator_, X, start, steps, lr, cfg.loss, chroma_weight=cfg.chroma_weight).cpu()

@@ -84,7 +84,8 @@ class VAE(LatentGenerator):
         """Per-image reconstruction ℓ and KL, (B,) each, with the noise ε (B, d) given."""
         mu, logvar = networks["encoder"](x)
         z = mu + eps * (0.5 * logvar).exp()  # reparameterisation: (B, d)
-        return loss_per_sample(networks["generator"](z), x, self.config.loss), kl_to_standard_normal(mu, logvar)
+        recon = loss_per_sample(networks["generator"](z), x, self.config.loss, self.config.chroma_weight)
+        return recon, kl_to_standard_normal(mu, logvar)
 
     def _train_step(self, x: torch.Tensor, idx: torch.Tensor) -> dict[str, float]:
         networks = {name: self._train_network(name) for name in self.networks_}
@@ -121,7 +122,8 @@ class VAE(LatentGenerator):
         X = check_images(X, min_count=1).to(self.device_)
         z = self._means(X)
         if refine_steps > 0:
-            z = optimise_latents(self.generator_, X, z, refine_steps, lr, self.config.loss)
+            z = optimise_latents(self.generator_, X, z, refine_steps, lr, self.config.loss,
+                                   chroma_weight=self.config.chroma_weight)
         return z.cpu()
 
     def _extra_state(self) -> dict:

@@ -11,6 +11,7 @@ from torch import nn
 
 from neurosql.errors import NeuroSQLError
 from neurosql.metrics._validate import check_images, check_same_image_shape
+from neurosql.metrics.colour import colour_error, colour_fd, colour_metrics
 from neurosql.metrics.classifier import (
     DomainFeatureNet, SmallCNN, domain_feature_net, downstream_score, evaluate_classifier,
     macro_precision_recall, train_classifier,
@@ -53,6 +54,8 @@ METRIC_DEFINITIONS: dict[str, str] = {
     "knn_note": "a warning when the held-out set is too small for k-NN precision/recall to mean much; None otherwise",
     "vgg_reason": "why the _vgg metrics are None (stlpips-pytorch not installed, or not requested); None when computed",
     **MEMORISATION_DEFINITIONS,
+    "colour_fd": "RGB only: Fréchet distance between Gaussian fits of per-image colour statistics (mean Y, U, V "
+                 "and std of U, V; BT.601) of the same real and generated images (lower is better; 0 for equal sets)",
     "ssim": "mean SSIM over random real-generated pairs, as in App. E (higher means closer pixel structure)",
     "n_pairs": "number of random real-generated pairs behind ssim and lpips",
     "nearest_real_ssim": "mean over generated images of the highest SSIM to any real image (near 1 flags copies of real images)",
@@ -168,6 +171,7 @@ def evaluate_images(real, fake, *, real_labels=None, n: int = 2048, seed: int = 
                         batch_size)
     out["n_vgg"] = None if out["vgg_reason"] else min(len(real_sub), n_vgg or len(real_sub))
     out["knn_note"] = knn_note(out["n_vgg"] or real_sub.shape[0])
+    out |= colour_metrics(real_sub, fake_sub)
     i, j = random_pairs(real.shape[0], fake.shape[0], n_pairs, seed)
     pairs_real, pairs_fake = real[torch.from_numpy(i)], fake[torch.from_numpy(j)]
     out |= {"ssim": reconstruction_ssim(pairs_real, pairs_fake), "n_pairs": len(i)}
@@ -180,7 +184,7 @@ def evaluate_images(real, fake, *, real_labels=None, n: int = 2048, seed: int = 
 __all__ = [
     "METRIC_DEFINITIONS", "evaluate_images",
     "ProxyFeatureNet", "VGGFeatureNet", "AntialiasedVGG16", "stlpips_available", "extract_features", "matched_subsets",
-    "frechet_distance", "fid_from_features", "proxy_fid",
+    "frechet_distance", "fid_from_features", "proxy_fid", "colour_fd", "colour_error",
     "kid", "mmd2_unbiased", "prdc", "memorisation", "nearest_training", "knn_note",
     "reconstruction_ssim", "random_pairs", "sampled_pairs_ssim", "nearest_real_ssim",
     "LPIPS", "STLPIPS", "load_lpips", "load_stlpips", "lpips_available", "lpips_distance", "paired_lpips",
