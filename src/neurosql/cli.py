@@ -322,7 +322,8 @@ def cmd_sample(args: argparse.Namespace) -> None:
         raise NeuroSQLError(f"--num must be >= 1, got {args.num}")
     check_seed(args.seed)
     out = Path(args.out)
-    folder = args.out.endswith(("/", os.sep)) or out.is_dir()  # one file per image
+    # one file per image into DIR/ or an existing folder; a folder named like a file (s.npy/) is refused below
+    folder = args.out.endswith(("/", os.sep)) or (out.is_dir() and out.suffix.lower() not in SAMPLE_SUFFIXES)
     if folder and out.exists() and not out.is_dir():
         raise NeuroSQLError(f"--out {args.out} names a folder but {out} is a file; choose another --out")
     if folder and (out / "samples.npy").exists():
