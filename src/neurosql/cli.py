@@ -433,6 +433,8 @@ def cmd_export(args: argparse.Namespace) -> None:
     out = Path(args.out) if args.out else run_directory(args.checkpoint) / f"generator{FORMATS[args.format]}"
     if out.is_dir():
         raise NeuroSQLError(f"--out {out} is a directory; name a file in it, e.g. {out / ('generator' + FORMATS[args.format])}")
+    if not out.parent.is_dir():
+        raise NeuroSQLError(f"folder {out.parent} does not exist; create it or choose another --out")
     model = load_model(args.checkpoint, device="cpu")
     export_generator(model, args.format, out)
     print(f"wrote the {model.kind} generator as {args.format} to {out}")

@@ -61,6 +61,9 @@ def generator_bytes(generator: nn.Module, name: str) -> bytes:
         return save(state, metadata={"neurosql_generator": json.dumps(generator.config)})
     with torch.no_grad(), warnings.catch_warnings():
         warnings.simplefilter("ignore", torch.jit.TracerWarning)  # the input check in forward is constant for a trace
+        # torch 2.13 marks TorchScript and the legacy ONNX exporter deprecated; both still work, and the user
+        # can do nothing about it here
+        warnings.filterwarnings("ignore", message=r".*is deprecated\. Please switch to")
         if name == "torchscript":
             torch.jit.save(torch.jit.trace(generator, z), buffer)
         else:

@@ -170,7 +170,7 @@ def evaluate_images(real, fake, *, real_labels=None, n: int = 2048, seed: int = 
     out |= _vgg_metrics(real_sub[:n_vgg], fake_sub[:n_vgg], vgg_features, kid_subsets, kid_subset_size, seed,
                         batch_size)
     out["n_vgg"] = None if out["vgg_reason"] else min(len(real_sub), n_vgg or len(real_sub))
-    out["knn_note"] = knn_note(out["n_vgg"] or real_sub.shape[0])
+    out["knn_note"] = None if out["prdc_reason"] else knn_note(out["n_vgg"] or real_sub.shape[0])  # skipped: said
     out |= colour_metrics(real_sub, fake_sub)
     i, j = random_pairs(real.shape[0], fake.shape[0], n_pairs, seed)
     pairs_real, pairs_fake = real[torch.from_numpy(i)], fake[torch.from_numpy(j)]
