@@ -100,31 +100,6 @@ def sample_class_codes(
     )
 
 
-def segment_draws(codes: torch.Tensor, generator: torch.Generator | None,
-                  k: int = LABEL_K) -> Callable[[int], torch.Tensor]:
-    """A ``draw(count)`` of codes between neighbouring training codes: z = Ẑ_i + u (Ẑ_j − Ẑ_i), with i
-    a uniform training code, j a uniform one of the k codes nearest to Ẑ_i (itself excluded; itself
-    when there is one code), u ~ U(0, 1), all from ``generator``.
-
-    G is fitted at the training codes, so it draws real images there and on the short way between
-    two similar ones, whereas a prior draw in d ≥ 8 dimensions lands far from every one of a few
-    hundred codes, where G was never trained.
-    Shapes: codes (n, d) → draw(count) (count, d). Set-up O(n² d); each draw O(d).
-    """
-    codes = codes.detach().cpu()
-    distance = torch.cdist(codes, codes)  # (n, n)
-    distance.fill_diagonal_(math.inf if len(codes) > 1 else 0.0)
-    neighbours = distance.topk(min(k, max(len(codes) - 1, 1)), largest=False).indices  # (n, k)
-
-    def draw(count: int) -> torch.Tensor:
-        i = torch.randint(len(codes), (count,), generator=generator)
-        j = neighbours[i, torch.randint(neighbours.shape[1], (count,), generator=generator)]
-        u = torch.rand(count, 1, generator=generator)
-        return codes[i] + u * (codes[j] - codes[i])
-
-    return draw
-
-
 def kernel_draws(codes: torch.Tensor, generator: torch.Generator | None) -> Callable[[int], torch.Tensor]:
     """A ``draw(count)`` from a Gaussian kernel density on the training codes: z = Ẑ_i + (h / √d) ε,
     i uniform, ε ~ N(0, I_d), h the median distance from a code to its nearest other code, all from
@@ -153,13 +128,27 @@ def kernel_draws(codes: torch.Tensor, generator: torch.Generator | None) -> Call
 
 def class_segment_draws(codes: torch.Tensor, code_labels: np.ndarray, label, generator: torch.Generator | None,
                         k: int = LABEL_K) -> Callable[[int], torch.Tensor]:
-    """A ``draw(count)`` for :func:`sample_class_codes`: :func:`segment_draws` among the training
-    codes of class ``label`` only. Shapes: codes (n, d), code_labels (n,) → draw(count) (count, d).
+    """A ``draw(count)`` for :func:`sample_class_codes`: z = Ẑ_i + u (Ẑ_j − Ẑ_i), with i a uniform
+    training code of class ``label``, j a uniform one of the k codes of that class nearest to Ẑ_i
+    (itself excluded; itself when the class has one code), u ~ U(0, 1), all from ``generator``.
+
+    Shapes: codes (n, d), code_labels (n,) → draw(count) (count, d). Set-up O(n_c² d) for the
+    class's n_c codes; each draw O(d).
     """
     own = codes.detach().cpu()[torch.as_tensor(np.asarray(code_labels) == label)]  # (n_c, d)
     if len(own) == 0:
         raise NeuroSQLError(f"no training image has label {label}; sample another label")
-    return segment_draws(own, generator, k)
+    distance = torch.cdist(own, own)  # (n_c, n_c)
+    distance.fill_diagonal_(math.inf if len(own) > 1 else 0.0)
+    neighbours = distance.topk(min(k, max(len(own) - 1, 1)), largest=False).indices  # (n_c, k)
+
+    def draw(count: int) -> torch.Tensor:
+        i = torch.randint(len(own), (count,), generator=generator)
+        j = neighbours[i, torch.randint(neighbours.shape[1], (count,), generator=generator)]
+        u = torch.rand(count, 1, generator=generator)
+        return own[i] + u * (own[j] - own[i])
+
+    return draw
 
 
 def samples_by_class(model, per_class: int = 8, seed: int = 0, max_classes: int = 16) -> torch.Tensor:
