@@ -60,7 +60,8 @@ def memorisation(samples: torch.Tensor, train: torch.Tensor, held_out: torch.Ten
 MEMORISATION_DEFINITIONS = {
     "memorisation_ratio": "median over samples of the training cost ℓ to the nearest training image, divided by the "
                           "same median for held-out real images (≈ 1: new images of the data's kind; well below 1, "
-                          "e.g. < 0.8: samples are near-copies of training images)",
+                          "e.g. < 0.8: samples are near-copies of training images; well above 1: samples lie farther "
+                          "from the data than new real images do, e.g. mush)",
     "copy_fraction": "share of samples closer (under ℓ) to a training image than any held-out real image is "
                      "(0 when no sample is a near-copy)",
     "nearest_train_samples": "median ℓ from a sample to its nearest training image",
