@@ -1,0 +1,162 @@
+"""Refactors keep results: fixed-seed runs of every method (2-D and 3-D, Algorithms 1 and 2, colour,
+two gloo processes) must give the checkpoint tensors and samples recorded in
+``fixtures/fingerprints.json``, which was written before the code-bank refactor (issue 24).
+
+A fingerprint of a tensor is its shape with its sum, absolute sum and sum of squares in float64;
+any change of what training computes moves them far beyond the tolerance, which only absorbs
+the last-bit differences of another CPU's vector width. Rewrite the file only for a change
+that is meant to alter results: ``python tests/test_fingerprints.py --write``.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from neurosql.persistence import load_checkpoint
+
+FIXTURE = Path(__file__).parent / "fixtures" / "fingerprints.json"
+BUDGET = dict(epochs=4, batch_size=8, lr=3e-3, progress=False, seed=3, val_fraction=0.25)
+BACKBONE = dict(latent_dim=3, width=8)
+CASES = {  # name -> (method, data, parameters)
+    "neurosql-alg1": ("neurosql", "digits", dict(assign_every=1)),
+    "neurosql-alg2": ("neurosql", "digits", dict(assign_every=1, assign_batch=8)),
+    "neurosql-alg2-once": ("neurosql", "digits", dict(assign_every=2, assign_batch=8, assign_every_batch=False,
+                                                      lattice_subset="random", init="random")),
+    "neurosql-prior-no-ema": ("neurosql", "digits", dict(assign_every=2, sampler="prior", ema=0.0)),
+    "neurosql-rgb": ("neurosql", "rgb", dict(assign_every=1, loss="ssim_l1_yuv")),
+    "neurosql-3d": ("neurosql", "volumes", dict(assign_every=1)),
+    "vae": ("vae", "digits", {}),
+    "gan": ("gan", "digits", dict(disc_width=8, encode_steps=3)),
+    "ddpm": ("ddpm", "digits", dict(denoiser_width=8, timesteps=50, sample_steps=5)),
+    "vae-3d": ("vae", "volumes", dict(encoder_hidden=16)),
+}
+DISTRIBUTED = {"neurosql-gloo-alg1": 0, "neurosql-gloo-alg2": 8}
+TORCHRUN_SCRIPT = """
+import os, sys, torch, torch.distributed as dist
+from neurosql import NeuroSQL
+from neurosql.data import load_data
+X = load_data(None, "train", limit=48, progress=False).images
+NeuroSQL(latent_dim=2, width=8, epochs=4, assign_every=1, batch_size=8, lr=1e-2, progress=False, seed=0,
+         val_fraction=0.25, assign_batch=int(sys.argv[2])).fit(X, checkpoint=sys.argv[1])
+dist.destroy_process_group()
+sys.stdout.flush(); sys.stderr.flush()
+os._exit(0)
+"""
+
+
+def data(kind: str) -> torch.Tensor:
+    """Small seeded training sets: 40 real digits, 40 RGB 16-px blobs, 24 16³ ellipsoids."""
+    from neurosql.data import load_data
+
+    rng = np.random.default_rng(0)
+    if kind == "digits":
+        return load_data(None, "train", limit=40, progress=False).images
+    if kind == "rgb":
+        t = np.linspace(-1, 1, 16)
+        yy, xx = np.meshgrid(t, t, indexing="ij")
+        out = np.zeros((40, 3, 16, 16), np.float32)
+        for i in range(40):
+            cy, cx, r = rng.uniform(-0.4, 0.4, 2).tolist() + [rng.uniform(0.3, 0.6)]
+            out[i] = ((yy - cy) ** 2 + (xx - cx) ** 2 < r * r) * rng.uniform(0.1, 1.0, (3, 1, 1))
+        return torch.from_numpy(out)
+    t = (np.arange(16) + 0.5) / 16 - 0.5
+    d, h, w = np.meshgrid(t, t, t, indexing="ij")
+    out = np.zeros((24, 1, 16, 16, 16), np.float32)
+    for i in range(24):
+        c, r = rng.uniform(-0.1, 0.1, 3), rng.uniform(0.2, 0.4, 3)
+        out[i, 0] = (((d - c[0]) / r[0]) ** 2 + ((h - c[1]) / r[1]) ** 2 + ((w - c[2]) / r[2]) ** 2 <= 1) * 0.9
+    return torch.from_numpy(out)
+
+
+def tensors(obj, prefix: str = "") -> dict[str, torch.Tensor]:
+    """Every tensor in a nested checkpoint, by its key path."""
+    if isinstance(obj, torch.Tensor):
+        return {prefix: obj}
+    items = obj.items() if isinstance(obj, dict) else enumerate(obj) if isinstance(obj, (list, tuple)) else ()
+    out = {}
+    for key, value in items:
+        out.update(tensors(value, f"{prefix}/{key}"))
+    return out
+
+
+def fingerprint(state: dict, samples: torch.Tensor) -> dict[str, list]:
+    """Shape, sum, absolute sum and sum of squares of every checkpoint tensor, of the epoch log's
+    losses and assignment statistics (not its timings), and of the samples."""
+    logged = [v for row in state["extra"]["log"] for k, v in sorted(row.items()) if not k.startswith("time")]
+    found = {**tensors(state), "log": torch.tensor(logged, dtype=torch.float64), "samples": samples}
+    out = {}
+    for key, t in sorted(found.items()):
+        t = t.detach().cpu().to(torch.float64)
+        out[key] = [list(t.shape), float(t.sum()), float(t.abs().sum()), float((t * t).sum())]
+    return out
+
+
+def run_case(name: str, tmp: Path) -> dict:
+    """Fit the case, save it, and fingerprint the saved checkpoint with 6 samples of the reloaded model."""
+    from neurosql.methods import build_method, load_model
+
+    method, kind, params = CASES[name]
+    torch.set_num_threads(1)
+    model = build_method(method, **BUDGET, **BACKBONE, **params).fit(data(kind))
+    path = model.save(tmp / f"{name}.pt")
+    return fingerprint(load_checkpoint(path), load_model(path).sample(6, seed=5))
+
+
+def run_distributed(name: str, tmp: Path) -> dict:
+    """Two gloo processes under torchrun, then the saved checkpoint and its samples in this process."""
+    from neurosql.methods import load_model
+    from test_distributed import torchrun
+
+    script, path = tmp / "fit.py", tmp / f"{name}.pt"
+    script.write_text(TORCHRUN_SCRIPT)
+    torchrun(script, path, DISTRIBUTED[name])
+    return fingerprint(load_checkpoint(path), load_model(path).sample(6, seed=5))
+
+
+def assert_same(found: dict, expected: dict) -> None:
+    assert sorted(found) == sorted(expected), "the checkpoint's tensors changed"
+    for key, (shape, *stats) in expected.items():
+        assert found[key][0] == shape, key
+        np.testing.assert_allclose(found[key][1:], stats, rtol=1e-5, atol=1e-6, err_msg=key)
+
+
+@pytest.mark.parametrize("name", list(CASES))
+def test_fixed_seed_runs_keep_their_fingerprints(name, tmp_path):
+    assert_same(run_case(name, tmp_path), json.loads(FIXTURE.read_text())[name])
+
+
+@pytest.mark.parametrize("name", list(DISTRIBUTED))
+def test_two_process_runs_keep_their_fingerprints(name, tmp_path):
+    assert_same(run_distributed(name, tmp_path), json.loads(FIXTURE.read_text())[name])
+
+
+def test_the_fingerprint_sees_a_one_step_change(tmp_path):
+    """The tolerance is far below what one more generator update moves."""
+    from neurosql.methods import build_method
+
+    method, kind, params = CASES["neurosql-alg1"]
+    model = build_method(method, **{**BUDGET, "epochs": 5}, **BACKBONE, **params).fit(data(kind))
+    path = model.save(tmp_path / "more.pt")
+    found = fingerprint(load_checkpoint(path), model.sample(6, seed=5))
+    with pytest.raises(AssertionError):
+        assert_same(found, json.loads(FIXTURE.read_text())["neurosql-alg1"])
+
+
+if __name__ == "__main__" and "--write" in sys.argv:
+    import tempfile
+
+    sys.path.insert(0, str(Path(__file__).parent))
+    with tempfile.TemporaryDirectory() as tmp:
+        prints = {name: run_case(name, Path(tmp)) for name in CASES}
+        prints.update({name: run_distributed(name, Path(tmp)) for name in DISTRIBUTED})
+    buffer = io.StringIO()
+    json.dump(prints, buffer, indent=1)
+    FIXTURE.write_text(buffer.getvalue() + "\n")
+    print(f"wrote {len(prints)} fingerprints to {FIXTURE}")
