@@ -36,6 +36,16 @@ def test_copies_score_zero_and_new_draws_score_about_one():
     assert set(fresh) == set(MEMORISATION_DEFINITIONS) and fresh["n_memorisation"] == (100, 300, 100)
 
 
+def test_the_note_names_copies_and_samples_unlike_the_data_and_is_quiet_otherwise():
+    """Copies and mush (blurred blob pairs smeared over the image) are flagged, new draws are not."""
+    train, held_out, new = _blobs(300, 0), _blobs(100, 1), _blobs(100, 2)
+    assert memorisation(new, train, held_out)["memorisation_note"] is None
+    assert "near-copies" in memorisation(train[:30], train, held_out)["memorisation_note"]
+    mush = (0.5 * (new + new.roll(1, 0)) + 0.3 * torch.rand(100, 1, 16, 16, generator=torch.Generator().manual_seed(1)))
+    result = memorisation(mush.clamp(0, 1), train, held_out)
+    assert result["memorisation_ratio"] > 1.2 and "farther from every training image" in result["memorisation_note"]
+
+
 def test_memorisation_refuses_a_test_split_inside_the_training_set():
     train = _blobs(10, 0)
     with pytest.raises(NeuroSQLError, match="disjoint"):
