@@ -502,13 +502,13 @@ def test_more_processes_than_image_pairs_are_refused(world, capsys, monkeypatch)
     from neurosql.engine.distributed import Shard
 
     monkeypatch.chdir(world)
-    monkeypatch.setattr("neurosql.methods.base.init_from_environment", lambda: Shard(0, 21))
+    monkeypatch.setattr("neurosql.engine.trainer.init_from_environment", lambda: Shard(0, 21))
     before = tree(world)
     assert main([*T, "--out", "new"]) == 2
     err = capsys.readouterr().err
     assert err.startswith("error: 21 processes need at least 2 training images each, got 40") and err.count("\n") == 1
     assert tree(world) == before
-    monkeypatch.setattr("neurosql.methods.base.init_from_environment", lambda: Shard(1, 2))
+    monkeypatch.setattr("neurosql.engine.trainer.init_from_environment", lambda: Shard(1, 2))
     with pytest.raises(NeuroSQLError, match="assign-batch 19 is larger than the 18 training images per process"):
         NeuroSQL(assign_batch=19, val_fraction=0, epochs=1).fit(torch.rand(36, 1, 16, 16))
 

@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from neurosql import NeuroSQL
-from neurosql.class_sampling import sample_class_codes
+from neurosql.methods.code_sampling import sample_class_codes
 from neurosql.cli import main
 from neurosql.errors import NeuroSQLError
 
@@ -101,7 +101,7 @@ def test_cli_labels_reach_the_run_and_sample(tmp_path, capsys):
 
 
 def test_segment_draws_lie_between_a_class_code_and_one_of_its_nearest_same_class_codes():
-    from neurosql.class_sampling import class_segment_draws
+    from neurosql.methods.code_sampling import class_segment_draws
 
     rng = np.random.default_rng(0)
     codes = torch.from_numpy(rng.normal(size=(30, 3))).float()

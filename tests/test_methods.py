@@ -3,7 +3,6 @@ of a killed baseline; scikit-learn parameters; the one checkpoint schema and the
 release 0.2 (committed fixtures); re-running a recorded run with --config."""
 
 import json
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -11,10 +10,10 @@ import torch
 
 from neurosql import NeuroSQL, NeuroSQLConfig, NeuroSQLError
 from neurosql.cli import main
-from neurosql.methods import GAN, METHODS, VAE, build_method, load_model
+from neurosql.engine import trainer
+from neurosql.methods import METHODS, VAE, build_method, load_model
 from neurosql.persistence import CHECKPOINT_FORMAT, load_checkpoint
 
-FIXTURES = Path(__file__).parent / "fixtures"
 SMALL = ["--latent-dim", "2", "--width", "8", "--limit", "40", "--resolution", "16", "--no-progress"]
 TINY_DDPM = ["--timesteps", "20", "--sample-steps", "4"]
 
@@ -88,6 +87,18 @@ def test_parameters_read_set_and_clone_like_scikit_learn():
         model.sample(2)
 
 
+def test_setting_a_parameter_as_an_attribute_changes_training(digits):
+    """``model.epochs = 1`` is set_params(epochs=1): the config fit reads changes, no stray attribute."""
+    model = NeuroSQL(latent_dim=2, width=8, epochs=3, batch_size=16, progress=False)
+    model.epochs, model.lr = 1, 1e-3
+    assert model.get_params()["lr"] == 1e-3 and "lr" not in vars(model)
+    model.fit(digits)
+    assert model.epochs_run_ == 1 and model.training_.optimizations[0].updates == model.budget_.steps_per_epoch
+    model.latent_dim = 0  # refused by the declared bounds when fit reads it
+    with pytest.raises(NeuroSQLError, match="latent-dim must be >= 1"):
+        model.fit(digits)
+
+
 def test_one_checkpoint_schema_for_every_method(digits, tmp_path):
     for method in METHODS:
         params = dict(latent_dim=2, width=8, epochs=1, progress=False,
@@ -100,37 +111,12 @@ def test_one_checkpoint_schema_for_every_method(digits, tmp_path):
         assert {"optimizations", "averages", "early_stopping", "best", "rng"} <= set(state["training"])
 
 
-@pytest.mark.parametrize("kind", ["neurosql", "vae", "gan", "ddpm"])
-def test_checkpoints_of_release_0_2_still_load_and_sample_the_same(kind, tmp_path):
-    """Fixtures written by the code before the one engine (format 2, a schema per method family)."""
-    path = FIXTURES / f"{kind}-format2.pt"
-    assert load_checkpoint(path)["format"] == 2
-    expected = torch.load(FIXTURES / f"{kind}-format2-samples.pt")
-    model = load_model(path)
-    assert model.kind == kind
-    assert torch.allclose(model.sample(4, seed=0), expected, atol=1e-6)
-    model.save(tmp_path / "again.pt")  # written again in today's schema
-    assert load_checkpoint(tmp_path / "again.pt")["format"] == CHECKPOINT_FORMAT
-    assert torch.allclose(load_model(tmp_path / "again.pt").sample(4, seed=0), expected, atol=1e-6)
-
-
-def test_release_0_2_neurosql_checkpoint_resumes(tmp_path):
-    """Its training state (optimiser, schedule, best snapshot) is upgraded too; the data are the fixture's own."""
-    from neurosql.data import load_data
-
-    X = load_data(None, "train", limit=24, resolution=16, progress=False).images
-    path = tmp_path / "model.pt"  # resume rewrites its checkpoint
-    path.write_bytes((FIXTURES / "neurosql-format2.pt").read_bytes())
-    model = NeuroSQL.resume(path, X, epochs=3)
-    assert model.epochs_run_ == 3 and len(model.log_.rows) == 3
-
-
-def test_release_0_2_baseline_checkpoint_cannot_resume_and_says_why():
-    from neurosql.data import load_data
-
-    X = load_data(None, "train", limit=24, resolution=16, progress=False).images
-    with pytest.raises(NeuroSQLError, match="no training state"):
-        GAN.resume(FIXTURES / "gan-format2.pt", X)
+@pytest.mark.parametrize("fmt", [1, 2])
+def test_checkpoints_of_unreleased_formats_are_refused_with_the_fix(fmt, tmp_path):
+    """Formats 1 and 2 came from milestones before release 0.1.0; they are no longer read (README, Changelog)."""
+    torch.save({"kind": "neurosql", "format": fmt, "config": {}}, tmp_path / "old.pt")
+    with pytest.raises(NeuroSQLError, match=f"format {fmt}, from a milestone before release 0.1.0.*retrain"):
+        load_model(tmp_path / "old.pt")
 
 
 def test_config_reruns_a_recorded_run_with_overrides(tmp_path):
@@ -148,13 +134,12 @@ def test_config_reruns_a_recorded_run_with_overrides(tmp_path):
     assert torch.equal(load_model(first).sample(3, seed=0), load_model(third).sample(3, seed=0))
 
 
-def test_unwrapped_format_1_checkpoints_still_load(tmp_path):
-    """Release 0.1 wrote the state dict itself (format 1, no checksum, no budget): rebuilt here from the
-    format-2 fixture's state, which has the same NeuroSQL layout."""
-    state = load_checkpoint(FIXTURES / "neurosql-format2.pt")
-    state = {**{k: v for k, v in state.items() if k != "budget"}, "format": 1}
-    torch.save(state, tmp_path / "old.pt")
-    model = load_model(tmp_path / "old.pt")
-    expected = torch.load(FIXTURES / "neurosql-format2-samples.pt")
-    assert torch.allclose(model.sample(4, seed=0), expected, atol=1e-6)
-    assert model.budget_.batch_size == state["config"]["batch_size"]  # recomputed from the config
+def test_the_best_epochs_snapshot_keeps_its_own_codes(digits):
+    """The snapshot early stopping restores holds a copy of the bank: later rounds, which update the
+    codes in place, must not reach it (they did, so the best weights came back with the final codes)."""
+    model = NeuroSQL(latent_dim=2, width=8, epochs=2, assign_every=1, batch_size=16, progress=False).fit(digits)
+    snapshot = trainer.snapshot(model)
+    codes, perm = snapshot["codes"].clone(), snapshot["perm"].clone()
+    model.codes_[0] += 1.0
+    model.perm_[[0, 1]] = model.perm_[[1, 0]]
+    assert torch.equal(snapshot["codes"], codes) and torch.equal(snapshot["perm"], perm)

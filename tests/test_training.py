@@ -8,19 +8,14 @@ import pytest
 import torch
 
 from neurosql.errors import NeuroSQLError
+from neurosql.engine.config import AUTO_EPOCHS, AUTO_STEPS, Budget, TrainConfig, auto_batch_size, resolve_device
 from neurosql.engine.training import (
-    AUTO_EPOCHS,
-    AUTO_STEPS,
-    Budget,
     EarlyStopping,
     EpochLog,
     Optimization,
-    TrainConfig,
     WeightAverage,
-    auto_batch_size,
     batches,
     lr_factor,
-    resolve_device,
     rng_state,
     set_rng_state,
 )

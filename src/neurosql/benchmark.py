@@ -39,8 +39,7 @@ from .core.lattice import LATTICES
 from .methods import CONFIGS, METHODS, build_method
 from .methods.neurosql import INITS
 from .persistence import atomic_write, ensure_writable_dir, write_json
-from .options import add_config_arguments, given_values
-from .engine.training import PRESETS as TRAINING_PRESETS, TrainConfig
+from .engine.config import PRESETS as TRAINING_PRESETS, TrainConfig, add_config_arguments, given_values
 
 DATA_FILE = "data/images.pt"  # inside OUT
 SAMPLES_SHOWN = 36  # images per method in the side-by-side grids (Fig. 4)
@@ -209,7 +208,7 @@ def execute_run(run_dir: str | Path) -> dict:
     write_run(model, run_dir, data["train_images"], wall_time=wall, n_samples=SAMPLES_SHOWN)
     metrics = _evaluate(model, data, spec)
     rows = model.log_.rows
-    core = model.generator_ if hasattr(model, "generator_") else model.networks_["denoiser"]  # the compared network
+    core = model.networks_[model.compared_network]
     result = {
         "name": run_dir.name,
         **{k: spec[k] for k in ("method", "generator", "latent_dim", "seed", "assignment", "cost", "cell", *TUNED)},

@@ -18,11 +18,10 @@ from pathlib import Path
 import numpy as np
 
 from .benchmark import add_benchmark_parser, cmd_benchmark
-from .engine.training import PRESETS, TrainConfig
+from .engine.config import PRESETS, TrainConfig, add_config_arguments, given_values, merged_config
 from .errors import NeuroSQLError
 from .loggers import LOGGERS
-from .methods import CONFIGS, method_class
-from .options import add_config_arguments, given_values
+from .methods import CONFIGS, load_model, method_class
 from .warning_lines import one_line_warnings
 
 DEFAULT_OUT = "runs/neurosql"
@@ -50,12 +49,8 @@ class Parser(argparse.ArgumentParser):
         self.exit(2, f"error: {message}; see '{self.prog} --help'\n")
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = Parser(
-        prog="neurosql", description="Generative models by quantile assignment: no encoder, no discriminator."
-    )
-    sub = parser.add_subparsers(dest="command", required=True)
-
+def add_train_parser(sub) -> None:
+    """``neurosql train``: data, output and run flags, then one flag per config field of every method."""
     train = sub.add_parser("train", help="train NeuroSQL (or a baseline) and write a run directory")
     train.add_argument("--method", choices=tuple(CONFIGS), default=None,
                        help="neurosql (default), or a baseline trained by the same engine and budget: vae, gan, ddpm")
@@ -95,6 +90,14 @@ def build_parser() -> argparse.ArgumentParser:
                        help="end with a light evaluation on the test split: metrics.json, report.md (default: on)")
     add_config_arguments(train, *CONFIGS.values(), owners={cls: name for name, cls in CONFIGS.items()})
 
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = Parser(
+        prog="neurosql", description="Generative models by quantile assignment: no encoder, no discriminator."
+    )
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    add_train_parser(sub)
     sample = sub.add_parser("sample", help="draw images from a trained model")
     sample.add_argument("--checkpoint", required=True, help="run directory or model.pt")
     sample.add_argument("-n", "--num", type=int, default=64, help="number of images (default: 64)")
@@ -150,12 +153,14 @@ SUMMARY_KEYS = ("fd_vgg", "precision_vgg", "recall_vgg", "memorisation_ratio", "
 
 
 def print_metrics(metrics: dict) -> None:
-    """The summary, led by the metrics that see sample quality; a warning when the test set is too small."""
+    """The summary, led by the metrics that see sample quality; a warning when the test set is too small
+    or the memorisation check finds copies or samples unlike the data."""
     for key in (k for k in SUMMARY_KEYS if metrics.get(k) is not None):
         value = metrics[key]
         print(f"  {key:<20} {value:.4f}" if isinstance(value, float) else f"  {key:<20} {value}")
-    if metrics.get("knn_note"):
-        warnings.warn(metrics["knn_note"], stacklevel=1)
+    for note in ("knn_note", "memorisation_note"):
+        if metrics.get(note):
+            warnings.warn(metrics[note], stacklevel=1)
 
 
 def cmd_train(args: argparse.Namespace) -> None:
@@ -173,18 +178,8 @@ def cmd_train(args: argparse.Namespace) -> None:
         return resume_training(args, main_process)
     recorded = read_config(args.config) if args.config else {"model": {}, "data": {}}
     method = args.method or recorded.get("method", "neurosql")
-    config_cls = CONFIGS[method]  # read_config checked a recorded one
     given = given_values(args, *CONFIGS.values())
-    foreign = sorted(name for name in given if name not in config_cls.__dataclass_fields__)
-    if foreign:
-        flags = ", ".join("--" + name.replace("_", "-") for name in foreign)
-        raise NeuroSQLError(f"{flags} does not apply to --method {method}; drop it (see 'neurosql train --help')")
-    kept = {k: v for k, v in recorded["model"].items() if k in config_cls.__dataclass_fields__}
-    preset = {k: v for k, v in PRESETS.get(args.preset, {}).items() if k in config_cls.__dataclass_fields__}
-    if {"epochs", "steps"} & {*given, *preset}:  # a budget given replaces the recorded one
-        kept.pop("epochs", None), kept.pop("steps", None)
-    config = config_cls.from_dict({**kept, **preset, **given})
-    config.validate()
+    config = merged_config(CONFIGS[method], method, recorded["model"], args.preset, given)  # read_config checked it
     data_args = {name: getattr(args, name) if getattr(args, name) is not None else recorded["data"].get(name)
                  for name in ("resolution", "channels", "limit")}
     spec = args.data if args.data is not None else recorded["data"].get("spec")
@@ -259,16 +254,16 @@ def resume_training(args: argparse.Namespace, main_process: bool) -> None:
         )
     out = check_run_dir(args.resume)
     with run_lock(out) if main_process else contextlib.nullcontext():
-        method = check_run_method(out)
+        model = load_model(out / "model.pt", device=getattr(args, "device", "auto"))  # read and checked once
+        check_run_method(out, model.kind)
         data = load_run_data(out, "train")
         if main_process:
             remove_temporaries(out, RUN_OUTPUTS)  # left by a process killed while writing
         start = time.perf_counter()
         val = load_run_validation(out, data)
         with epoch_logger(args.logger if main_process else None, out) as callback:
-            model = method_class(method).resume(
-                out / "model.pt", data.images, None if val is None else val.images,
-                device=getattr(args, "device", "auto"), epochs=getattr(args, "epochs", None),
+            model = model.continue_training(
+                out / "model.pt", data.images, None if val is None else val.images, epochs=getattr(args, "epochs", None),
                 steps=getattr(args, "steps", None), progress=getattr(args, "progress", None), callback=callback,
             )
         if main_process:
@@ -313,7 +308,6 @@ def check_seed(seed: int) -> None:
 
 
 def cmd_sample(args: argparse.Namespace) -> None:
-    from .methods import load_model
     from .persistence import write_files
     from .report import grid_bytes
     from .runs import check_memory, check_writable, created_dir, run_affine, sample_files
@@ -335,7 +329,7 @@ def cmd_sample(args: argparse.Namespace) -> None:
     elif not out.parent.is_dir():
         raise NeuroSQLError(f"output folder {out.parent} does not exist; create it or choose another --out")
     model = load_model(args.checkpoint, device=args.device)
-    if args.label is not None and not hasattr(model, "labels_"):
+    if args.label is not None and not model.samples_by_label:
         raise NeuroSQLError(f"--label needs a NeuroSQL model trained on labelled data; a {model.kind} model keeps no "
                             "class labels, so drop --label or sample a NeuroSQL run")
     check_memory(8 * args.num * int(np.prod(model.image_shape_)), f"{args.num:,} images", "lower -n")
@@ -356,7 +350,6 @@ def cmd_sample(args: argparse.Namespace) -> None:
 
 def cmd_evaluate(args: argparse.Namespace) -> None:
     from .evaluation import evaluate_model, write_evaluation
-    from .methods import load_model
     from .persistence import images_digest
     from .runs import check_memory, check_writable, created_dir, load_run_data, run_directory
 
@@ -393,7 +386,6 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
 
 def cmd_encode(args: argparse.Namespace) -> None:
     from .encoding import CODE_SUFFIXES, check_has_codes, codes_table, encode_images, stored_code_rows, write_codes
-    from .methods import load_model
     from .runs import load_run_data, run_directory
 
     out = Path(args.out)
@@ -426,7 +418,6 @@ def cmd_encode(args: argparse.Namespace) -> None:
 
 def cmd_export(args: argparse.Namespace) -> None:
     from .export import FORMATS, check_format, export_generator
-    from .methods import load_model
     from .runs import run_directory
 
     check_format(args.format)

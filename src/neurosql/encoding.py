@@ -27,7 +27,7 @@ CODE_SUFFIXES = (".csv", ".npy")
 
 def check_has_codes(model) -> None:
     """Only methods that keep training codes and map images to codes (NeuroSQL, the VAE) can encode."""
-    if "codes_" not in model.__dict__:
+    if not model.has_codes:
         raise NeuroSQLError(f"a {model.kind} run has no codes (only neurosql and vae runs map images to codes); "
                             "encode a neurosql or vae run")
 
@@ -44,7 +44,7 @@ def stored_code_rows(model, train_images: torch.Tensor, images: torch.Tensor) ->
     train_images: the run's training data as passed to fit (``train_index_`` indexes it); they
     must have the digest the model recorded, else a NeuroSQLError.
     """
-    if model.data_digest_ is not None and images_digest(train_images) != model.data_digest_:
+    if images_digest(train_images) != model.data_digest_:
         raise NeuroSQLError("the run's training data changed since training; restore the original data")
     trained = image_keys(train_images[torch.as_tensor(model.train_index_)])
     row_of = {key: row for row, key in reversed(list(enumerate(trained)))}  # a repeated image keeps its first code

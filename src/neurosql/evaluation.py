@@ -83,7 +83,7 @@ def evaluate_model(
     if real_train is not None:
         out |= memorisation(fake[:MEMORISATION_SAMPLES], training_images(model, real_train, seed),
                             real_test[:MEMORISATION_SAMPLES])
-    if getattr(model, "supports_reconstruction", True):
+    if model.supports_reconstruction:
         recon = model.reconstruct(real_test[: min(len(real_test), 500)], refine_steps=refine_steps)
         out["recon_ssim"] = reconstruction_ssim(real_test[: len(recon)], recon)
         out["n_recon"] = len(recon)
@@ -91,7 +91,7 @@ def evaluate_model(
             out["recon_colour_error"] = colour_error(real_test[: len(recon)], recon)
     else:  # e.g. the DDPM: no latent code to reconstruct from
         out["recon_ssim"] = None
-    has_codes = hasattr(model, "codes_")
+    has_codes = model.has_codes
     if downstream and has_codes and not light and all(v is not None for v in (train_labels, real_train, test_labels)):
         z = model.sample_latent(n_synthetic, seed=seed + 1)
         code_labels = train_labels[model.train_index_]
@@ -131,11 +131,11 @@ def write_evaluation(model, out: str | Path, metrics: dict, real_test: torch.Ten
         _, index = nearest_training(samples[:32], train)
         save_grid(reconstruction_pairs(samples[:32], train[index]), out / "nearest.png", nrow=8)
         images.append(("Samples (odd rows) above their nearest training images under ℓ (even rows)", "nearest.png"))
-    if getattr(model, "supports_reconstruction", True):
+    if model.supports_reconstruction:
         shown = real_test[picture_rows(len(real_test), seed=seed)]  # the test split may be sorted by class
         save_grid(reconstruction_pairs(shown, model.reconstruct(shown)), out / "reconstructions_test.png", nrow=8)
         images.append(("Held-out images (odd rows) and reconstructions (even rows)", "reconstructions_test.png"))
-    if hasattr(model, "codes_"):
+    if model.has_codes:
         code_labels = None if train_labels is None else train_labels[model.train_index_]
         plot_latents(model.codes_.cpu(), code_labels, model.prior, out / "latents.png")
         save_grid(interpolation_strip(model, code_labels), out / "interpolation.png", nrow=10)

@@ -23,9 +23,8 @@ import torch
 
 from .errors import NeuroSQLError
 
-CHECKPOINT_FORMAT = 3  # bump when the checkpoint layout changes; 2: payload + SHA-256; 3: one schema for every method
-CHECKSUMMED_FORMATS = (2, CHECKPOINT_FORMAT)  # payload + SHA-256 (methods.legacy reads format 2's schemas)
-LEGACY_FORMATS = (1,)  # older layouts still read (without a checksum)
+CHECKPOINT_FORMAT = 3  # payload + SHA-256 of one schema for every method; bump when the layout changes
+UNRELEASED_FORMATS = (1, 2)  # internal milestones before 0.1.0, no longer read (README, Changelog)
 TEMPORARY = re.compile(r"^\.(.+)\.[a-z0-9_]{8}\.tmp$")  # what atomic_write names a temporary: .NAME.XXXXXXXX.tmp
 
 
@@ -145,8 +144,11 @@ def load_checkpoint(path: str | Path, kind: str | None = None) -> dict:
     if not path.is_file():
         raise NeuroSQLError(f"checkpoint not found: {path}; pass a run directory or its model.pt")
     state = _unpickle(path, path)
-    if isinstance(state, dict) and state.get("format") in CHECKSUMMED_FORMATS:
-        wrapper = state["format"]
+    fmt = state.get("format") if isinstance(state, dict) else None
+    if fmt in UNRELEASED_FORMATS:
+        raise NeuroSQLError(f"{path} is a checkpoint of format {fmt}, from a milestone before release 0.1.0 whose "
+                            "layouts are no longer read; retrain the model")
+    if fmt == CHECKPOINT_FORMAT:
         payload = state.get("payload")
         if not isinstance(payload, torch.Tensor) or payload.dtype != torch.uint8:
             raise NeuroSQLError(f"checkpoint {path} is corrupt (no payload); retrain or restore it from a backup")
@@ -157,8 +159,8 @@ def load_checkpoint(path: str | Path, kind: str | None = None) -> dict:
             )
         state = _unpickle(io.BytesIO(data), path)
         if isinstance(state, dict):
-            state.setdefault("format", wrapper)
-    elif not isinstance(state, dict) or state.get("format") not in LEGACY_FORMATS:
+            state.setdefault("format", fmt)
+    else:
         raise NeuroSQLError(f"{path} is not a NeuroSQL checkpoint of format {CHECKPOINT_FORMAT}")
     if not _all_finite(state):
         raise NeuroSQLError(f"checkpoint {path} holds NaN or Inf weights (training diverged); retrain with a lower --lr")

@@ -28,15 +28,14 @@ from typing import Callable, Iterator
 import numpy as np
 import torch
 
-from .class_sampling import samples_by_class
+from .methods.code_sampling import samples_by_class
 from .data import ImageData, load_data, load_validation
 from .data.config import DataConfig
-from .engine.config import check_config
-from .engine.training import TrainConfig
+from .engine.config import TrainConfig, check_config
 from .errors import NeuroSQLError
 from .core.generators import count_parameters
 from .core.losses import loss_per_sample
-from .methods import CONFIGS, checkpoint_kind
+from .methods import CONFIGS
 from .persistence import atomic_write, checkpoint_file, write_json
 from .report import plot_training, save_grid
 
@@ -136,11 +135,10 @@ def check_run_dir(path: str | Path) -> Path:
     return path
 
 
-def check_run_method(path: Path) -> str:
-    """The method of run ``path``, the same in its config.json and its model.pt (a checkpoint copied in from
-    another run is refused)."""
+def check_run_method(path: Path, saved: str) -> str:
+    """The method of run ``path``, the same in its config.json and in its model.pt, which holds a ``saved``
+    model (a checkpoint copied in from another run is refused)."""
     recorded = read_config(path).get("method", "neurosql")
-    saved = checkpoint_kind(path / "model.pt")
     if saved != recorded:
         raise NeuroSQLError(f"{path / 'config.json'} records a {recorded} run but {path / 'model.pt'} holds a {saved} "
                             "model; put back the run's own model.pt or start a new run")
@@ -272,9 +270,9 @@ def write_run(model, out: str | Path, X_train: torch.Tensor, wall_time: float, n
     atomic_write(out / "samples.npy", lambda f: np.save(f, samples.numpy()))
     if affine is not None and samples.ndim == 5:
         atomic_write(out / "samples.nii.gz", lambda f: f.write(nifti_bytes(samples, affine)))
-    if getattr(model, "labels_", None) is not None:
+    if model.samples_by_label and model.labels_ is not None:
         save_grid(samples_by_class(model, seed=model.config.seed), out / "samples_by_class.png", nrow=8)
-    codes = model.__dict__.get("codes_")  # the GAN and the DDPM keep none
+    codes = model.codes_ if model.has_codes else None  # the GAN and the DDPM keep none
     if codes is not None:
         rows = picture_rows(len(model.train_index_), seed=model.config.seed)
         recon = model.decode(codes[rows.to(codes.device)].cpu())

@@ -4,30 +4,38 @@ best weights kept, atomic checkpoints, exact resume and data-parallel processes.
 
 A method (see :class:`neurosql.methods.base.Method`) supplies only its part:
 
-- ``_epoch_shard(epoch)``: this process's images when they change (Alg. 2 under torchrun), else None;
 - ``_begin_epoch(epoch, parts)``: per-epoch set-up (Alg. 2's lattice subsets); the epoch's generator for
   further draws is ``_epoch_generator``;
 - ``_train_step(x, idx) -> dict``: one update on images ``x = X[idx]``; keys ``time_*``
   are seconds (summed over the epoch), the others per-image means (``train_loss`` first);
 - ``_end_epoch(X, epoch, last) -> dict``: work after the epoch's updates (Alg. 1's assignment round);
 - ``_validates(epoch, last)`` and ``_validation_loss(X_val)``;
-- ``_snapshot()`` / ``_restore(snapshot)``: the learned state kept for the best epoch;
-- ``save(path)``, ``networks_``, ``training_`` (:class:`Training`), ``budget_``, ``_shard``.
+- ``save(path)``, ``networks_``, ``bank_`` (a :class:`neurosql.core.code_bank.CodeBank` or None),
+  ``training_`` (:class:`Training`), ``budget_``, ``_shard``.
+
+The trainer keeps the networks and the code bank together: it snapshots both for the best
+epoch, checks both stay finite, and under torchrun deals the bank afresh every epoch when
+the bank asks for it (Algorithm 2).
 """
 
 from __future__ import annotations
 
+import copy
 import math
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from ..data import take
+from ..data import check_images, take
 from ..errors import NeuroSQLError
-from .training import EarlyStopping, Optimization, WeightAverage, averaged, batches, progress_bar, show_losses
+from ..persistence import images_digest, restoring
+from .config import resolve_device
+from .distributed import device_for, init_from_environment
+from .training import (EarlyStopping, EpochLog, Optimization, WeightAverage, averaged, batches, progress_bar,
+                       seed_everything, set_rng_state, show_losses)
 
 
 @dataclass
@@ -55,6 +63,110 @@ class Training:
         self.stopping.load_state_dict(state["early_stopping"])
         self.best = state["best"]
 
+
+
+def split_validation(X: torch.Tensor, X_val, val_fraction: float, shuffle: torch.Generator):
+    """Hold out a seeded ``val_fraction`` of X for early stopping, unless X_val is given.
+
+    Returns (X_train, X_val or None, train_index) with ``train_index`` the sorted
+    rows of X kept for training. Nothing is held out when the fraction rounds
+    to zero images or would leave fewer than two for training.
+    Shapes: X (n, C, H, W) → (n - n_val, C, H, W), (n_val, C, H, W), (n - n_val,).
+    """
+    if X_val is not None:
+        X_val = check_images(X_val, min_count=1)  # one held-out image still validates
+        if X_val.shape[1:] != X.shape[1:]:
+            raise NeuroSQLError(f"validation images {tuple(X_val.shape[1:])} differ from training {tuple(X.shape[1:])}")
+        return X, X_val, np.arange(len(X))
+    n_val = int(round(val_fraction * len(X)))
+    if n_val == 0 or len(X) - n_val < 2:
+        return X, None, np.arange(len(X))
+    order = torch.randperm(len(X), generator=shuffle)
+    train_index = np.sort(order[n_val:].numpy())
+    return take(X, train_index), X[np.sort(order[:n_val].numpy())], train_index
+
+
+def start_training(method, X, X_val, checkpoint, callback, **setup):
+    """:meth:`Method.fit`: validate, pick device and process shard, hold out validation images,
+    resolve the budget, let the method build its networks (``_setup``), then train."""
+    cfg = method.config
+    cfg.validate()
+    X = method._as_images(X)
+    if X.shape[-1] != X.shape[-2]:
+        raise NeuroSQLError(f"images must be square, got {tuple(X.shape[-2:])}; crop or resize them")
+    method._shard = init_from_environment()
+    method.device_ = device_for(method._shard, resolve_device(cfg.device))
+    method.data_digest_ = images_digest(X)  # resume refuses other data, even of the same shape
+    seed_everything(cfg.seed)
+    X, X_val, method.train_index_ = split_validation(X, X_val, cfg.val_fraction, torch.Generator().manual_seed(cfg.seed))
+    method._shard.check_enough_images(len(X))
+    method.image_shape_ = tuple(X.shape[1:])  # (C, H, W) or (C, D, H, W)
+    method.budget_ = cfg.budget(len(X), method._batch_size(), method._shard.n_batches)
+    method._local = method._shard.indices(len(X))  # this process's images
+    X_local = take(X, method._local).to(method.device_)
+    method.networks_ = {}
+    method._setup(X_local, **setup)
+    method.training_ = new_training(method)
+    method.log_ = EpochLog()
+    method.epochs_run_ = 0
+    return _train(method, X, X_local, X_val, checkpoint, callback)
+
+
+def resume_training(method, checkpoint: Path, X, X_val, epochs, steps, progress, callback):
+    """:meth:`Method.continue_training`: check the data are the run's own, apply a new budget or
+    display setting, restore optimisers, averages, stopping and RNGs, then train on."""
+    if progress is not None:
+        method.config = replace(method.config, progress=progress)
+        method.config.validate()
+    X = method._as_images(X)
+    if images_digest(X) != method.data_digest_:
+        raise NeuroSQLError(
+            f"resume needs the same training data, but these images differ from the ones {checkpoint} was trained on; "
+            "pass the original data"
+        )
+    cfg = method.config
+    X_train, X_val, _ = split_validation(X, X_val, cfg.val_fraction, torch.Generator().manual_seed(cfg.seed))
+    if len(X_train) != len(method.train_index_):
+        raise NeuroSQLError(
+            f"resume needs the same training data: the checkpoint has {len(method.train_index_)} images, got {len(X_train)}"
+        )
+    method._shard = init_from_environment()
+    method.device_ = device_for(method._shard, method.device_)
+    for net in method.networks_.values():
+        net.to(method.device_)
+    if epochs is not None or steps is not None:
+        method.config = replace(method.config, epochs=epochs, steps=steps)
+        method.config.validate()
+        method.budget_ = method.config.budget(len(X_train), method.budget_.batch_size, method._shard.n_batches)
+    with restoring(checkpoint):
+        method.training_ = new_training(method)
+        method.training_.load_state_dict(method._saved_training)
+    method._local = method._shard.indices(len(X_train))
+    if method.bank_ is not None:  # this process's rows of the whole bank the checkpoint held
+        method.bank_.to(method.device_)
+        method.bank_.keep(method._local)
+    set_rng_state(method._saved_training["rng"])
+    return _train(method, X_train, take(X_train, method._local).to(method.device_), X_val, checkpoint, callback)
+
+
+def new_training(method) -> Training:
+    """Optimisers (one per parameter group of ``_optimized``), weight averages, early stopping."""
+    cfg = method.config
+    return Training(
+        optimizations=[Optimization(params, cfg, method.budget_) for params in method._optimized()],
+        averages=[WeightAverage(net, cfg.ema) for net in method.networks_.values()] if cfg.ema else [],
+        stopping=EarlyStopping(cfg.patience, min_epoch=method.budget_.epochs // 2),
+    )
+
+
+def _train(method, X, X_local, X_val, checkpoint, callback):
+    """The epochs, then the learned state computed from the final networks, then the last save."""
+    train_epochs(method, X, X_local, X_val, checkpoint, callback)
+    method.updates_ = method.training_.optimizations[0].updates
+    method._after_fit(X)
+    if checkpoint is not None:  # the file ends holding the model fit returns
+        method.save(checkpoint)
+    return method
 
 def epoch_batches(n: int, n_parts: int, seed: int, rank: int, epoch: int) -> tuple[list[torch.Tensor], torch.Generator]:
     """This epoch's ``n_parts`` batches of ``range(n)``, and its generator for further draws.
@@ -87,9 +199,10 @@ def train_epochs(method, X_all, X, X_val, checkpoint: Path | None, callback=None
     stopped = method.epochs_run_ > 0 and training.stopping.should_stop(method.epochs_run_)
     for epoch in range(method.epochs_run_ + 1, 0 if stopped else epochs + 1):
         last = epoch == epochs
-        dealt = method._epoch_shard(epoch)
-        if dealt is not None:
-            X = take(X_all, dealt).to(method.device_)
+        bank = method.bank_
+        if bank is not None and bank.dealt and shard.active:  # points travel between the processes' problems
+            method._local = bank.deal(shard, cfg.seed, epoch)
+            X = take(X_all, method._local).to(method.device_)
         try:
             row = _train_one_epoch(method, X, epoch, bar)
         except RuntimeError as exc:  # e.g. an lr of 1e300 overflows float32 inside the optimiser
@@ -106,7 +219,7 @@ def train_epochs(method, X_all, X, X_val, checkpoint: Path | None, callback=None
                 row.update(val_loss=shard.mean(method._validation_loss(X_val), len(X_val)),
                            time_val=time.perf_counter() - start)
             if "val_loss" in row and training.stopping.update(epoch, row["val_loss"]):
-                training.best = method._snapshot()
+                training.best = snapshot(method)
         method.log_.append(row)
         if callback is not None:
             callback(method, row)
@@ -119,9 +232,27 @@ def train_epochs(method, X_all, X, X_val, checkpoint: Path | None, callback=None
             break
     bar.close()
     with averaged(training.averages):
-        final = training.best if training.best is not None else method._snapshot()
-    method._restore(final)
+        final = training.best if training.best is not None else snapshot(method)
+    restore(method, final)
     method._train_networks = networks
+
+
+def snapshot(method) -> dict:
+    """The learned state kept for the best epoch: copies of the weights and of the whole code bank."""
+    state = {"networks": {name: copy.deepcopy(net.state_dict()) for name, net in method.networks_.items()}}
+    if method.bank_ is not None:
+        codes, perm = method.bank_.gather(method._shard)
+        state.update(codes=codes.clone(), perm=perm.clone())  # the live bank keeps changing in place
+    return state
+
+
+def restore(method, state: dict) -> None:
+    """Load a :func:`snapshot`; the whole bank is in this process from now on."""
+    for name, net in method.networks_.items():
+        net.load_state_dict(state["networks"][name])
+    if method.bank_ is not None:
+        method.bank_.keep(np.arange(method.bank_.n), state["codes"], state["perm"].numpy())
+        method._local = method.bank_.local
 
 
 def _parallel(net: torch.nn.Module, shard) -> torch.nn.Module:
@@ -163,7 +294,7 @@ def _stop_if_diverged(method, epoch: int, loss: float, checkpoint, bar) -> None:
     weights while the loss it saw was finite); called before the epoch's save, so a
     checkpoint on disk always holds finite weights."""
     tensors = [t for net in method.networks_.values() for t in (*net.parameters(), *net.buffers())]
-    tensors += method._learned_tensors()
+    tensors += [method.bank_.codes] if method.bank_ is not None else []
     finite = all(bool(torch.isfinite(t).all()) for t in tensors if t.is_floating_point())
     if math.isfinite(loss) and finite:
         return

@@ -1,4 +1,4 @@
-"""What every training method shares: configuration, seeding, device, optimiser
+"""What every training method shares: seeding, optimiser
 with cosine warm restarts and clipping, early stopping, progress and the epoch log.
 
 NeuroSQL and every baseline use these pieces, so budgets stay identical across
@@ -14,7 +14,7 @@ import math
 import random
 import sys
 import time
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable
 
@@ -24,142 +24,8 @@ from tqdm import autonotebook
 from tqdm.auto import tqdm
 from tqdm.std import tqdm as console_tqdm
 
-from ..errors import NeuroSQLError
-from .augment import parse_augmentations
-from .config import MAX_SEED, check_config, option
+from .config import Budget, TrainConfig
 from ..persistence import write_text
-
-
-# The automatic budget (issue 10; measurements in benchmarks/small_data.md): small data sets need
-# far more passes than the paper's epoch counts give them, large ones fewer.
-# smallest and largest automatic batch size: at 2,000 updates batch 16 beat 64 on 1,000-3,500 digits
-AUTO_BATCH = (8, 16)
-AUTO_BATCH_DIVISOR = 16  # automatic batch ≈ n / 16, so an epoch is at least ~16 updates
-AUTO_EPOCHS = 30  # automatic budget: this many epochs ...
-AUTO_STEPS = (2000, 20000)  # ... but at least / at most this many generator updates
-PRESETS = {
-    # App. I: AdamW at 2e-4, batch 64, cosine decay, 120–250 epochs, no warm-up, no weight averaging,
-    # early stopping with patience 25–30; samples z from the prior (§2.5). A method applies the fields it has.
-    "paper": {"epochs": 120, "batch_size": 64, "lr": 2e-4, "warmup": 0.0, "ema": 0.0, "patience": 25,
-              "sampler": "prior"},
-}
-
-
-@dataclass(frozen=True)
-class Budget:
-    """A run's resolved budget: ``epochs`` passes of ``steps_per_epoch`` updates of ``batch_size`` images."""
-
-    batch_size: int
-    steps_per_epoch: int
-    epochs: int
-
-    @property
-    def steps(self) -> int:
-        return self.epochs * self.steps_per_epoch
-
-
-@dataclass
-class TrainConfig:
-    """The optimisation budget shared by every method (App. I, J)."""
-
-    epochs: int | None = option(None, "training epochs; None = auto, see steps", type=int, within="[1, inf)",
-                                hint="or omit it for the automatic budget")
-    steps: int | None = option(None, f"budget in generator updates, rounded up to whole epochs; None (with epochs "
-                                     f"None) = auto: {AUTO_EPOCHS} epochs, at least {AUTO_STEPS[0]} and at most "
-                                     f"{AUTO_STEPS[1]} updates", type=int, within="[1, inf)",
-                               hint="or omit it for the automatic budget")
-    batch_size: int | None = option(None, f"images per generator step; None = auto: n/{AUTO_BATCH_DIVISOR} rounded "
-                                          f"down to a power of two in [{AUTO_BATCH[0]}, {AUTO_BATCH[1]}]", type=int,
-                                    within="[1, inf)", hint="or omit it for the automatic batch size")
-    lr: float = option(2e-3, "peak AdamW learning rate (paper: 1e-4 to 3e-4 over 120–250 epochs: --preset paper)",
-                       within="(0, inf)")
-    warmup: float = option(0.05, "fraction of the updates over which the learning rate rises linearly from 0",
-                           within="[0, 1)")
-    ema: float = option(0.999, "decay of the moving average of the weights that sampling uses; 0 = off", within="[0, 1)")
-    weight_decay: float = option(1e-4, "AdamW weight decay (paper: ~1e-4)", within="[0, inf)")
-    grad_clip: float = option(1.0, "gradient-norm clipping threshold (paper: 1.0)", within="(0, inf)")
-    restart_epochs: int = option(0, "cosine warm-restart period in epochs; 0 = one cosine decay over all epochs",
-                                 within="[0, inf)")
-    patience: int | None = option(None, "early stopping: stop after this many epochs without validation "
-                                        "improvement, counted only in the last half of the budget, and keep the best "
-                                        "epoch's weights (paper: 25–30); None = off: the whole budget runs and the "
-                                        "final weights are kept", type=int, within="[1, inf)",
-                                  hint="or omit it to train the whole budget")
-    checkpoint_every: int = option(1, "epochs between checkpoints when fit writes one", within="[1, inf)")
-    augment: str = option("", "augmentations in generator steps, comma-separated: hflip (mirror half the images), "
-                              "shift (move them by up to 2 px); never in NeuroSQL's cost matrix; empty = none")
-    val_fraction: float = option(0.1, "fraction of training images held out for validation when none are given",
-                                 within="[0, 1)")
-    seed: int = option(0, "random seed for initialisation, shuffling and the lattice", within=f"[0, {MAX_SEED}]")
-    device: str = option("auto", "'auto' (CUDA, then Apple's MPS, then CPU), 'cpu', 'cuda', 'cuda:N' or 'mps'")
-    progress: bool = option(True, "show a progress bar with ETA and the current loss")
-
-    def validate(self) -> None:
-        """Raise NeuroSQLError for values no run can use: each field's declaration (see
-        :func:`neurosql.engine.config.check_config`), then what involves several fields."""
-        check_config(self)
-        if self.epochs and self.steps:
-            raise NeuroSQLError(f"give the budget once: --epochs {self.epochs} or --steps {self.steps}, not both")
-        parse_augmentations(self.augment)
-        resolve_device(self.device)
-
-    def budget(self, n: int, batch_size: int | None = None, n_batches=None) -> Budget:
-        """The budget for ``n`` training images.
-
-        ``batch_size`` overrides the configured one (Alg. 2 steps with m images);
-        ``n_batches(n, batch_size)`` counts the updates of an epoch (default:
-        ceil(n / batch_size); data-parallel runs count per process). The
-        automatic batch keeps ≥ ~16 updates per epoch on small sets; the
-        automatic budget keeps ≥ AUTO_STEPS[0] updates however small n is.
-        """
-        b = batch_size or self.batch_size or auto_batch_size(n)
-        per_epoch = n_batches(n, b) if n_batches else max(1, -(-n // b))
-        if self.epochs:
-            epochs = self.epochs
-        else:
-            steps = self.steps or min(max(AUTO_EPOCHS * per_epoch, AUTO_STEPS[0]), AUTO_STEPS[1])
-            epochs = -(-steps // per_epoch)
-        return Budget(b, per_epoch, epochs)
-
-    def to_dict(self) -> dict:
-        return {f.name: getattr(self, f.name) for f in fields(self)}
-
-    @classmethod
-    def from_dict(cls, values: dict) -> "TrainConfig":
-        known = {f.name for f in fields(cls)}
-        unknown = set(values) - known
-        if unknown:
-            raise NeuroSQLError(f"unknown {cls.__name__} fields: {sorted(unknown)}")
-        return cls(**values)
-
-
-def auto_batch_size(n: int) -> int:
-    """n / AUTO_BATCH_DIVISOR rounded down to a power of two, clamped to AUTO_BATCH."""
-    target = max(n // AUTO_BATCH_DIVISOR, 1)
-    return min(max(1 << (target.bit_length() - 1), AUTO_BATCH[0]), AUTO_BATCH[1])
-
-
-def resolve_device(name: str) -> torch.device:
-    """The one rule for every command: 'auto' → CUDA when available, else Apple's MPS, else
-    CPU; a named device must exist here (CUDA index below the GPU count), else an error."""
-    if name == "auto":
-        if torch.cuda.is_available():
-            return torch.device("cuda")
-        return torch.device("mps" if torch.backends.mps.is_available() else "cpu")
-    try:
-        device = torch.device(name)
-    except (RuntimeError, TypeError):
-        device = None
-    if device is None or device.type not in ("cpu", "cuda", "mps") or (device.type != "cuda" and device.index):
-        raise NeuroSQLError(f"unknown device '{name}'; use auto, cpu, cuda, cuda:N or mps")
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise NeuroSQLError(f"device '{name}' requested but CUDA is not available; use --device cpu")
-    if device.type == "cuda" and (device.index or 0) >= torch.cuda.device_count():
-        raise NeuroSQLError(f"device '{name}' requested but this machine has {torch.cuda.device_count()} CUDA "
-                            f"device(s), cuda:0 to cuda:{torch.cuda.device_count() - 1}; pick one of them")
-    if device.type == "mps" and not torch.backends.mps.is_available():
-        raise NeuroSQLError(f"device '{name}' requested but MPS (Apple silicon) is not available; use --device cpu")
-    return device
 
 
 def seed_everything(seed: int) -> None:

@@ -7,10 +7,9 @@ from __future__ import annotations
 from pathlib import Path
 
 from ..errors import NeuroSQLError
-from ..persistence import load_checkpoint, restoring
+from .checkpoints import read_model
 from .ddpm import DDPM, DDPMConfig
 from .gan import GAN, GANConfig
-from .legacy import upgrade_checkpoint
 from .neurosql import NeuroSQL, NeuroSQLConfig
 from .vae import VAE, VAEConfig
 
@@ -34,16 +33,6 @@ def build_method(name: str, **params):
     return cls(CONFIGS[name](**params))
 
 
-def checkpoint_kind(path: str | Path) -> str:
-    """The ``kind`` recorded in a checkpoint file (or a run directory's model.pt)."""
-    return str(load_checkpoint(path).get("kind"))
-
-
 def load_model(path: str | Path, device: str = "auto"):
     """Load a saved model of any method, chosen by the checkpoint's ``kind`` (the file is read once)."""
-    state = load_checkpoint(path)
-    kind = str(state.get("kind"))
-    if kind not in METHODS:
-        raise NeuroSQLError(f"checkpoint {path} holds an unknown model kind '{kind}'; known: {', '.join(METHODS)}")
-    with restoring(path):
-        return METHODS[kind]._from_state(upgrade_checkpoint(state), device)
+    return read_model(path, METHODS, device)

@@ -1,5 +1,6 @@
-"""Class-aware sampling without an encoder: draws between a class's training codes, kept when
-their nearest training codes vote for the class.
+"""Sampling near the training codes, NeuroSQL's default sampler (:func:`kernel_draws`, a Gaussian
+kernel density on the code bank), and class-aware sampling without an encoder: draws between a
+class's training codes, kept when their nearest training codes vote for the class.
 
 Every training image X_i has a code Ẑ_i and, when the data are labelled, a
 label y_i. A draw z is given the label of the majority of its k nearest
@@ -24,8 +25,8 @@ from typing import Callable
 import numpy as np
 import torch
 
-from .errors import NeuroSQLError
-from .metrics.latent_labels import knn_label
+from ..errors import NeuroSQLError
+from ..metrics.latent_labels import knn_label
 
 LABEL_K = 5  # neighbours in the vote, the downstream classifier's k
 MAX_ROUNDS = 10  # rejection rounds before giving up on a class the model rarely generates
@@ -149,6 +150,13 @@ def class_segment_draws(codes: torch.Tensor, code_labels: np.ndarray, label, gen
         return own[i] + u * (own[j] - own[i])
 
     return draw
+
+
+def class_codes(codes: torch.Tensor, code_labels: np.ndarray, label, m: int, seed: int | None) -> torch.Tensor:
+    """m codes (m, d) of class ``label``: :func:`class_segment_draws` kept by the vote of
+    :func:`sample_class_codes`; a seed makes them reproducible."""
+    generator = torch.Generator().manual_seed(seed) if seed is not None else None
+    return sample_class_codes(class_segment_draws(codes, code_labels, label, generator), codes, code_labels, label, m)
 
 
 def samples_by_class(model, per_class: int = 8, seed: int = 0, max_classes: int = 16) -> torch.Tensor:

@@ -15,9 +15,10 @@ from dataclasses import dataclass
 import torch
 
 from ..errors import NeuroSQLError
-from .base import BackboneConfig, Method, check_count
+from .base import Method
+from .latents import check_count
 from ..core.generators import count_parameters
-from ..engine.config import option
+from ..engine.config import BackboneConfig, option
 from .unet_denoiser import UNetDenoiser
 
 PARAM_TOLERANCE = 0.10  # paper §3.1: denoiser within ±10% of the compared generator's parameters
@@ -125,6 +126,7 @@ class DDPM(Method):
     config_class = DDPMConfig
     builders = {"denoiser": UNetDenoiser}
     supports_reconstruction = False
+    compared_network = "denoiser"
 
     def _setup(self, X: torch.Tensor) -> None:
         cfg, C, R = self.config, X.shape[1], X.shape[-1]

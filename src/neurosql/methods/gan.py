@@ -15,10 +15,11 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..data import check_images
-from .base import LatentGenerator, LatentGeneratorConfig, check_refinement, optimise_latents
+from .latent_generator import LatentGenerator
+from .latents import check_refinement, optimise_latents
 from ..core.generators import build_generator
 from ..core.losses import pairwise_cost
-from ..engine.config import option
+from ..engine.config import LatentGeneratorConfig, option
 
 POOL = 256  # fixed prior draws behind the validation loss and the starting codes of encode
 
@@ -107,7 +108,7 @@ class GAN(LatentGenerator):
         """Codes (m, d) on the CPU by latent optimisation, the GAN having no encoder:
         start from the nearest (under ℓ) of the POOL fixed prior draws, then take
         ``encode_steps + refine_steps`` Adam steps on z minimising ℓ(G(z), x)
-        with the generator frozen (see :func:`neurosql.methods.base.optimise_latents`)."""
+        with the generator frozen (see :func:`neurosql.methods.latents.optimise_latents`)."""
         self._check_fitted()
         check_refinement(refine_steps, lr)
         X = check_images(X, min_count=1).to(self.device_)

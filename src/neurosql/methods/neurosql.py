@@ -1,7 +1,8 @@
 """NeuroSQL, the paper's method: fit a generator by quantile assignment (§2.4,
 Algorithm 1, or Algorithm 2 with mini-batch assignment), then sample, encode and
 reconstruct. The epoch loop, optimiser, checkpoints and data-parallel processes
-are the engine's (:mod:`neurosql.engine.loop`); this file holds the algorithm.
+are the engine's (:mod:`neurosql.engine.trainer`); the code bank and the two algorithms are
+:mod:`neurosql.core.code_bank` and :mod:`neurosql.core.algorithms`; this file wires them to G and ℓ.
 
 Symbols: ``Q`` lattice (``lattice_.points``), ``Ẑ`` codes (``codes_``),
 ``π`` assignment (``perm_``), ``C`` cost, ``ρ`` momentum, ``K`` assign_every.
@@ -9,28 +10,29 @@ Symbols: ``Q`` lattice (``lattice_.points``), ``Ẑ`` codes (``codes_``),
 
 from __future__ import annotations
 
-import time
 import warnings
 from dataclasses import dataclass
 
 import numpy as np
 import torch
 
-from ..class_sampling import check_labels, class_segment_draws, kernel_draws, resolve_label, sample_class_codes
+from .code_sampling import check_labels, class_codes, kernel_draws, resolve_label
 from ..core.assignment import ASSIGNMENTS, assign, exact_solution
 from ..core.generators import build_generator
-from ..core.lattice import LATTICES, Lattice, make_lattice
+from ..core.algorithms import algorithm1_round, algorithm2_step
+from ..core.code_bank import CodeBank, initial_assignment
+from ..core.lattice import LATTICES, make_lattice
 from ..core.losses import LOSSES, loss_per_sample, pairwise_cost
 from ..data import check_images, check_lazy_images
 from ..errors import NeuroSQLError
-from ..engine.config import option
-from .base import LatentGenerator, LatentGeneratorConfig, check_count, check_refinement, optimise_latents
+from ..engine.config import LatentGeneratorConfig, option
+from ..engine.trainer import start_training
+from .latent_generator import LatentGenerator
+from .latents import check_count, check_refinement, optimise_latents
 
 INITS = ("pca", "random")
 SUBSETS = ("held", "random")  # Alg. 2's lattice subset K of a batch
 SAMPLERS = ("codes", "prior")  # where sample() draws z: between training codes, or the paper's prior
-PCA_INIT_MAX = 10_000  # largest n for the PCA-sorted π₀ (an n×n assignment)
-PCA_EXACT_MAX = 5_000  # above it π₀ is solved greedily (its cost is a proxy, not the training cost)
 VAL_LATTICE = 4096  # lattice points behind the validation loss (bounded for large n)
 RGB_COLOUR_WARMUP = 0.5  # automatic colour warm-up of RGB images (README, Colour: measured on random-colour shapes)
 
@@ -75,6 +77,20 @@ class NeuroSQLConfig(LatentGeneratorConfig):
         return self.cost or self.loss
 
 
+def check_schedule(cfg: NeuroSQLConfig, epochs: int, n: int, shard) -> None:
+    """Warn when the budget leaves no assignment round; refuse an Alg. 2 batch m larger than the
+    n training images (per process under torchrun)."""
+    if not (cfg.assign_batch and cfg.assign_every_batch) and epochs <= cfg.assign_every:
+        warnings.warn(f"{epochs} epochs with --assign-every {cfg.assign_every}: the codes are never "
+                      "reassigned (assignment runs every K epochs before the last), only the generator trains; "
+                      f"give more than {cfg.assign_every} epochs or a lower --assign-every", stacklevel=5)
+    share = n // shard.world  # the fewest images a process holds
+    if cfg.assign_batch > share:
+        held = " per process" if shard.active else ""
+        raise NeuroSQLError(f"assign-batch {cfg.assign_batch} is larger than the {share} training images{held}; "
+                            f"pass at most {share}, or 0 for the full batch (Algorithm 1)")
+
+
 class NeuroSQL(LatentGenerator):
     """Deep generative model trained by quantile assignment, with no encoder or discriminator.
 
@@ -87,6 +103,8 @@ class NeuroSQL(LatentGenerator):
     """
 
     kind = "neurosql"
+    keeps_codes = True
+    samples_by_label = True
     config_class = NeuroSQLConfig
     builders = {"generator": build_generator}
 
@@ -98,7 +116,7 @@ class NeuroSQL(LatentGenerator):
         with the training codes (``labels_``) for ``sample(m, label=c)``.
         """
         labels = None if labels is None else check_labels(labels, len(X))
-        return self._fit(X, X_val, checkpoint, callback, labels=labels)
+        return start_training(self, X, X_val, checkpoint, callback, labels=labels)
 
     def _as_images(self, X):
         """Validated images: a tensor, or for Alg. 2 a numpy array (a memory map stays on disk)."""
@@ -110,44 +128,20 @@ class NeuroSQL(LatentGenerator):
         return self.config.assign_batch or None  # Alg. 2 steps with m images (App. F)
 
     def _setup(self, X, labels=None) -> None:
-        """Lattice Q, generator G, π₀ and Ẑ = Q_π₀ for this process's images X."""
+        """Lattice Q, generator G, π₀ and the code bank Ẑ = Q_π₀ for this process's images X."""
         cfg = self.config
-        if not (cfg.assign_batch and cfg.assign_every_batch) and self.budget_.epochs <= cfg.assign_every:
-            warnings.warn(f"{self.budget_.epochs} epochs with --assign-every {cfg.assign_every}: the codes are never "
-                          "reassigned (assignment runs every K epochs before the last), only the generator trains; "
-                          f"give more than {cfg.assign_every} epochs or a lower --assign-every", stacklevel=4)
-        share = len(self.train_index_) // self._shard.world  # the fewest images a process holds
-        if cfg.assign_batch > share:
-            held = " per process" if self._shard.active else ""
-            raise NeuroSQLError(f"assign-batch {cfg.assign_batch} is larger than the {share} training images{held}; "
-                                f"pass at most {share}, or 0 for the full batch (Algorithm 1)")
+        check_schedule(cfg, self.budget_.epochs, len(self.train_index_), self._shard)
         self.labels_ = None if labels is None else labels[self.train_index_]  # (n,), aligned with codes_
-        self.lattice_ = make_lattice(cfg.lattice, len(self.train_index_), cfg.latent_dim, cfg.seed)
+        lattice = make_lattice(cfg.lattice, len(self.train_index_), cfg.latent_dim, cfg.seed)
         self.networks_["generator"] = self._backbone()
-        Q = self.lattice_.points[self._local].to(self.device_)  # (n_local, d)
-        shard_perm = self._initial_assignment(X, Q)  # π₀ within this process's shard
-        self.codes_ = Q[torch.as_tensor(shard_perm, device=self.device_)].clone()  # Ẑ: (n_local, d)
-        self.perm_ = self._local[shard_perm]  # π: this process's images' lattice points, global indices
+        Q = lattice.points[self._local].to(self.device_)  # (n_local, d)
+        shard_perm = initial_assignment(X, Q, cfg.init, cfg.seed, self._solve)  # π₀ within this process's shard
+        self.bank_ = CodeBank.initial(lattice, self._local, shard_perm, cfg.momentum, self.device_)
+        self.bank_.dealt = self._deals
 
-    def _initial_assignment(self, X, Q) -> np.ndarray:
-        """π₀: random, or the data's PCA scores matched to the lattice (App. K's map on scores)."""
-        n = len(X)
-        if self.config.init == "pca" and (n > PCA_INIT_MAX or not isinstance(X, torch.Tensor)):
-            warnings.warn(f"init='pca' matches all n×n pairs; with n = {n} (> {PCA_INIT_MAX}) or data on disk "
-                          "the initial assignment is random, as in Algorithm 2", stacklevel=4)
-        elif self.config.init == "pca":
-            return self._pca_assignment(X, Q)
-        return torch.randperm(n, generator=torch.Generator().manual_seed(self.config.seed)).numpy()
-
-    def _pca_assignment(self, X, Q) -> np.ndarray:
-        """Standardised PCA scores of the images matched to the lattice by squared distance."""
-        flat = X.flatten(1).to("cpu" if X.device.type == "mps" else X.device, torch.float64)  # MPS has no float64
-        k = min(self.config.latent_dim, len(X) - 1, flat.shape[1])
-        _, _, V = torch.pca_lowrank(flat, q=k, center=True, niter=4)
-        scores = (flat - flat.mean(0)) @ V[:, :k]  # (n, k)
-        standardise = lambda A: (A - A.mean(0)) / A.std(0).clamp_min(1e-12)
-        cost = torch.cdist(standardise(scores), standardise(Q.to(flat.device, torch.float64)[:, :k])) ** 2  # (n, n)
-        return self._solve(cost, "greedy" if len(X) > PCA_EXACT_MAX else None)
+    lattice_ = property(lambda self: self.bank_.lattice, doc="The quantile lattice Q of the training images.")
+    codes_ = property(lambda self: self.bank_.codes, doc="Ẑ (n, d): the code of each training image.")
+    perm_ = property(lambda self: self.bank_.perm, doc="π (n,): the lattice point of each training image.")
 
     def _solve(self, C, method: str | None = None, warm: bool = False) -> np.ndarray:
         """π (rows,) for cost C (rows, cols) with the configured solver (or ``method``); ``warm``
@@ -158,45 +152,44 @@ class NeuroSQL(LatentGenerator):
             return self._solution.perm
         return assign(C, method)
 
+    _deals = property(lambda self: bool(self.config.assign_batch),
+                      doc="Alg. 2 under torchrun deals the images (and their codes) afresh every epoch.")
+
+    def _cost(self, x, images) -> torch.Tensor:
+        """The assignment cost matrix (|x|, |images|) under --cost (by default ℓ, the training loss)."""
+        return pairwise_cost(x, images, self.config.cost_name, chroma_weight=self.config.chroma_weight)
+
+    def _decode_lattice(self, z) -> torch.Tensor:
+        return self.decode(z, to_cpu=False)
+
     # ------------------------------------------------------------- training
     def _begin_epoch(self, epoch, parts) -> None:
-        """Q on the device; for Alg. 2 whether this epoch assigns and the lattice subsets K of its batches.
-
-        K ("held", the default): π(B), the points B's images hold. B is a uniform
-        random m-subset and π a bijection, so K is one too, as line 9 asks; but an
-        image keeps its point unless a batch-mate's fits it better, so codes settle
-        on lattice points as in Alg. 1. K ("random"): the parts of a fresh random
-        partition of the lattice; an image's own point is then offered with
-        probability m/n, codes average ever-new points and shrink (n = 600, m = 64:
-        96 % move every epoch, coordinate std 0.80 against the prior's 1), and
-        prior samples fall outside what G was trained on. Either way each lattice
-        point is offered once per epoch, π stays a permutation, costs are m×m.
-        """
+        """For Alg. 2, whether this epoch assigns and the lattice subsets K of its batches
+        (:meth:`CodeBank.subsets`)."""
         cfg = self.config
-        self._Q = self.lattice_.points.to(self.device_)  # (n, d)
         self._round_images = None  # G(Q) of this epoch's Alg. 1 round, for its validation
         if not cfg.assign_batch:
             return
         last = epoch == self.budget_.epochs
-        self._assign_now = cfg.assign_every_batch or (epoch % cfg.assign_every == 0 and not last)
-        if cfg.lattice_subset == "held":  # batches are disjoint: π(B) is still current when B comes
-            order = torch.as_tensor(self.perm_)[torch.cat(parts)]  # (n_local,)
-        else:  # the points this process's images hold, in a fresh random order
-            order = torch.as_tensor(self.perm_)[torch.randperm(len(self._local), generator=self._epoch_generator)]
-        self._subsets = iter(order.to(self.device_).split([len(B) for B in parts]))
+        self._assigns = cfg.assign_every_batch or (epoch % cfg.assign_every == 0 and not last)
+        self._subsets = self.bank_.subsets(parts, cfg.lattice_subset == "held", self._epoch_generator)
 
     def _train_step(self, x, idx) -> dict[str, float]:
-        """A regression step of x on its codes (Alg. 1 step 4, Alg. 2 line 7); in Alg. 2's
-        assignment epochs followed by the batch's m×m assignment (lines 8–10)."""
+        """Alg. 1 line 4 (one step of the decoder regression), or Alg. 2 lines 6–16."""
+        if not self.config.assign_batch:
+            return self._generator_step(x, idx)
+        K = next(self._subsets) if self._assigns else None
+        return algorithm2_step(self.bank_, x, idx, K, self._generator_step, self._decode_lattice, self._cost,
+                               self._solve)
+
+    def _generator_step(self, x, idx) -> dict[str, float]:
+        """A regression step of x on its codes Ẑ_idx; it sees the augmented x, the cost x itself.
+        DDP all-reduces the gradients."""
         generator = self._train_network("generator").train()  # Alg. 2's costs left it in eval mode
-        # the regression sees the augmented x, the cost below x itself; DDP all-reduces the gradients
         loss = loss_per_sample(generator(self.codes_[idx]), self._augmented(x), self._step_loss(x),
                                self.config.chroma_weight).mean()
         self.training_.optimizations[0].step(loss)
-        row = {"train_loss": float(loss.detach())}
-        if self.config.assign_batch and self._assign_now:
-            row.update(self._assign(x, idx, next(self._subsets), lambda C: self._solve(C)))
-        return row
+        return {"train_loss": float(loss.detach())}
 
     def _step_loss(self, x) -> str:
         """ℓ of this generator step: L1 during the colour warm-up, then --loss. With ½(1−SSIM) the
@@ -208,46 +201,22 @@ class NeuroSQL(LatentGenerator):
         return "l1" if self.training_.optimizations[0].updates < warmup * self.budget_.steps else self.config.loss
 
     def _end_epoch(self, X, epoch, last) -> dict:
-        """Steps 5–7 of Alg. 1 every K epochs: all images against the whole lattice, one global π."""
+        """Alg. 1 lines 5–7 every K epochs but the last: all images against the whole lattice, one
+        global π (rank 0 solves the gathered cost rows under torchrun)."""
         if self.config.assign_batch or epoch % self.config.assign_every or last:
             return {}
-        n = self.lattice_.n
-        solve = lambda C: self._shard.solve_globally(C, n, lambda full: self._solve(full, warm=True))[self._local]
-        rows, points = torch.arange(len(X), device=self.device_), torch.arange(n, device=self.device_)
-        return self._assign(X, rows, points, solve)
-
-    def _assign(self, x, rows, points, solve) -> dict[str, float]:
-        """One assignment round: cost C = ℓ(x, G(Q_points)) (rows, points), π = solve(C), then the
-        momentum update Ẑ_rows ← ρ Q_π + (1 − ρ) Ẑ_rows. Alg. 1: rows are all images, points the
-        whole lattice; Alg. 2: rows a batch B, points its subset K."""
-        cfg = self.config
-        start = time.perf_counter()
-        images = self.decode(self._Q[points], to_cpu=False)  # G(Q_points): (|points|, C, H, W)
-        C = pairwise_cost(x, images, cfg.cost_name, chroma_weight=cfg.chroma_weight)  # (|rows|, |points|)
-        middle = time.perf_counter()
-        choice = torch.as_tensor(solve(C), device=C.device)  # (|rows|,) a column of C per row
-        end = time.perf_counter()
-        new = points[choice]
-        rows_np, new_np = rows.cpu().numpy(), new.cpu().numpy()  # one device-to-host copy each
-        row = {"assign_cost": float(C[torch.arange(len(choice), device=C.device), choice].mean()),
-               "changed": float(np.mean(new_np != self.perm_[rows_np])), "time_cost": middle - start,
-               "time_assign": end - middle}
-        self.perm_[rows_np] = new_np
-        if not cfg.assign_batch:  # Alg. 1: all of G(Q), point k in row k, for this epoch's validation
-            self._round_images = images
-        self.codes_[rows] = cfg.momentum * self._Q[new] + (1 - cfg.momentum) * self.codes_[rows]
+        n, local = self.lattice_.n, self.bank_.local
+        solve = lambda C: self._shard.solve_globally(C, n, lambda full: self._solve(full, warm=True))[local]
+        row, self._round_images = algorithm1_round(self.bank_, X, self._decode_lattice, self._cost, solve)
         return row
 
-    def _validates(self, epoch, last) -> bool:
+    def _validates(self, epoch, last) -> bool:  # on the assignment epochs, and the last
         return epoch % self.config.assign_every == 0 or last
 
     def _validation_loss(self, X_val) -> float:
-        """Each held-out image against its nearest image among G(Q_S), S a fixed seeded subset
-        of at most VAL_LATTICE lattice points (all when n is smaller).
-
-        Without a weight average, validation sees the weights of this epoch's round and takes
-        G(Q_S) from it: decoding G(Q) again cost ~6x the 20 x n costs (64 px, n = 159). With an
-        average, G is the average and G(Q_S) is decoded."""
+        """Each held-out image against its nearest image among G(Q_S), S a fixed seeded subset of at
+        most VAL_LATTICE lattice points. Without a weight average G(Q_S) comes from this epoch's round
+        (decoding G(Q) again cost ~6x the 20 x n costs at 64 px, n = 159); with one it is decoded."""
         n = self.lattice_.n
         S = torch.arange(n)
         if n > VAL_LATTICE:
@@ -259,36 +228,6 @@ class NeuroSQL(LatentGenerator):
             images = self.decode(self.lattice_.points[S], to_cpu=False)
         cost = pairwise_cost(X_val, images, self.config.loss, chroma_weight=self.config.chroma_weight)
         return float(cost.min(dim=1).values.mean())
-
-    def _learned_tensors(self) -> list[torch.Tensor]:
-        return [self.codes_]
-
-    def _snapshot(self) -> dict:
-        codes, perm = self._gather_bank()
-        return {**super()._snapshot(), "codes": codes, "perm": perm}
-
-    def _restore(self, snapshot: dict) -> None:
-        """The snapshot's weights and whole bank (Ẑ, global π); the whole bank is here from now on."""
-        super()._restore(snapshot)
-        self.codes_, self.perm_ = snapshot["codes"].to(self.device_), snapshot["perm"].numpy().copy()
-        self._local = np.arange(self.lattice_.n)
-
-    def _gather_bank(self) -> tuple[torch.Tensor, torch.Tensor]:
-        """Codes Ẑ (n, d) and global lattice indices π (n,) of all training images, on the CPU."""
-        return self._shard.gather_bank(self.codes_, torch.as_tensor(self.perm_), self.lattice_.n)
-
-    def _resume_shard(self) -> None:
-        self.codes_, self.perm_ = self.codes_[self._local].to(self.device_), self.perm_[self._local]
-
-    def _epoch_shard(self, epoch: int) -> np.ndarray | None:
-        """Alg. 2 under torchrun: the images (with their codes and lattice points) dealt afresh to the
-        processes every epoch, so that lattice points travel between processes' m×m problems."""
-        if not (self._shard.active and self.config.assign_batch):
-            return None
-        codes, perm = self._gather_bank()
-        self._local = self._shard.deal(self.lattice_.n, self.config.seed, epoch)
-        self.codes_, self.perm_ = codes[self._local].to(self.device_), perm[self._local].numpy()
-        return self._local
 
     # ------------------------------------------------------------ inference
     prior = property(lambda self: self.lattice_.prior, doc="Name of the latent prior (see ``Lattice.prior``).")
@@ -310,17 +249,14 @@ class NeuroSQL(LatentGenerator):
         """m new images G(z), z from :meth:`sample_latent`; a seed makes them reproducible.
 
         With ``label``, z are drawn between training codes of that class and kept when their
-        5 nearest training codes vote for it (see :mod:`neurosql.class_sampling`); needs a
+        5 nearest training codes vote for it (see :mod:`neurosql.methods.code_sampling`); needs a
         model fitted with labels.
         """
         if label is None:
             return super().sample(m, seed)
         check_count(m)
         label = resolve_label(label, self.classes_)  # classes_ checks that the model is fitted
-        generator = torch.Generator().manual_seed(seed) if seed is not None else None
-        draw = class_segment_draws(self.codes_, self.labels_, label, generator)
-        z = sample_class_codes(draw, self.codes_, self.labels_, label, m)
-        return self.decode(z)
+        return self.decode(class_codes(self.codes_, self.labels_, label, m, seed))
 
     @property
     def classes_(self) -> list | None:
@@ -349,12 +285,9 @@ class NeuroSQL(LatentGenerator):
         return super()._from_state({**state, "config": {"sampler": "prior", **state["config"]}}, device)
 
     def _extra_state(self) -> dict:
-        codes, perm = self._gather_bank()
-        return {"lattice": self.lattice_.spec(), "codes": codes, "perm": perm,
-                "labels": None if self.labels_ is None else self.labels_.tolist()}
+        return {**self.bank_.state_dict(self._shard), "labels": None if self.labels_ is None else self.labels_.tolist()}
 
     def _load_extra(self, extra: dict) -> None:
-        self.lattice_ = Lattice.from_spec(extra["lattice"])
-        self.codes_ = extra["codes"].to(self.device_)
-        self.perm_ = extra["perm"].numpy()
+        self.bank_ = CodeBank.from_state(extra, self.config.momentum, self.device_)
+        self.bank_.dealt = self._deals
         self.labels_ = None if extra.get("labels") is None else np.asarray(extra["labels"])

@@ -12,10 +12,11 @@ import torch
 from torch import nn
 
 from ..data import check_images
-from .base import LatentGenerator, LatentGeneratorConfig, check_refinement, optimise_latents
+from .latent_generator import LatentGenerator
+from .latents import check_refinement, optimise_latents
 from ..core.generators import build_generator
 from ..core.losses import loss_per_sample
-from ..engine.config import option
+from ..engine.config import LatentGeneratorConfig, option
 
 LOGVAR_RANGE = (-12.0, 8.0)  # keeps exp(logvar) finite while the encoder is still untrained
 
@@ -72,8 +73,10 @@ class VAE(LatentGenerator):
     kind = "vae"
     config_class = VAEConfig
     builders = {"generator": build_generator, "encoder": MLPEncoder}
+    keeps_codes = True
 
     def _setup(self, X: torch.Tensor) -> None:
+        self.codes_ = None  # the encoder means of the training images, once training has ended
         self.networks_["generator"] = self._backbone()
         self.networks_["encoder"] = MLPEncoder(X[0].numel(), self.latent_dim, self.encoder_hidden).to(self.device_)
 
@@ -127,8 +130,7 @@ class VAE(LatentGenerator):
         return z.cpu()
 
     def _extra_state(self) -> dict:
-        return {"codes": self.codes_.cpu()} if "codes_" in self.__dict__ else {}  # none until training ends
+        return {} if self.codes_ is None else {"codes": self.codes_.cpu()}  # none until training ends
 
     def _load_extra(self, extra: dict) -> None:
-        if "codes" in extra:
-            self.codes_ = extra["codes"].to(self.device_)
+        self.codes_ = extra["codes"].to(self.device_) if "codes" in extra else None
