@@ -21,7 +21,7 @@ import torch
 
 from neurosql.data import load_data
 from neurosql.metrics.classifier import evaluate_classifier, predict, train_classifier
-from neurosql.class_sampling import sample_class_codes
+from neurosql.methods.code_sampling import sample_class_codes
 from neurosql.methods.neurosql import NeuroSQL
 from neurosql.persistence import write_json
 
