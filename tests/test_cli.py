@@ -110,3 +110,21 @@ def test_run_files_get_the_usual_permissions(run_dir):
     umask = os.umask(0)
     os.umask(umask)
     assert stat.S_IMODE((run_dir / "samples.png").stat().st_mode) == 0o666 & ~umask
+
+
+def test_command_options_are_declared_once_with_their_bounds():
+    """sample / evaluate / encode read their numbers through declared options: the parser's defaults and
+    bounds are the dataclasses', and a value outside them is refused before any file is read."""
+    from neurosql.cli import build_parser
+    from neurosql.engine.config import EncodeOptions, EvaluateOptions, SampleOptions
+    from neurosql.errors import NeuroSQLError
+
+    parser = build_parser()
+    assert SampleOptions.from_args(parser.parse_args(["sample", "--checkpoint", "r"])) == SampleOptions()
+    given = EvaluateOptions.from_args(parser.parse_args(["evaluate", "--checkpoint", "r", "-n", "50", "--no-downstream"]))
+    assert given == EvaluateOptions(num=50, downstream=False)
+    for argv, cls in ((["sample", "--checkpoint", "r", "-n", "0"], SampleOptions),
+                      (["evaluate", "--checkpoint", "r", "--n-synthetic", "9"], EvaluateOptions),
+                      (["encode", "--checkpoint", "r", "--refine-steps", "-2"], EncodeOptions)):
+        with pytest.raises(NeuroSQLError, match="must be >="):
+            cls.from_args(parser.parse_args(argv))

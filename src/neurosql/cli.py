@@ -18,7 +18,8 @@ from pathlib import Path
 import numpy as np
 
 from .benchmark import add_benchmark_parser, cmd_benchmark
-from .engine.config import PRESETS, TrainConfig, add_config_arguments, given_values, merged_config
+from .engine.config import (PRESETS, EncodeOptions, EvaluateOptions, SampleOptions, TrainConfig, add_config_arguments,
+                            given_values, merged_config)
 from .errors import NeuroSQLError
 from .loggers import LOGGERS
 from .methods import CONFIGS, load_model, method_class
@@ -100,8 +101,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_train_parser(sub)
     sample = sub.add_parser("sample", help="draw images from a trained model")
     sample.add_argument("--checkpoint", required=True, help="run directory or model.pt")
-    sample.add_argument("-n", "--num", type=int, default=64, help="number of images (default: 64)")
-    sample.add_argument("--seed", type=int, default=0, help="sampling seed (default: 0)")
+    add_config_arguments(sample, SampleOptions)
     sample.add_argument("--out", default="samples.png",
                         help="file to write, by suffix: .png or .jpg/.jpeg = a grid (the images also go to the same "
                         "name .npy), .npy = the images (n, C, H, W) only; a folder (DIR/ or an existing directory) "
@@ -118,8 +118,7 @@ def build_parser() -> argparse.ArgumentParser:
     encode.add_argument("--out", default="codes.csv",
                         help="file to write, by suffix: .csv (id, label, source, z0..) or .npy (a structured array "
                              "with the same fields; codes under 'code'); training images get their stored codes")
-    encode.add_argument("--refine-steps", type=int, default=0,
-                        help="gradient steps refining the codes of images not trained on (default: 0)")
+    add_config_arguments(encode, EncodeOptions)
     encode.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
 
     export = sub.add_parser("export", help="write a trained model's generator G(z) for other tools")
@@ -132,13 +131,7 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--data", default=None, help="real images to compare with (default: the run's data); " + DATA_HELP)
     evaluate.add_argument("--split", default="test", help="split of --data holding the real held-out images (default: test)")
     evaluate.add_argument("--out", default=None, help="folder for the report (default: RUN/eval)")
-    evaluate.add_argument("-n", "--num", type=int, default=2048, help="real and generated images per feature metric (default: 2048)")
-    evaluate.add_argument("--seed", type=int, default=0, help="metric sampling seed (default: 0)")
-    evaluate.add_argument("--downstream", action=argparse.BooleanOptionalAction, default=True,
-                          help="train a classifier on generated images, test on real ones (default: on when labelled)")
-    evaluate.add_argument("--n-synthetic", type=int, default=10_000, help="generated images for the downstream classifier")
-    evaluate.add_argument("--classifier-epochs", type=int, default=10, help="downstream classifier epochs (default: 10)")
-    evaluate.add_argument("--refine-steps", type=int, default=0, help="gradient steps refining held-out codes (default: 0)")
+    add_config_arguments(evaluate, EvaluateOptions)
     evaluate.add_argument("--device", default="auto", help=DEVICE_HELP)
 
     add_benchmark_parser(sub)
@@ -299,22 +292,12 @@ def finish_training(model, out: Path, data, evaluate: bool, start: float) -> Non
     )
 
 
-def check_seed(seed: int) -> None:
-    """A sampling or metric seed: what every RNG seeded from it accepts."""
-    from .engine.config import MAX_SEED
-
-    if not 0 <= seed <= MAX_SEED:
-        raise NeuroSQLError(f"--seed must be in [0, {MAX_SEED}], got {seed}")
-
-
 def cmd_sample(args: argparse.Namespace) -> None:
     from .persistence import write_files
     from .report import grid_bytes
     from .runs import check_memory, check_writable, created_dir, run_affine, sample_files
 
-    if args.num < 1:
-        raise NeuroSQLError(f"--num must be >= 1, got {args.num}")
-    check_seed(args.seed)
+    opts = SampleOptions.from_args(args)
     out = Path(args.out)
     # one file per image into DIR/ or an existing folder; a folder named like a file (s.npy/) is refused below
     folder = args.out.endswith(("/", os.sep)) or (out.is_dir() and out.suffix.lower() not in SAMPLE_SUFFIXES)
@@ -332,20 +315,20 @@ def cmd_sample(args: argparse.Namespace) -> None:
     if args.label is not None and not model.samples_by_label:
         raise NeuroSQLError(f"--label needs a NeuroSQL model trained on labelled data; a {model.kind} model keeps no "
                             "class labels, so drop --label or sample a NeuroSQL run")
-    check_memory(8 * args.num * int(np.prod(model.image_shape_)), f"{args.num:,} images", "lower -n")
-    images = model.sample(args.num, seed=args.seed, **({} if args.label is None else {"label": args.label}))
+    check_memory(8 * opts.num * int(np.prod(model.image_shape_)), f"{opts.num:,} images", "lower -n")
+    images = model.sample(opts.num, seed=opts.seed, **({} if args.label is None else {"label": args.label}))
     if folder:
         files = sample_files(images, run_affine(args.checkpoint) if images.ndim == 5 else None)
         with created_dir(out):  # a folder made here is removed again if writing fails
             write_files({out / name: (lambda f, data=data: f.write(data)) for name, data in files.items()})
-        print(f"wrote {args.num} samples to {out}{os.sep} ({len(files) - 1} image files and samples.npy)")
+        print(f"wrote {opts.num} samples to {out}{os.sep} ({len(files) - 1} image files and samples.npy)")
         return
     files = {out.with_suffix(".npy"): lambda f: np.save(f, images.numpy())}
     if out.suffix.lower() != ".npy":
         picture = grid_bytes(images, out.suffix)
         files = {out: lambda f: f.write(picture), **files}
     written = write_files(files)  # all or none
-    print(f"wrote {args.num} samples to {' and '.join(map(str, written))}")
+    print(f"wrote {opts.num} samples to {' and '.join(map(str, written))}")
 
 
 def cmd_evaluate(args: argparse.Namespace) -> None:
@@ -353,11 +336,9 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
     from .persistence import images_digest
     from .runs import check_memory, check_writable, created_dir, load_run_data, run_directory
 
-    if args.num < 2 or args.n_synthetic < 10 or args.classifier_epochs < 1 or args.refine_steps < 0:
-        raise NeuroSQLError("--num must be >= 2, --n-synthetic >= 10, --classifier-epochs >= 1, --refine-steps >= 0")
-    check_seed(args.seed)
+    opts = EvaluateOptions.from_args(args)
     model = load_model(args.checkpoint, device=args.device)
-    n_images = 2 * args.num + args.downstream * args.n_synthetic  # generated and real, and the classifier's
+    n_images = 2 * opts.num + opts.downstream * opts.n_synthetic  # generated and real, and the classifier's
     check_memory(8 * n_images * int(np.prod(model.image_shape_)), f"{n_images:,} images", "lower -n or --n-synthetic")
     run_dir = run_directory(args.checkpoint)
     out = Path(args.out or run_dir / "eval")
@@ -375,11 +356,11 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
     labelled = train.labels is not None and test.labels is not None
     metrics = evaluate_model(
         model, test.images, train_labels=train.labels, real_train=train.images, test_labels=test.labels,
-        n=args.num, seed=args.seed, downstream=args.downstream and labelled, n_synthetic=args.n_synthetic,
-        classifier_epochs=args.classifier_epochs, refine_steps=args.refine_steps,
+        n=opts.num, seed=opts.seed, downstream=opts.downstream and labelled, n_synthetic=opts.n_synthetic,
+        classifier_epochs=opts.classifier_epochs, refine_steps=opts.refine_steps,
     )
     with created_dir(out):  # only now, and removed again if writing fails
-        write_evaluation(model, out, metrics, test.images, train.labels, seed=args.seed, real_train=train.images)
+        write_evaluation(model, out, metrics, test.images, train.labels, seed=opts.seed, real_train=train.images)
     print_metrics(metrics)
     print(f"report written to {out / 'report.md'}")
 
@@ -393,8 +374,7 @@ def cmd_encode(args: argparse.Namespace) -> None:
         raise NeuroSQLError(f"--out {out}: name a .csv or .npy file to write the codes to")
     if not out.parent.is_dir():
         raise NeuroSQLError(f"output folder {out.parent} does not exist; create it or choose another --out")
-    if args.refine_steps < 0:
-        raise NeuroSQLError(f"--refine-steps must be >= 0, got {args.refine_steps}")
+    opts = EncodeOptions.from_args(args)
     model = load_model(args.checkpoint, device=args.device)
     check_has_codes(model)
     run_dir = run_directory(args.checkpoint)
@@ -407,7 +387,7 @@ def cmd_encode(args: argparse.Namespace) -> None:
     except NeuroSQLError as exc:  # the run's training data moved or changed: no image is known as trained on
         print(f"warning: every code is encoded, none looked up ({exc})", file=sys.stderr)
         rows = np.full(len(data), -1)
-    codes = encode_images(model, data.images, rows, args.refine_steps)
+    codes = encode_images(model, data.images, rows, opts.refine_steps)
     ids = data.ids or [str(i) for i in range(len(data))]
     labels = data.label_names()
     labels = [""] * len(data) if labels is None else [str(v) for v in labels]

@@ -286,10 +286,11 @@ def add_config_arguments(parser: argparse.ArgumentParser, *config_classes, only=
         having = [name for cls, name in (owners or {}).items() if f.name in cls.__dataclass_fields__]
         scope = f"{', '.join(having)} only; " if owners and len(having) < len(owners) else ""
         help_text = f"{f.metadata.get('help', '')} ({scope}default: {'auto' if default is None else default})"
+        flags = (*f.metadata.get("short", ()), flag)
         if isinstance(default, bool):
-            parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=argparse.SUPPRESS, help=help_text)
+            parser.add_argument(*flags, action=argparse.BooleanOptionalAction, default=argparse.SUPPRESS, help=help_text)
         else:
-            parser.add_argument(flag, type=f.metadata.get("type", type(default)), default=argparse.SUPPRESS,
+            parser.add_argument(*flags, type=f.metadata.get("type", type(default)), default=argparse.SUPPRESS,
                                 choices=f.metadata.get("choices"), help=help_text)
 
 
@@ -314,3 +315,43 @@ def merged_config(config_cls: type, method: str, recorded: dict, preset: str | N
     config = config_cls.from_dict({**kept, **chosen, **given})
     config.validate()
     return config
+
+
+@dataclass
+class CommandOptions:
+    """The numbers a command takes besides its files, declared like a config and checked the same way."""
+
+    @classmethod
+    def from_args(cls, args: argparse.Namespace):
+        """The options given on the command line over their defaults, checked."""
+        options = cls(**given_values(args, cls))
+        check_config(options)
+        return options
+
+
+@dataclass
+class SampleOptions(CommandOptions):
+    """``neurosql sample``."""
+
+    num: int = option(64, "number of images", within="[1, inf)", short=("-n",))
+    seed: int = option(0, "sampling seed", within=f"[0, {MAX_SEED}]")
+
+
+@dataclass
+class EvaluateOptions(CommandOptions):
+    """``neurosql evaluate``."""
+
+    num: int = option(2048, "real and generated images per feature metric", within="[2, inf)", short=("-n",))
+    seed: int = option(0, "metric sampling seed", within=f"[0, {MAX_SEED}]")
+    downstream: bool = option(True, "train a classifier on generated images, test on real ones (when labelled)")
+    n_synthetic: int = option(10_000, "generated images for the downstream classifier", within="[10, inf)")
+    classifier_epochs: int = option(10, "downstream classifier epochs", within="[1, inf)")
+    refine_steps: int = option(0, "gradient steps refining held-out codes", within="[0, inf)")
+
+
+@dataclass
+class EncodeOptions(CommandOptions):
+    """``neurosql encode``."""
+
+    refine_steps: int = option(0, "Adam steps refining the codes of images not trained on, minimising ℓ",
+                               within="[0, inf)")
