@@ -317,25 +317,13 @@ def run_benchmark(
     first seed). Returns one result dict per finished run; raises
     NeuroSQLError naming the failed runs (their train.log) after summarising the rest.
     """
-    from tqdm.auto import tqdm
-
     from .benchmark_report import write_summary
 
-    budget = dict(budget or {})
-    unknown = sorted(set(budget) - set(BUDGET_FIELDS))
-    if unknown:
-        raise NeuroSQLError(f"not budget fields: {', '.join(unknown)}; the budget has {', '.join(BUDGET_FIELDS)}")
-    TrainConfig(**budget).validate()
+    budget = _checked_budget(budget)
     methods, generators = _names(methods, METHODS, "methods"), _names(generators, GENERATORS, "generators")
     assignments, costs = _names(assignments, ASSIGNMENTS, "assignments"), _names(costs, LOSSES, "costs")
     latent_dims, seeds = _integers(latent_dims, "latent-dims", 1), _integers(seeds, "seeds", 0)
-    tuned = {key: parse(value) for key, value, parse in (
-        ("assign_every", assign_every, lambda v: _integers(v, "assign-every", 1)),
-        ("momentum", momentum, lambda v: _floats(v, "momentum", 0.0, 1.0)),
-        ("lattice", lattices, lambda v: _names(v, LATTICES, "lattices")),
-        ("init", inits, lambda v: _names(v, INITS, "inits")),
-        ("lr", lrs, lambda v: _floats(v, "lrs", 0.0)),
-    ) if value is not None}
+    tuned = _tuned(assign_every, momentum, lattices, inits, lrs)
     if eval_n < 2 or (limit is not None and limit < 2):
         raise NeuroSQLError(f"--eval-n and --limit must be >= 2, got {eval_n} and {limit}")
     out = ensure_writable_dir(out)
@@ -348,9 +336,42 @@ def run_benchmark(
         CONFIGS[run.method](**run.config(budget)).validate()
     specs = {run.name: {**asdict(run), "cell": run.cell, "config": run.config(budget), **shared} for run in runs}
     results = {name: _finished(out / "runs" / name, spec) for name, spec in specs.items()}  # checks every spec first
+    failed = _launch_pending(out, specs, results, progress)
+    done = [result for result in results.values() if result is not None]
+    write_summary(out, done)
+    if failed:
+        raise NeuroSQLError(f"{len(failed)} run(s) failed: {', '.join(failed)}; see their train.log, then re-run to retry")
+    return done
+
+
+def _checked_budget(budget: dict | None) -> dict:
+    """The shared budget, as a dict of TrainConfig fields that validate."""
+    budget = dict(budget or {})
+    unknown = sorted(set(budget) - set(BUDGET_FIELDS))
+    if unknown:
+        raise NeuroSQLError(f"not budget fields: {', '.join(unknown)}; the budget has {', '.join(BUDGET_FIELDS)}")
+    TrainConfig(**budget).validate()
+    return budget
+
+
+def _tuned(assign_every, momentum, lattices, inits, lrs) -> dict:
+    """The values to try of each tuned hyper-parameter given (None: not tuned), checked."""
+    return {key: parse(value) for key, value, parse in (
+        ("assign_every", assign_every, lambda v: _integers(v, "assign-every", 1)),
+        ("momentum", momentum, lambda v: _floats(v, "momentum", 0.0, 1.0)),
+        ("lattice", lattices, lambda v: _names(v, LATTICES, "lattices")),
+        ("init", inits, lambda v: _names(v, INITS, "inits")),
+        ("lr", lrs, lambda v: _floats(v, "lrs", 0.0)),
+    ) if value is not None}
+
+
+def _launch_pending(out: Path, specs: dict, results: dict, progress: bool) -> list[str]:
+    """Train the runs without a result (filling ``results``) under one progress bar; the names that failed."""
+    from tqdm.auto import tqdm
+
     pending = [name for name, result in results.items() if result is None]
     failed = []
-    bar = tqdm(total=len(runs), initial=len(runs) - len(pending), desc="benchmark", unit="run", disable=not progress)
+    bar = tqdm(total=len(specs), initial=len(specs) - len(pending), desc="benchmark", unit="run", disable=not progress)
     for name in pending:  # the ETA counts only runs trained in this session
         bar.set_postfix_str(name)
         results[name] = _launch(out / "runs" / name, specs[name])
@@ -359,11 +380,7 @@ def run_benchmark(
             tqdm.write(f"run {name} failed; see {out / 'runs' / name / 'train.log'}")
         bar.update(1)
     bar.close()
-    done = [result for result in results.values() if result is not None]
-    write_summary(out, done)
-    if failed:
-        raise NeuroSQLError(f"{len(failed)} run(s) failed: {', '.join(failed)}; see their train.log, then re-run to retry")
-    return done
+    return failed
 
 
 def _write_data(out: Path, train, val, test, limit, seed: int) -> dict:
