@@ -268,16 +268,23 @@ def _augment(v, indptr, indices, weights, col4row, row4col, matched, free, steps
                 v[j] -= max(d - dist[j], 0.0)  # max: rounding must never raise a price
             dist[j] = np.inf
             done[j] = False
-        j = sink
-        while True:
-            p = pred[j]
-            i = edge_row[p]
-            row4col[j] = i
-            matched[i] = weights[p]
-            col4row[i], j = j, col4row[i]
-            if i == cur:
-                break
+        _flip_path(sink, cur, pred, edge_row, weights, col4row, row4col, matched)
     return True
+
+
+@_kernel
+def _flip_path(sink, cur, pred, edge_row, weights, col4row, row4col, matched):
+    """Augment along the shortest path from row ``cur`` to the free column ``sink``: every row on it
+    takes the column its edge ``pred`` reached, so one more row is matched."""
+    j = sink
+    while True:
+        p = pred[j]
+        i = edge_row[p]
+        row4col[j] = i
+        matched[i] = weights[p]
+        col4row[i], j = j, col4row[i]
+        if i == cur:
+            break
 
 
 def _csr(rows, cols, costs, size):
