@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import time
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 import torch
@@ -24,6 +24,7 @@ from ..core.losses import LOSSES, loss_per_sample, pairwise_cost
 from ..data import check_images, check_lazy_images
 from ..errors import NeuroSQLError
 from ..engine.config import option
+from .auto_batch import M_AUTO, N_AUTO, resolve_assign_batch
 from .base import LatentGenerator, LatentGeneratorConfig, check_count, check_refinement, optimise_latents
 
 INITS = ("pca", "random")
@@ -49,8 +50,10 @@ class NeuroSQLConfig(LatentGeneratorConfig):
                              hint="ρ = 1 is plain assignment, ρ = 0 would never move a code")
     init: str = option("pca", "initial assignment π₀: PCA scores matched to the lattice, or random", choices=INITS)
     cost: str = option("", "assignment cost; empty = the same as --loss (the L2 ablation uses l2)", choices=("", *LOSSES))
-    assign_batch: int = option(0, "m for Algorithm 2 (mini-batch assignment, m×m costs); 0 = full batch (Alg. 1)",
-                               within="[0, inf)")
+    assign_batch: int | None = option(None, "m for Algorithm 2 (mini-batch assignment, m×m costs); 0 = full batch "
+                                            f"(Alg. 1); None = auto: Alg. 1 up to {N_AUTO} images, else m = {M_AUTO}",
+                                      type=int, within="[0, inf)", auto_word=True,
+                                      hint="give 0 (Algorithm 1), m >= 2 (Algorithm 2) or auto")
     lattice_subset: str = option("held", "Alg. 2 lattice subset K of batch B: 'held' = the points π(B) its images hold "
                                           "(codes settle); 'random' = a part of a fresh random partition of the lattice "
                                           "(codes keep moving and shrink towards 0)", choices=SUBSETS)
@@ -68,7 +71,7 @@ class NeuroSQLConfig(LatentGeneratorConfig):
     def validate(self) -> None:
         super().validate()
         if self.assign_batch == 1:
-            raise NeuroSQLError("assign-batch must be 0 (full batch) or >= 2, got 1: one image has nothing to swap with")
+            raise NeuroSQLError("assign-batch must be 0 (full batch), >= 2 or auto, got 1: one image has nothing to swap with")
 
     @property
     def cost_name(self) -> str:
@@ -96,8 +99,12 @@ class NeuroSQL(LatentGenerator):
         assignments alternate batch by batch). See :meth:`Method.fit` for the arguments;
         labels: optional (n,) class of each image (ints or names); they stay
         with the training codes (``labels_``) for ``sample(m, label=c)``.
+        ``assign_batch`` None (auto) becomes the value chosen for len(X) images
+        (:func:`resolve_assign_batch`; the rule in words: ``assign_batch_rule_``).
         """
         labels = None if labels is None else check_labels(labels, len(X))
+        assign_batch, self.assign_batch_rule_ = resolve_assign_batch(self.config.assign_batch, len(X))
+        self.config = replace(self.config, assign_batch=assign_batch)  # what ran, as checkpoints record it
         return self._fit(X, X_val, checkpoint, callback, labels=labels)
 
     def _as_images(self, X):
@@ -351,10 +358,12 @@ class NeuroSQL(LatentGenerator):
     def _extra_state(self) -> dict:
         codes, perm = self._gather_bank()
         return {"lattice": self.lattice_.spec(), "codes": codes, "perm": perm,
-                "labels": None if self.labels_ is None else self.labels_.tolist()}
+                "labels": None if self.labels_ is None else self.labels_.tolist(),
+                "assign_batch_rule": self.assign_batch_rule_}
 
     def _load_extra(self, extra: dict) -> None:
         self.lattice_ = Lattice.from_spec(extra["lattice"])
         self.codes_ = extra["codes"].to(self.device_)
         self.perm_ = extra["perm"].numpy()
         self.labels_ = None if extra.get("labels") is None else np.asarray(extra["labels"])
+        self.assign_batch_rule_ = extra.get("assign_batch_rule")  # None in checkpoints from before the rule
