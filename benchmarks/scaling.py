@@ -113,10 +113,11 @@ def plot(rows: list[dict], path: Path, archive: list[dict] = ()) -> None:
         ax_rate.plot(ns, rates, "o-", label=label)
         ax_rss.plot(ns, rss, "o-", label=label)
     for method in sorted({r["method"] for r in archive}):
-        pts = sorted((r["n"], 1000 / r["images_per_s"], r["peak_rss_mb"] / 1024, r["m"]) for r in archive
+        pts = sorted((r["n"], 1000 / r["images_per_s"], r["peak_rss_mb"] / 1024, r["m"], r.get("threads")) for r in archive
                      if r["method"] == method and r.get("processes", 1) == 1)
-        ns, rates, rss, ms = zip(*pts)
-        label = f"{'NeuroSQL, m = ' + str(ms[0]) if method == 'neurosql' else method.upper()} (archive, default width)"
+        ns, rates, rss, ms, threads = zip(*pts)
+        label = (f"{'NeuroSQL, m = ' + str(ms[0]) if method == 'neurosql' else method.upper()} "
+                 f"(archive: default width, {threads[0]} thread)")
         ax_rate.plot(ns, rates, "s--", label=label)
         ax_rss.plot(ns, rss, "s--", label=label)
     ax_time.set(xscale="log", yscale="log", xlabel="sample size N", ylabel="mean epoch time (s)", title="epoch time")
