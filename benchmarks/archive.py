@@ -12,10 +12,11 @@ and number of updates (it reads the images into memory). Each process uses
 ``--threads`` torch threads (1 by default: on a shared 2-core machine a second
 thread measures the neighbour's load more than the code).
 
-With ``--torchrun P`` every run is P processes under ``torchrun --standalone``
-(gloo on the CPU): each holds a shard of the images and codes, an update takes
-m images in each process (m·P in all), and images/s counts all of them; the
-peak RSS is the largest process's, the assignment share rank 0's.
+With ``--torchrun P`` every run is made twice, one after the other: in one
+process, then in P processes under ``torchrun --standalone`` (gloo on the CPU),
+each holding a shard of the images and codes; an update then takes m images in
+each process (m·P in all), images/s counts all of them, the peak RSS is the
+largest process's and the assignment share rank 0's.
 
     python -m benchmarks.archive                 # writes benchmarks/archive.{json,md}
     python -m benchmarks.archive --quick         # n = 2,000, a few updates, writes nothing
@@ -96,21 +97,25 @@ def one_run(method: str, data: str, m: int, updates: int, threads: int) -> dict 
 
 
 def run(sizes=SIZES, m: int = M, updates: int = UPDATES, threads: int = 1, processes: int = 1) -> list[dict]:
-    """NeuroSQL (Alg. 2) and the VAE at every size, each run in its own process (or ``processes`` of them)."""
+    """NeuroSQL (Alg. 2) and the VAE at every size, each run in its own process; with ``processes`` > 1
+    each run once in one process and at once after in ``processes`` (torchrun), so that the two see the
+    same load and their images/s give the speed-up."""
     rows = []
-    launch = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={processes}"]
     with tempfile.TemporaryDirectory() as tmp:
         for n in sizes:
             data = shifted_digits(n, Path(tmp) / f"x{n}.npy")
             for method in ("neurosql", "vae"):
-                one = ["-m", "benchmarks.archive", "--threads", str(threads), "--one", method, str(data), str(m),
-                       str(updates)]
-                out = subprocess.run([*launch, *one] if processes > 1 else [sys.executable, *one],
-                                     check=True, capture_output=True, text=True, cwd=HERE.parent)
-                rows.append(json.loads(out.stdout.strip().splitlines()[-1]))
-                r = rows[-1]
-                print(f"n={n:>7,} {method:<8} x{processes} {r['images_per_s']:7.0f} images/s  assignment {r['assignment_share']:5.1%}  "
-                      f"pFID {r['pfid']:.3f}  peak RSS {r['peak_rss_mb']:6.0f} MB", flush=True)
+                for p in sorted({1, processes}):
+                    launch = [sys.executable, *(["-m", "torch.distributed.run", "--standalone",
+                                                 f"--nproc_per_node={p}"] if p > 1 else [])]
+                    one = ["-m", "benchmarks.archive", "--threads", str(threads), "--one", method, str(data), str(m),
+                           str(updates)]
+                    out = subprocess.run([*launch, *one], check=True, capture_output=True, text=True, cwd=HERE.parent)
+                    rows.append(json.loads(out.stdout.strip().splitlines()[-1]))
+                    r = rows[-1]
+                    print(f"n={n:>7,} {method:<8} x{p} {r['images_per_s']:7.0f} images/s  assignment "
+                          f"{r['assignment_share']:5.1%}  pFID {r['pfid']:.3f}  peak RSS {r['peak_rss_mb']:6.0f} MB",
+                          flush=True)
     return rows
 
 
@@ -149,8 +154,10 @@ def main() -> None:
     print(table(rows))
     if not args.quick:
         name = "archive" if args.torchrun == 1 else f"archive_torchrun{args.torchrun}"
+        made = (f"`python -m benchmarks.archive {' '.join(sys.argv[1:])}`, {time.strftime('%Y-%m-%d')}, "
+                f"{os.cpu_count()} cores, {args.threads} torch thread(s) per process, one run per row.\n\n")
         (HERE / f"{name}.json").write_text(json.dumps(rows, indent=2) + "\n")
-        (HERE / f"{name}.md").write_text(table(rows))
+        (HERE / f"{name}.md").write_text(made + table(rows))
 
 
 if __name__ == "__main__":
