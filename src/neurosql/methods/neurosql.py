@@ -51,7 +51,7 @@ class NeuroSQLConfig(LatentGeneratorConfig):
     init: str = option("pca", "initial assignment π₀: PCA scores matched to the lattice, or random", choices=INITS)
     cost: str = option("", "assignment cost; empty = the same as --loss (the L2 ablation uses l2)", choices=("", *LOSSES))
     assign_batch: int | None = option(None, "m for Algorithm 2 (mini-batch assignment, m×m costs); 0 = full batch "
-                                            f"(Alg. 1); None = auto: Alg. 1 up to {N_AUTO} images, else m = {M_AUTO}",
+                                            f"(Alg. 1); auto (None): Alg. 1 up to {N_AUTO} images, else m = {M_AUTO}",
                                       type=int, within="[0, inf)", auto_word=True,
                                       hint="give 0 (Algorithm 1), m >= 2 (Algorithm 2) or auto")
     lattice_subset: str = option("held", "Alg. 2 lattice subset K of batch B: 'held' = the points π(B) its images hold "
