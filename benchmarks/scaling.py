@@ -7,6 +7,10 @@ VAE and GAN epoch times at the same n and batch size follow for comparison.
 
     python -m benchmarks.scaling                          # writes benchmarks/scaling.{json,md,png}
     python -m benchmarks.scaling --sizes 1000,5000,20000  # a shorter sweep
+    python -m benchmarks.scaling --plot                   # redraw scaling.png from the .json files
+
+The plot adds the archive runs (benchmarks/archive.json: n up to 10⁵, the default
+generator, its own thread count) as dashed lines, and every run's peak RSS.
 """
 
 from __future__ import annotations
@@ -92,23 +96,35 @@ def run(sizes=SIZES, batches=ASSIGN_BATCHES, baselines=("vae", "gan")) -> list[d
     return rows
 
 
-def plot(rows: list[dict], path: Path) -> None:
+def plot(rows: list[dict], path: Path, archive: list[dict] = ()) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, (ax_time, ax_rate) = plt.subplots(1, 2, figsize=(11, 4))
+    fig, (ax_time, ax_rate, ax_rss) = plt.subplots(1, 3, figsize=(16, 4))
     series = sorted({(r["method"], r["m"]) for r in rows}, key=lambda s: (s[0] != "neurosql", s[1] or 0))
     for method, m in series:
-        pts = sorted((r["n"], r["epoch_s"], r["s_per_1k_samples"]) for r in rows if (r["method"], r["m"]) == (method, m))
+        pts = sorted((r["n"], r["epoch_s"], r["s_per_1k_samples"], r["peak_rss_mb"] / 1024) for r in rows
+                     if (r["method"], r["m"]) == (method, m))
         label = f"NeuroSQL, m = {m}" if method == "neurosql" else method.upper()
-        ns, times, rates = zip(*pts)
+        ns, times, rates, rss = zip(*pts)
         ax_time.plot(ns, times, "o-", label=label)
         ax_rate.plot(ns, rates, "o-", label=label)
+        ax_rss.plot(ns, rss, "o-", label=label)
+    for method in sorted({r["method"] for r in archive}):
+        pts = sorted((r["n"], 1000 / r["images_per_s"], r["peak_rss_mb"] / 1024, r["m"], r.get("threads")) for r in archive
+                     if r["method"] == method and r.get("processes", 1) == 1)
+        ns, rates, rss, ms, threads = zip(*pts)
+        label = (f"{'NeuroSQL, m = ' + str(ms[0]) if method == 'neurosql' else method.upper()} "
+                 f"(archive: default width, {threads[0]} thread)")
+        ax_rate.plot(ns, rates, "s--", label=label)
+        ax_rss.plot(ns, rss, "s--", label=label)
     ax_time.set(xscale="log", yscale="log", xlabel="sample size N", ylabel="mean epoch time (s)", title="epoch time")
     ax_rate.set(xscale="log", xlabel="sample size N", ylabel="seconds per 1,000 samples", title="time per sample")
-    ax_time.legend()
+    ax_rss.set(xscale="log", xlabel="sample size N", ylabel="peak RSS of the process (GB)", title="memory")
+    ax_time.legend(fontsize=7)
+    ax_rss.legend(fontsize=7)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
 
@@ -127,14 +143,24 @@ def write(rows: list[dict]) -> None:
         lines.append(f"| {r['method']} | {r['m'] or '—'} | {r['n']:,} | {r['epoch_s']:.2f} | {r['s_per_1k_samples']:.3f} "
                      f"| {r['time_cost']:.2f} | {r['time_assign']:.2f} | {r['peak_rss_mb']:.0f} |")
     (HERE / "scaling.md").write_text("\n".join(lines) + "\n")
-    plot(rows, HERE / "scaling.png")
+    plot(rows, HERE / "scaling.png", archive_rows())
+
+
+def archive_rows() -> list[dict]:
+    """The rows of benchmarks/archive.json, or none before it is written."""
+    path = HERE / "archive.json"
+    return json.loads(path.read_text()) if path.exists() else []
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--sizes", default=",".join(map(str, SIZES)), help="comma-separated sample sizes n")
+    parser.add_argument("--plot", action="store_true", help="only redraw scaling.png from scaling.json and archive.json")
     parser.add_argument("--one", nargs=3, metavar=("METHOD", "DATA", "M"), help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.plot:
+        plot(json.loads((HERE / "scaling.json").read_text()), HERE / "scaling.png", archive_rows())
+        return
     if args.one:
         print(json.dumps(one_run(args.one[0], args.one[1], int(args.one[2]))))
         return

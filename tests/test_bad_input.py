@@ -231,7 +231,8 @@ CLI_CASES = [  # (id, argv, words the one error line must contain)
     ("loss-yuv-grey", [*T, "--loss", "ssim_l1_yuv", "--out", "new"], "needs RGB images"),
     ("assign-every-0", [*T, "--assign-every", "0", "--out", "new"], "assign-every"),
     ("assign-batch-1", [*T, "--assign-batch", "1", "--out", "new"], "assign-batch"),
-    ("assign-batch-negative", [*T, "--assign-batch", "-8", "--out", "new"], "assign-batch"),
+    ("assign-batch-negative", [*T, "--assign-batch", "-5", "--out", "new"], "assign-batch must be >= 0, got -5"),
+    ("assign-batch-text", [*T, "--assign-batch", "abc", "--out", "new"], "expected 'auto' or an integer, got 'abc'"),
     # Alg. 2's batches cannot hold more than the 40 training images (validation has its own split)
     ("assign-batch-above-n", [*T, "--assign-batch", "41", "--out", "new"], "assign-batch 41 is larger than the 40"),
     ("checkpoint-every-0", [*T, "--checkpoint-every", "0", "--out", "new"], "checkpoint-every"),

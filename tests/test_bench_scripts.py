@@ -93,3 +93,21 @@ def test_archive_images_are_seeded_shifts_of_the_training_digits(tmp_path):
         assert any(np.array_equal(X[i], np.roll(source, (a, b), axis=(-2, -1))) for a in shifts for b in shifts)
     assert np.array_equal(X, np.load(shifted_digits(len(digits) + 3, tmp_path / "again.npy")))  # seeded
     assert not np.array_equal(X[: len(digits)], digits)  # shifted, not copied
+
+
+def test_scaling_plot_adds_the_single_process_archive_rows(tmp_path):
+    from benchmarks.scaling import plot
+
+    sweep = [dict(method="vae", m=None, n=n, epoch_s=n / 1e3, s_per_1k_samples=1.0, peak_rss_mb=500.0) for n in (10, 20)]
+    archive = [dict(method=method, n=n, m=256, processes=p, images_per_s=100.0, peak_rss_mb=900.0)
+               for method in ("neurosql", "vae") for n in (100, 1000) for p in (1, 2)]
+    plot(sweep, tmp_path / "scaling.png", archive)
+    assert (tmp_path / "scaling.png").stat().st_size > 0
+
+
+def test_archive_table_counts_the_processes():
+    from benchmarks.archive import table
+
+    row = dict(method="neurosql", n=10_000, m=256, processes=2, updates=80, images_per_s=300.0,
+               assignment_share=0.25, pfid=1.0, peak_rss_mb=800.0)
+    assert "| neurosql | 10,000 | 256 | 2 | 80 | 300 | 25.0% | 1.000 | 800 |" in table([row])

@@ -122,3 +122,14 @@ def test_segment_draws_lie_between_a_class_code_and_one_of_its_nearest_same_clas
     assert torch.equal(z, class_segment_draws(codes, labels, "b", torch.Generator().manual_seed(1), k=k)(200))
     with pytest.raises(NeuroSQLError, match="no training image has label d"):
         class_segment_draws(codes, labels, "d", None)
+
+
+@pytest.mark.parametrize("block", [1 << 24, 7 * 50, 50])  # one block, blocks of 7 rows, of one row
+def test_nearest_distances_in_blocks_equal_a_plain_loop(monkeypatch, block):
+    from neurosql.methods import code_sampling as class_sampling
+
+    monkeypatch.setattr(class_sampling, "NN_BLOCK", block)
+    codes = torch.randn(50, 3, generator=torch.Generator().manual_seed(0))
+    codes[7] = codes[3]  # a duplicate code: its nearest other code is at distance 0, not itself excluded twice
+    expected = [min(float((codes[i] - codes[j]).norm()) for j in range(50) if j != i) for i in range(50)]
+    np.testing.assert_allclose(class_sampling.nearest_distances(codes).numpy(), expected, atol=1e-5)

@@ -290,8 +290,21 @@ def add_config_arguments(parser: argparse.ArgumentParser, *config_classes, only=
         if isinstance(default, bool):
             parser.add_argument(*flags, action=argparse.BooleanOptionalAction, default=argparse.SUPPRESS, help=help_text)
         else:
-            parser.add_argument(*flags, type=f.metadata.get("type", type(default)), default=argparse.SUPPRESS,
-                                choices=f.metadata.get("choices"), help=help_text)
+            kind = f.metadata.get("type", type(default))
+            parser.add_argument(*flags, type=auto_or(kind) if f.metadata.get("auto_word") else kind,
+                                default=argparse.SUPPRESS, choices=f.metadata.get("choices"), help=help_text)
+
+
+def auto_or(kind: type):
+    """A flag's parser taking the word 'auto' for None (the field's automatic value), else a ``kind``."""
+    def parse(text: str):
+        if text == "auto":
+            return None
+        try:
+            return kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected 'auto' or {TYPE_NAMES.get(kind, kind.__name__)}, got {text!r}") from None
+    return parse
 
 
 def given_values(args: argparse.Namespace, *config_classes, only=None) -> dict:

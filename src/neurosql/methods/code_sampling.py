@@ -32,6 +32,7 @@ LABEL_K = 5  # neighbours in the vote, the downstream classifier's k
 MAX_ROUNDS = 10  # rejection rounds before giving up on a class the model rarely generates
 MAX_DRAWS_PER_ROUND = 200_000  # bounds the time of one round's vote (m·n·d)
 SLACK = 1.25  # over-draw against an acceptance rate that is only an estimate
+NN_BLOCK = 1 << 24  # distances held at once by nearest_distances (64 MB); all of them up to n = 4096
 
 
 def check_labels(labels, n: int) -> np.ndarray:
@@ -112,19 +113,32 @@ def kernel_draws(codes: torch.Tensor, generator: torch.Generator | None) -> Call
     other code, so draws are not copies of training images (on 64-px brain slices at d = 16 the
     samples' median distance to their nearest training image was 0.90 of that of held-out images;
     draws on the segments between neighbouring codes, or at h / 2, gave 0.32 and 0.52).
-    Shapes: codes (n, d) → draw(count) (count, d). Set-up O(n² d); each draw O(d).
+    Shapes: codes (n, d) → draw(count) (count, d). Set-up O(n² d) time, O(n) memory
+    (:func:`nearest_distances`); each draw O(d).
     """
     codes = codes.detach().cpu()
     n, d = codes.shape
-    distance = torch.cdist(codes, codes)  # (n, n)
-    distance.fill_diagonal_(math.inf)
-    h = distance.min(dim=1).values.median() if n > 1 else torch.tensor(1.0)
+    h = nearest_distances(codes).median() if n > 1 else torch.tensor(1.0)
 
     def draw(count: int) -> torch.Tensor:
         i = torch.randint(n, (count,), generator=generator)
         return codes[i] + h / math.sqrt(d) * torch.randn(count, d, generator=generator)
 
     return draw
+
+
+def nearest_distances(codes: torch.Tensor) -> torch.Tensor:
+    """Distance from each code to its nearest other code: codes (n, d), n >= 2 → (n,).
+    Blocks of rows against all codes, at most NN_BLOCK distances at once: O(n² d) time and
+    O(n) memory, where the whole n × n matrix would take 40 GB at n = 10⁵ (Algorithm 2's sizes)."""
+    n = len(codes)
+    rows = max(1, NN_BLOCK // n)
+    nearest = []
+    for start in range(0, n, rows):
+        distance = torch.cdist(codes[start : start + rows], codes)  # (rows, n)
+        distance[:, start : start + rows].fill_diagonal_(math.inf)  # each code's distance to itself
+        nearest.append(distance.min(dim=1).values)
+    return torch.cat(nearest)
 
 
 def class_segment_draws(codes: torch.Tensor, code_labels: np.ndarray, label, generator: torch.Generator | None,

@@ -11,7 +11,7 @@ Symbols: ``Q`` lattice (``lattice_.points``), ``Ẑ`` codes (``codes_``),
 from __future__ import annotations
 
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 import torch
@@ -27,6 +27,7 @@ from ..data import check_images, check_lazy_images
 from ..errors import NeuroSQLError
 from ..engine.config import LatentGeneratorConfig, option
 from ..engine.trainer import start_training
+from .auto_batch import M_AUTO, N_AUTO, resolve_assign_batch
 from .latent_generator import LatentGenerator
 from .latents import check_count, check_refinement, optimise_latents
 
@@ -51,8 +52,10 @@ class NeuroSQLConfig(LatentGeneratorConfig):
                              hint="ρ = 1 is plain assignment, ρ = 0 would never move a code")
     init: str = option("pca", "initial assignment π₀: PCA scores matched to the lattice, or random", choices=INITS)
     cost: str = option("", "assignment cost; empty = the same as --loss (the L2 ablation uses l2)", choices=("", *LOSSES))
-    assign_batch: int = option(0, "m for Algorithm 2 (mini-batch assignment, m×m costs); 0 = full batch (Alg. 1)",
-                               within="[0, inf)")
+    assign_batch: int | None = option(None, "m for Algorithm 2 (mini-batch assignment, m×m costs); 0 = full batch "
+                                            f"(Alg. 1); auto (None): Alg. 1 up to {N_AUTO} images, else m = {M_AUTO}",
+                                      type=int, within="[0, inf)", auto_word=True,
+                                      hint="give 0 (Algorithm 1), m >= 2 (Algorithm 2) or auto")
     lattice_subset: str = option("held", "Alg. 2 lattice subset K of batch B: 'held' = the points π(B) its images hold "
                                           "(codes settle); 'random' = a part of a fresh random partition of the lattice "
                                           "(codes keep moving and shrink towards 0)", choices=SUBSETS)
@@ -70,7 +73,7 @@ class NeuroSQLConfig(LatentGeneratorConfig):
     def validate(self) -> None:
         super().validate()
         if self.assign_batch == 1:
-            raise NeuroSQLError("assign-batch must be 0 (full batch) or >= 2, got 1: one image has nothing to swap with")
+            raise NeuroSQLError("assign-batch must be 0 (full batch), >= 2 or auto, got 1: one image has nothing to swap with")
 
     @property
     def cost_name(self) -> str:
@@ -109,13 +112,12 @@ class NeuroSQL(LatentGenerator):
     builders = {"generator": build_generator}
 
     def fit(self, X, X_val=None, checkpoint=None, callback=None, labels=None) -> "NeuroSQL":
-        """Algorithm 1 (or Algorithm 2 with ``assign_batch``): alternate generator
-        epochs with assignments every K epochs (Alg. 2: generator steps and
-        assignments alternate batch by batch). See :meth:`Method.fit` for the arguments;
-        labels: optional (n,) class of each image (ints or names); they stay
-        with the training codes (``labels_``) for ``sample(m, label=c)``.
-        """
+        """Algorithm 1, or Algorithm 2 with ``assign_batch`` m (auto: chosen from len(X), the rule in
+        ``assign_batch_rule_``). See :meth:`Method.fit` for the arguments; labels: optional (n,) class
+        of each image, kept with the training codes (``labels_``) for ``sample(m, label=c)``."""
         labels = None if labels is None else check_labels(labels, len(X))
+        assign_batch, self.assign_batch_rule_ = resolve_assign_batch(self.config.assign_batch, len(X))
+        self.config = replace(self.config, assign_batch=assign_batch)  # what ran, as checkpoints record it
         return start_training(self, X, X_val, checkpoint, callback, labels=labels)
 
     def _as_images(self, X):
@@ -285,9 +287,11 @@ class NeuroSQL(LatentGenerator):
         return super()._from_state({**state, "config": {"sampler": "prior", **state["config"]}}, device)
 
     def _extra_state(self) -> dict:
-        return {**self.bank_.state_dict(self._shard), "labels": None if self.labels_ is None else self.labels_.tolist()}
+        return {**self.bank_.state_dict(self._shard), "labels": None if self.labels_ is None else self.labels_.tolist(),
+                "assign_batch_rule": self.assign_batch_rule_}
 
     def _load_extra(self, extra: dict) -> None:
         self.bank_ = CodeBank.from_state(extra, self.config.momentum, self.device_)
         self.bank_.dealt = self._deals
         self.labels_ = None if extra.get("labels") is None else np.asarray(extra["labels"])
+        self.assign_batch_rule_ = extra.get("assign_batch_rule")  # None in checkpoints from before the rule
