@@ -154,8 +154,7 @@ class NeuroSQL(LatentGenerator):
             return self._solution.perm
         return assign(C, method)
 
-    _deals = property(lambda self: bool(self.config.assign_batch),
-                      doc="Alg. 2 under torchrun deals the images (and their codes) afresh every epoch.")
+    _deals = property(lambda self: bool(self.config.assign_batch))  # Alg. 2 deals images afresh every epoch
 
     def _cost(self, x, images) -> torch.Tensor:
         """The assignment cost matrix (|x|, |images|) under --cost (by default ℓ, the training loss)."""
