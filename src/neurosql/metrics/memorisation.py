@@ -31,6 +31,9 @@ MUSH_ABOVE = 1.2  # ratio over which samples are farther from the data than new 
                   # shapes whose samples were colour mush: 1.27, while VGG precision read 0.96)
 
 
+NOTE_MIN_HELD_OUT = 20  # below it a median over the held-out images is too noisy to warn on
+
+
 def memorisation_note(ratio: float, copy_fraction: float) -> str | None:
     """A warning when the memorisation check says the samples are not new images of the data's kind:
     near-copies of training images, or farther from every training image than real images come."""
@@ -72,7 +75,7 @@ def memorisation(samples: torch.Tensor, train: torch.Tensor, held_out: torch.Ten
     return {
         "memorisation_ratio": ratio,
         "copy_fraction": copies,
-        "memorisation_note": memorisation_note(ratio, copies),
+        "memorisation_note": memorisation_note(ratio, copies) if len(held_out) >= NOTE_MIN_HELD_OUT else None,
         "nearest_train_samples": float(d_fake.median()),
         "nearest_train_held_out": real_median,
         "n_memorisation": (len(samples), len(train), len(held_out)),
@@ -90,5 +93,6 @@ MEMORISATION_DEFINITIONS = {
     "nearest_train_held_out": "median ℓ from a held-out real image to its nearest training image",
     "n_memorisation": "samples, training images and held-out images behind the memorisation check",
     "memorisation_note": f"a warning when the memorisation ratio is below {COPIES_BELOW} (near-copies) or above "
-                         f"{MUSH_ABOVE} (samples unlike the data, which precision may not see); None otherwise",
+                         f"{MUSH_ABOVE} (samples unlike the data, which precision may not see), given at least "
+                         f"{NOTE_MIN_HELD_OUT} held-out images; None otherwise",
 }
