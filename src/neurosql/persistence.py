@@ -133,11 +133,11 @@ def checkpoint_file(path: str | Path) -> Path:
     return path / "model.pt" if path.is_dir() else path
 
 
-def load_checkpoint(path: str | Path, kind: str | None = None) -> dict:
+def load_checkpoint(path: str | Path) -> dict:
     """Load and validate a checkpoint written by :func:`save_checkpoint`.
 
-    ``path`` may be the file or a run directory holding ``model.pt``; ``kind``,
-    when given, is the model kind it must hold.
+    ``path`` may be the file or a run directory holding ``model.pt``; which model kind it
+    must hold is :func:`neurosql.methods.checkpoints.read_model`'s check.
     ``weights_only=True`` keeps loading safe: a checkpoint cannot run code.
     """
     path = checkpoint_file(path)
@@ -164,10 +164,6 @@ def load_checkpoint(path: str | Path, kind: str | None = None) -> dict:
         raise NeuroSQLError(f"{path} is not a NeuroSQL checkpoint of format {CHECKPOINT_FORMAT}")
     if not _all_finite(state):
         raise NeuroSQLError(f"checkpoint {path} holds NaN or Inf weights (training diverged); retrain with a lower --lr")
-    if kind is not None and state.get("kind") != kind:
-        raise NeuroSQLError(
-            f"{path} holds a '{state.get('kind')}' model, not '{kind}'; load it with the matching class"
-        )
     return state
 
 

@@ -64,7 +64,6 @@ class Training:
         self.best = state["best"]
 
 
-
 def split_validation(X: torch.Tensor, X_val, val_fraction: float, shuffle: torch.Generator):
     """Hold out a seeded ``val_fraction`` of X for early stopping, unless X_val is given.
 
@@ -168,6 +167,7 @@ def _train(method, X, X_local, X_val, checkpoint, callback):
         method.save(checkpoint)
     return method
 
+
 def epoch_batches(n: int, n_parts: int, seed: int, rank: int, epoch: int) -> tuple[list[torch.Tensor], torch.Generator]:
     """This epoch's ``n_parts`` batches of ``range(n)``, and its generator for further draws.
 
@@ -183,8 +183,8 @@ def train_epochs(method, X_all, X, X_val, checkpoint: Path | None, callback=None
     """Run ``method`` from epoch ``epochs_run_ + 1`` to the end of its budget or an early stop,
     then leave it with the best (or final) weights, averaged when an average is kept.
 
-    X_all: every training image (a method may deal them to the processes afresh each epoch,
-    ``_epoch_shard``); X: this process's (n_local, C, H, W) on the device (or a LazyImages);
+    X_all: every training image (a code bank that asks for it deals them to the processes afresh
+    each epoch); X: this process's (n_local, C, H, W) on the device (or a LazyImages);
     X_val: the validation images (this process's share is taken here) or None.
     """
     cfg, training, shard = method.config, method.training_, method._shard
