@@ -5,8 +5,9 @@ PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
 DEMO   ?= runs/demo
+QUALITY_SETS ?= phantom-slices@64,brain@64,cells@64,gray-patches@64,rgb-patches@32,colour-shapes@32,fundus-rgb@32,faces@32
 
-.PHONY: setup demo test bench clean
+.PHONY: setup demo test bench quality clean
 
 setup: $(VENV)/.installed
 
@@ -24,9 +25,13 @@ demo: setup
 test: setup
 	$(BIN)/python -m pytest
 
+# The performance targets (about 10 minutes here); `python -m benchmarks.run --quick` checks the code in a minute.
 bench: setup
 	$(BIN)/python -m benchmarks.run
-	$(BIN)/python -m benchmarks.small_data
+
+# Sample quality on the small offline sets, defaults over three seeds (about an hour here).
+quality: setup
+	$(BIN)/python -m benchmarks.small_data --no-grid --seeds 0,1,2 --sets $(QUALITY_SETS)
 
 clean:
 	rm -rf $(VENV) runs build src/*.egg-info .pytest_cache

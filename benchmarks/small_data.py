@@ -38,7 +38,7 @@ from neurosql.data import load_data
 from neurosql.metrics import colour_error, colour_fd, evaluate_images, memorisation, reconstruction_ssim
 from neurosql.persistence import write_text
 
-from benchmarks.user_sets import brain_slices, cell_fields
+from benchmarks.user_sets import brain_slices, cell_fields, phantom_slices
 
 HERE = Path(__file__).resolve().parent
 SEED = 0
@@ -110,6 +110,10 @@ def brain64():
     return _holdout(brain_slices(250))
 
 
+def phantoms64():
+    return _holdout(phantom_slices(250))
+
+
 def cells64():
     return _holdout(cell_fields(300))
 
@@ -155,6 +159,7 @@ SETS = {
     "rgb-patches@32": rgb32,
     "brain@64": brain64,
     "cells@64": cells64,
+    "phantom-slices@64": phantoms64,
     "colour-shapes@32": shapes32,
     "fundus-rgb@32": fundus32,
 }

@@ -62,3 +62,15 @@ def cell_fields(n: int, size: int = 64, seed: int = 0) -> np.ndarray:
         field = gaussian_filter(np.asarray(canvas), 2.4)[::2, ::2]
         out[i, 0] = np.clip(field + rng.normal(0, 0.03, field.shape), 0, 1)
     return out
+
+
+def phantom_slices(n: int, size: int = 64, seed: int = 0) -> np.ndarray:
+    """n axial slices (n, 1, size, size) in [0, 1] of the 3-D phantom heads of
+    :mod:`benchmarks.phantoms3d`, each within ±size/16 of its head's middle: smooth,
+    piecewise-constant anatomy (skull, brain, ventricles, and a lesion in half of them)."""
+    from .phantoms3d import phantoms
+
+    rng = np.random.default_rng(seed)
+    heads, _ = phantoms(n, size, seed)  # (n, size, size, size) uint8
+    depth = size // 2 + rng.integers(-(size // 16), size // 16 + 1, n)
+    return (heads[np.arange(n), depth] / 255.0).astype(np.float32)[:, None]

@@ -1,4 +1,4 @@
-"""The benchmark scripts' data builders, on tiny n (``make bench`` itself takes about half an hour)."""
+"""The benchmark scripts' data builders, on tiny n (``make bench`` and ``make quality`` themselves take 10 minutes to an hour)."""
 
 import sys
 from pathlib import Path
@@ -111,3 +111,18 @@ def test_archive_table_counts_the_processes():
     row = dict(method="neurosql", n=10_000, m=256, processes=2, updates=80, images_per_s=300.0,
                assignment_share=0.25, pfid=1.0, peak_rss_mb=800.0)
     assert "| neurosql | 10,000 | 256 | 2 | 80 | 300 | 25.0% | 1.000 | 800 |" in table([row])
+
+
+def test_phantom_slices_are_seeded_middle_slices_with_skull_brain_and_ventricles():
+    from benchmarks.phantoms3d import phantoms
+    from benchmarks.user_sets import phantom_slices
+
+    slices = phantom_slices(6, size=32, seed=3)
+    assert slices.shape == (6, 1, 32, 32) and slices.dtype == np.float32
+    np.testing.assert_array_equal(slices, phantom_slices(6, size=32, seed=3))
+    heads, _ = phantoms(6, 32, 3)
+    for head, image in zip(heads, slices[:, 0]):  # each is one axial slice of its head, near the middle
+        depth = [d for d in range(32) if np.array_equal((head[d] / 255.0).astype(np.float32), image)]
+        assert any(abs(d - 16) <= 2 for d in depth)
+    levels = np.unique(np.round(slices, 2))
+    assert 0.0 in levels and 0.95 in levels and 0.1 in levels  # background, skull, ventricles
