@@ -99,11 +99,19 @@ def gray64():
     return _holdout(_patches(pictures, 72, 96, 64))
 
 
-def rgb32():
+def rgb_pictures() -> list[np.ndarray]:
+    """scikit-image's colour photographs: a person, a cat, a cup, a rocket and a stained tissue section."""
     from skimage import data
 
-    pictures = [data.astronaut(), data.chelsea(), data.coffee(), data.rocket(), data.immunohistochemistry()]
-    return _holdout(_patches(pictures, 72, 64, 32))
+    return [data.astronaut(), data.chelsea(), data.coffee(), data.rocket(), data.immunohistochemistry()]
+
+
+def rgb32():
+    return _holdout(_patches(rgb_pictures(), 72, 64, 32))
+
+
+def rgb64():
+    return _holdout(_patches(rgb_pictures(), 48, 128, 64))
 
 
 def brain64():
@@ -157,6 +165,7 @@ SETS = {
     "faces@32": faces32,
     "gray-patches@64": gray64,
     "rgb-patches@32": rgb32,
+    "rgb-patches@64": rgb64,
     "brain@64": brain64,
     "cells@64": cells64,
     "phantom-slices@64": phantoms64,

@@ -126,3 +126,21 @@ def test_phantom_slices_are_seeded_middle_slices_with_skull_brain_and_ventricles
         assert any(abs(d - 16) <= 2 for d in depth)
     levels = np.unique(np.round(slices, 2))
     assert 0.0 in levels and 0.95 in levels and 0.1 in levels  # background, skull, ventricles
+
+
+def test_write_set_writes_the_images_as_pngs_the_folder_loader_reads_back(tmp_path):
+    import torch
+    from benchmarks.small_data import SETS
+    from benchmarks.write_set import write_set
+    from neurosql.data import load_data
+
+    train, test = torch.rand(5, 3, 8, 8), torch.rand(2, 3, 8, 8)
+    SETS["tiny-rgb"] = lambda: (train, test)
+    try:
+        assert write_set("tiny-rgb", tmp_path / "train") == 5
+        assert write_set("tiny-rgb", tmp_path / "test", test=True) == 2
+    finally:
+        del SETS["tiny-rgb"]
+    for images, folder in ((train, "train"), (test, "test")):
+        back = load_data(f"folder:{tmp_path / folder}", "all", progress=False).images  # file-name order
+        torch.testing.assert_close(back, (images * 255).round() / 255, atol=1e-6, rtol=0)
