@@ -15,7 +15,7 @@ A method (see :class:`neurosql.methods.base.Method`) supplies only its part:
 
 The trainer keeps the networks and the code bank together: it snapshots both for the best
 epoch, checks both stay finite, and under torchrun deals the bank afresh every epoch when
-the bank asks for it (Algorithm 2).
+the method declares it (``deals_bank``, Algorithm 2).
 """
 
 from __future__ import annotations
@@ -199,9 +199,8 @@ def train_epochs(method, X_all, X, X_val, checkpoint: Path | None, callback=None
     stopped = method.epochs_run_ > 0 and training.stopping.should_stop(method.epochs_run_)
     for epoch in range(method.epochs_run_ + 1, 0 if stopped else epochs + 1):
         last = epoch == epochs
-        bank = method.bank_
-        if bank is not None and bank.dealt and shard.active:  # points travel between the processes' problems
-            method._local = bank.deal(shard, cfg.seed, epoch)
+        if method.deals_bank and shard.active:  # points travel between the processes' problems
+            method._local = method.bank_.deal(shard, cfg.seed, epoch)
             X = take(X_all, method._local).to(method.device_)
         try:
             row = _train_one_epoch(method, X, epoch, bar)

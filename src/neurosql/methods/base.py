@@ -45,6 +45,7 @@ class Method:
     samples_by_label = False  # sample(m, label=c) from a model fitted with labels (NeuroSQL)
     compared_network = "generator"  # the network budget parity matches (the DDPM's is its denoiser)
     bank_ = None  # a CodeBank (NeuroSQL's Ẑ and π): the trainer snapshots, deals and restores it with the networks
+    deals_bank = False  # under torchrun the trainer deals the bank's images afresh every epoch (Algorithm 2)
 
     def __init__(self, config: TrainConfig | None = None, **params):
         if config is not None and params:

@@ -110,6 +110,7 @@ class NeuroSQL(LatentGenerator):
     samples_by_label = True
     config_class = NeuroSQLConfig
     builders = {"generator": build_generator}
+    deals_bank = property(lambda self: bool(self.config.assign_batch))  # Alg. 2: points travel between processes
 
     def fit(self, X, X_val=None, checkpoint=None, callback=None, labels=None) -> "NeuroSQL":
         """Algorithm 1, or Algorithm 2 with ``assign_batch`` m (auto: chosen from len(X), the rule in
@@ -139,7 +140,6 @@ class NeuroSQL(LatentGenerator):
         Q = lattice.points[self._local].to(self.device_)  # (n_local, d)
         shard_perm = initial_assignment(X, Q, cfg.init, cfg.seed, self._solve)  # π₀ within this process's shard
         self.bank_ = CodeBank.initial(lattice, self._local, shard_perm, cfg.momentum, self.device_)
-        self.bank_.dealt = self._deals
 
     lattice_ = property(lambda self: self.bank_.lattice, doc="The quantile lattice Q of the training images.")
     codes_ = property(lambda self: self.bank_.codes, doc="Ẑ (n, d): the code of each training image.")
@@ -153,8 +153,6 @@ class NeuroSQL(LatentGenerator):
             self._solution = exact_solution(C, warm_start=getattr(self, "_solution", None))
             return self._solution.perm
         return assign(C, method)
-
-    _deals = property(lambda self: bool(self.config.assign_batch))  # Alg. 2 deals images afresh every epoch
 
     def _cost(self, x, images) -> torch.Tensor:
         """The assignment cost matrix (|x|, |images|) under --cost (by default ℓ, the training loss)."""
@@ -291,6 +289,5 @@ class NeuroSQL(LatentGenerator):
 
     def _load_extra(self, extra: dict) -> None:
         self.bank_ = CodeBank.from_state(extra, self.config.momentum, self.device_)
-        self.bank_.dealt = self._deals
         self.labels_ = None if extra.get("labels") is None else np.asarray(extra["labels"])
         self.assign_batch_rule_ = extra.get("assign_batch_rule")  # None in checkpoints from before the rule
