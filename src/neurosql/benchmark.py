@@ -2,8 +2,8 @@
 latent dimension × seed trained under one budget, evaluated the same way.
 
 Layout of ``OUT``: ``data/`` (the exact images every run sees), ``runs/<name>/``
-(one run each: spec.json, the files of a run directory written by
-:func:`neurosql.runs.write_run` — model.pt, log.csv, training.png, samples.png/.npy … —,
+(one run each: spec.json, the files of a run directory written by :func:`neurosql.runs.train_run`,
+the pipeline ``neurosql train`` uses too — model.pt, log.csv, training.png, samples.png/.npy … —,
 train.log and result.json), and the summaries written by
 :mod:`neurosql.benchmark_report` (results.csv/json, summary.md, figures).
 
@@ -19,7 +19,6 @@ import argparse
 import itertools
 import json
 import os
-import resource
 import shutil
 import subprocess
 import sys
@@ -173,12 +172,6 @@ def plan_runs(methods, generators, latent_dims, seeds, assignments=("exact",), c
 
 
 # ------------------------------------------------------------------ one run
-def _peak_rss_mb() -> float:
-    """This process's maximum resident set so far (ru_maxrss: KiB on Linux, bytes on macOS)."""
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return peak / 2**20 if sys.platform == "darwin" else peak / 2**10
-
-
 def _evaluate(model, data: dict, spec: dict) -> dict:
     from .evaluation import evaluate_model
 
@@ -191,7 +184,7 @@ def _evaluate(model, data: dict, spec: dict) -> dict:
 
 def execute_run(run_dir: str | Path) -> dict:
     """Train, save and evaluate the run described by ``run_dir/spec.json``; write result.json last."""
-    from .runs import environment_info, write_run
+    from .runs import environment_info, peak_rss_mb, train_run
 
     run_dir = Path(run_dir)
     spec = json.loads((run_dir / "spec.json").read_text())
@@ -199,13 +192,9 @@ def execute_run(run_dir: str | Path) -> dict:
     model = build_method(spec["method"], **spec["config"])
     if torch.cuda.is_available():
         torch.cuda.reset_peak_memory_stats()
-    start = time.perf_counter()
-    model.fit(data["train_images"], data.get("val_images"))
-    wall = time.perf_counter() - start
-    cuda = model.device_.type == "cuda"
-    peak_train = _peak_rss_mb()
-    model.save(run_dir / "model.pt")
-    write_run(model, run_dir, data["train_images"], wall_time=wall, n_samples=SAMPLES_SHOWN)
+    cost = train_run(model, data["train_images"], data.get("val_images"), run_dir, checkpoint=False,
+                     n_samples=SAMPLES_SHOWN)
+    wall, cuda = cost["wall_time_s"], model.device_.type == "cuda"
     metrics = _evaluate(model, data, spec)
     rows = model.log_.rows
     core = model.networks_[model.compared_network]
@@ -220,8 +209,8 @@ def execute_run(run_dir: str | Path) -> dict:
         "wall_time_s": wall,
         "mean_epoch_s": wall / max(model.epochs_run_, 1),
         "generator_s_per_epoch": float(np.mean([r["time_generator"] for r in rows])),
-        "peak_rss_train_mb": peak_train,
-        "peak_rss_mb": _peak_rss_mb(),
+        "peak_rss_train_mb": cost["peak_rss_train_mb"],
+        "peak_rss_mb": peak_rss_mb(),
         "peak_cuda_mb": torch.cuda.max_memory_allocated() / 2**20 if cuda else None,
         "final_train_loss": rows[-1]["train_loss"],
         "best_val_loss": min((r["val_loss"] for r in rows if "val_loss" in r), default=None),

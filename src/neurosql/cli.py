@@ -160,9 +160,9 @@ def cmd_train(args: argparse.Namespace) -> None:
     from .data import load_data, load_validation, parse_spec
     from .data.intensity import intensity_rule
     from .engine.distributed import init_from_environment
-    from .loggers import check_logger, epoch_logger
+    from .loggers import check_logger
     from .run_lock import run_lock
-    from .runs import check_new_run, check_trainable, new_run, read_config, write_config
+    from .runs import check_new_run, check_trainable, new_run, read_config, train_run, write_config
 
     main_process = init_from_environment().is_main  # under torchrun, only rank 0 writes the run
     if args.logger:
@@ -204,8 +204,8 @@ def cmd_train(args: argparse.Namespace) -> None:
         with new_run(out):
             write_config(out, method, config, data_info, origin)  # first, so that --resume finds the data
             start = time.perf_counter()
-            with epoch_logger(args.logger, out) as callback:
-                model.fit(data.images, val_images, checkpoint=out / "model.pt", callback=callback, **labels)
+            train_run(model, data.images, val_images, out, checkpoint=True, logger=args.logger, affine=data.affine,
+                      **labels)
             finish_training(model, out, data, args.evaluate, start)
 
 
@@ -233,7 +233,7 @@ def resume_training(args: argparse.Namespace, main_process: bool) -> None:
     from .loggers import epoch_logger
     from .persistence import remove_temporaries
     from .run_lock import run_lock
-    from .runs import RUN_OUTPUTS, check_run_dir, check_run_method, load_run_data, load_run_validation
+    from .runs import RUN_OUTPUTS, check_run_dir, check_run_method, load_run_data, load_run_validation, write_run
 
     given = [name for name in given_values(args, *CONFIGS.values()) if name not in RESUME_FLAGS]
     given += [name for name in (*DATA_FLAGS, "method", "config", "preset") if getattr(args, name) is not None]
@@ -260,14 +260,15 @@ def resume_training(args: argparse.Namespace, main_process: bool) -> None:
                 steps=getattr(args, "steps", None), progress=getattr(args, "progress", None), callback=callback,
             )
         if main_process:
+            write_run(model, out, data.images, wall_time=time.perf_counter() - start, affine=data.affine)
             finish_training(model, out, data, args.evaluate, start)
 
 
 def finish_training(model, out: Path, data, evaluate: bool, start: float) -> None:
-    """The rest of the run directory (fit and resume saved ``model.pt``), the light evaluation (skipped with a warning when the data are too few), a summary."""
-    from .runs import load_run_data, write_run
+    """After the run directory is written: the light evaluation (skipped with a warning when the data are too
+    few) and a summary."""
+    from .runs import load_run_data
 
-    write_run(model, out, data.images, wall_time=time.perf_counter() - start, affine=data.affine)
     if evaluate:
         from .evaluation import evaluate_model, write_evaluation
         from .persistence import write_json

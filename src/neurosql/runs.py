@@ -18,7 +18,9 @@ import io
 import json
 import os
 import platform
+import resource
 import shutil
+import sys
 import tempfile
 import time
 from contextlib import contextmanager
@@ -33,6 +35,7 @@ from .data import ImageData, load_data, load_validation
 from .data.config import DataConfig
 from .engine.config import TrainConfig, check_config
 from .errors import NeuroSQLError
+from .loggers import epoch_logger
 from .core.generators import count_parameters
 from .core.losses import loss_per_sample
 from .methods import CONFIGS
@@ -256,6 +259,32 @@ def check_record(record: dict, path: Path) -> None:
         DataConfig.checked(**data)
     except NeuroSQLError as exc:
         raise NeuroSQLError(f"{path}: {exc}; correct the file or pass the value as a flag") from None
+
+
+def peak_rss_mb() -> float:
+    """This process's maximum resident set so far (ru_maxrss: KiB on Linux, bytes on macOS)."""
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return peak / 2**20 if sys.platform == "darwin" else peak / 2**10
+
+
+def train_run(model, X, X_val, out: Path, checkpoint: bool, logger: str | None = None, n_samples: int = 64,
+              affine: np.ndarray | None = None, **fit_args) -> dict:
+    """The one pipeline of ``train`` and ``benchmark``: fit ``model`` on X (``X_val``, or a held-out share of
+    X, for early stopping), then write the run directory ``out``: ``model.pt`` and :func:`write_run`'s files.
+
+    checkpoint: fit rewrites model.pt as it trains, so that ``train --resume`` can continue; without it
+    the model is saved once, after the timing, so that saving stays out of the benchmark's times.
+    logger: ``--logger``'s name, its callback open during fit. Returns what the fit took:
+    ``wall_time_s`` and this process's ``peak_rss_train_mb``.
+    """
+    with epoch_logger(logger, out) as callback:
+        start = time.perf_counter()
+        model.fit(X, X_val, checkpoint=out / "model.pt" if checkpoint else None, callback=callback, **fit_args)
+        cost = {"wall_time_s": time.perf_counter() - start, "peak_rss_train_mb": peak_rss_mb()}
+    if not checkpoint:
+        model.save(out / "model.pt")
+    write_run(model, out, X, wall_time=cost["wall_time_s"], n_samples=n_samples, affine=affine)
+    return cost
 
 
 def write_run(model, out: str | Path, X_train: torch.Tensor, wall_time: float, n_samples: int = 64,

@@ -55,7 +55,6 @@ class CodeBank:
     perm: np.ndarray
     local: np.ndarray
     momentum: float
-    dealt: bool = False  # under torchrun, hand the images out afresh every epoch (Algorithm 2)
 
     def __post_init__(self) -> None:
         self.points = self.lattice.points.to(self.codes.device)  # Q (n, d) where the codes are

@@ -194,6 +194,10 @@ class TrainConfig:
     device: str = option("auto", "'auto' (CUDA, then Apple's MPS, then CPU), 'cpu', 'cuda', 'cuda:N' or 'mps'")
     progress: bool = option(True, "show a progress bar with ETA and the current loss")
 
+    # Not parameters: what a method's config imposes (NeuroSQL's: Alg. 2's m, and validation every K epochs)
+    fixed_batch = None  # a batch size that overrides batch_size
+    validate_every = 1  # epochs between validations (and the last)
+
     def validate(self) -> None:
         """Raise NeuroSQLError for values no run can use: each field's declaration (see
         :func:`neurosql.engine.config.check_config`), then what involves several fields."""
@@ -206,13 +210,13 @@ class TrainConfig:
     def budget(self, n: int, batch_size: int | None = None, n_batches=None) -> Budget:
         """The budget for ``n`` training images.
 
-        ``batch_size`` overrides the configured one (Alg. 2 steps with m images);
+        ``batch_size`` overrides ``fixed_batch`` and the configured one (a resume keeps the run's);
         ``n_batches(n, batch_size)`` counts the updates of an epoch (default:
         ceil(n / batch_size); data-parallel runs count per process). The
         automatic batch keeps ≥ ~16 updates per epoch on small sets; the
         automatic budget keeps ≥ AUTO_STEPS[0] updates however small n is.
         """
-        b = batch_size or self.batch_size or auto_batch_size(n)
+        b = batch_size or self.fixed_batch or self.batch_size or auto_batch_size(n)
         per_epoch = n_batches(n, b) if n_batches else max(1, -(-n // b))
         if self.epochs:
             epochs = self.epochs

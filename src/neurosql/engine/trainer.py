@@ -2,20 +2,25 @@
 the weight average, a divergence guard, validation and early stopping with the
 best weights kept, atomic checkpoints, exact resume and data-parallel processes.
 
-A method (see :class:`neurosql.methods.base.Method`) supplies only its part:
+A method (see :class:`neurosql.methods.base.Method`) gives the trainer its checked images
+(``fit`` checks them) and six calls, the last three optional:
 
-- ``_begin_epoch(epoch, parts)``: per-epoch set-up (Alg. 2's lattice subsets); the epoch's generator for
-  further draws is ``_epoch_generator``;
+- ``_setup(X, **fit_args)``: its networks ``networks_`` and learned state for this process's images X;
 - ``_train_step(x, idx) -> dict``: one update on images ``x = X[idx]``; keys ``time_*``
   are seconds (summed over the epoch), the others per-image means (``train_loss`` first);
+- ``_validation_loss(X_val) -> float``: on the epochs ``config.validate_every`` names, and the last;
+- ``_begin_epoch(epoch, parts)``: per-epoch set-up (Alg. 2's lattice subsets); the epoch's generator for
+  further draws is ``_epoch_generator``;
 - ``_end_epoch(X, epoch, last) -> dict``: work after the epoch's updates (Alg. 1's assignment round);
-- ``_validates(epoch, last)`` and ``_validation_loss(X_val)``;
-- ``save(path)``, ``networks_``, ``bank_`` (a :class:`neurosql.core.code_bank.CodeBank` or None),
-  ``training_`` (:class:`Training`), ``budget_``, ``_shard``.
+- ``_after_fit(X)``: learned state from the final networks (the VAE's codes).
+
+What else the trainer reads is declared: ``one_optimiser`` (one optimiser over every network, else one
+each), ``bank_`` (a :class:`neurosql.core.code_bank.CodeBank` or None) and ``deals_bank``; the
+batch size is the config's (:meth:`TrainConfig.budget`).
 
 The trainer keeps the networks and the code bank together: it snapshots both for the best
 epoch, checks both stay finite, and under torchrun deals the bank afresh every epoch when
-the bank asks for it (Algorithm 2).
+the method declares it (Algorithm 2).
 """
 
 from __future__ import annotations
@@ -86,11 +91,10 @@ def split_validation(X: torch.Tensor, X_val, val_fraction: float, shuffle: torch
 
 
 def start_training(method, X, X_val, checkpoint, callback, **setup):
-    """:meth:`Method.fit`: validate, pick device and process shard, hold out validation images,
-    resolve the budget, let the method build its networks (``_setup``), then train."""
+    """:meth:`Method.fit` on checked images X: validate the config, pick device and process shard, hold
+    out validation images, resolve the budget, let the method build its networks (``_setup``), then train."""
     cfg = method.config
     cfg.validate()
-    X = method._as_images(X)
     if X.shape[-1] != X.shape[-2]:
         raise NeuroSQLError(f"images must be square, got {tuple(X.shape[-2:])}; crop or resize them")
     method._shard = init_from_environment()
@@ -100,7 +104,7 @@ def start_training(method, X, X_val, checkpoint, callback, **setup):
     X, X_val, method.train_index_ = split_validation(X, X_val, cfg.val_fraction, torch.Generator().manual_seed(cfg.seed))
     method._shard.check_enough_images(len(X))
     method.image_shape_ = tuple(X.shape[1:])  # (C, H, W) or (C, D, H, W)
-    method.budget_ = cfg.budget(len(X), method._batch_size(), method._shard.n_batches)
+    method.budget_ = cfg.budget(len(X), n_batches=method._shard.n_batches)
     method._local = method._shard.indices(len(X))  # this process's images
     X_local = take(X, method._local).to(method.device_)
     method.networks_ = {}
@@ -112,12 +116,11 @@ def start_training(method, X, X_val, checkpoint, callback, **setup):
 
 
 def resume_training(method, checkpoint: Path, X, X_val, epochs, steps, progress, callback):
-    """:meth:`Method.continue_training`: check the data are the run's own, apply a new budget or
-    display setting, restore optimisers, averages, stopping and RNGs, then train on."""
+    """:meth:`Method.continue_training` on checked images X: check they are the run's own, apply a new
+    budget or display setting, restore optimisers, averages, stopping and RNGs, then train on."""
     if progress is not None:
         method.config = replace(method.config, progress=progress)
         method.config.validate()
-    X = method._as_images(X)
     if images_digest(X) != method.data_digest_:
         raise NeuroSQLError(
             f"resume needs the same training data, but these images differ from the ones {checkpoint} was trained on; "
@@ -149,10 +152,13 @@ def resume_training(method, checkpoint: Path, X, X_val, epochs, steps, progress,
 
 
 def new_training(method) -> Training:
-    """Optimisers (one per parameter group of ``_optimized``), weight averages, early stopping."""
-    cfg = method.config
+    """Optimisers (one per network, the first network's first, or ``one_optimiser`` over all of them),
+    weight averages, early stopping."""
+    cfg, networks = method.config, list(method.networks_.values())
+    groups = ([[p for net in networks for p in net.parameters()]] if method.one_optimiser
+              else [list(net.parameters()) for net in networks])
     return Training(
-        optimizations=[Optimization(params, cfg, method.budget_) for params in method._optimized()],
+        optimizations=[Optimization(params, cfg, method.budget_) for params in groups],
         averages=[WeightAverage(net, cfg.ema) for net in method.networks_.values()] if cfg.ema else [],
         stopping=EarlyStopping(cfg.patience, min_epoch=method.budget_.epochs // 2),
     )
@@ -199,9 +205,8 @@ def train_epochs(method, X_all, X, X_val, checkpoint: Path | None, callback=None
     stopped = method.epochs_run_ > 0 and training.stopping.should_stop(method.epochs_run_)
     for epoch in range(method.epochs_run_ + 1, 0 if stopped else epochs + 1):
         last = epoch == epochs
-        bank = method.bank_
-        if bank is not None and bank.dealt and shard.active:  # points travel between the processes' problems
-            method._local = bank.deal(shard, cfg.seed, epoch)
+        if method.deals_bank and shard.active:  # points travel between the processes' problems
+            method._local = method.bank_.deal(shard, cfg.seed, epoch)
             X = take(X_all, method._local).to(method.device_)
         try:
             row = _train_one_epoch(method, X, epoch, bar)
@@ -214,7 +219,7 @@ def train_epochs(method, X_all, X, X_val, checkpoint: Path | None, callback=None
         row = {k: v if k in ("epoch", "lr") or k.startswith("time") else shard.mean(v) for k, v in row.items()}
         _stop_if_diverged(method, epoch, row["train_loss"], checkpoint, bar)
         with averaged(training.averages):  # validation and the best snapshot see the weights sampling will use
-            if X_val is not None and method._validates(epoch, last):
+            if X_val is not None and (epoch % cfg.validate_every == 0 or last):
                 start = time.perf_counter()
                 row.update(val_loss=shard.mean(method._validation_loss(X_val), len(X_val)),
                            time_val=time.perf_counter() - start)

@@ -32,8 +32,8 @@ class Method:
 
     A subclass sets ``kind``, ``config_class`` and ``builders`` (network name → constructor
     taking the network's ``config`` dict), builds its networks in ``_setup`` and implements
-    ``_train_step`` and ``_validation_loss``; the hooks below have defaults that suit a method
-    without state besides its networks.
+    ``_train_step`` and ``_validation_loss``; ``_begin_epoch``, ``_end_epoch`` and ``_after_fit``
+    have defaults that suit a method without state besides its networks.
     """
 
     kind = ""
@@ -45,6 +45,8 @@ class Method:
     samples_by_label = False  # sample(m, label=c) from a model fitted with labels (NeuroSQL)
     compared_network = "generator"  # the network budget parity matches (the DDPM's is its denoiser)
     bank_ = None  # a CodeBank (NeuroSQL's Ẑ and π): the trainer snapshots, deals and restores it with the networks
+    deals_bank = False  # under torchrun the trainer deals the bank's images afresh every epoch (Algorithm 2)
+    one_optimiser = False  # one optimiser over every network (one objective), else one each, the first network's first
 
     def __init__(self, config: TrainConfig | None = None, **params):
         if config is not None and params:
@@ -93,6 +95,7 @@ class Method:
         each epoch's log row. Under ``torchrun`` every process calls fit on the same X and trains
         on its shard (see :mod:`neurosql.engine.distributed`).
         """
+        X = self._as_images(X)
         return start_training(self, X, X_val, checkpoint, callback)
 
     @classmethod
@@ -118,25 +121,38 @@ class Method:
     def continue_training(self, checkpoint: Path, X, X_val=None, epochs: int | None = None, steps: int | None = None,
                           progress: bool | None = None, callback=None) -> "Method":
         """:meth:`resume` for a model already loaded from ``checkpoint`` (the file is read once)."""
+        X = self._as_images(X)
         return resume_training(self, checkpoint, X, X_val, epochs, steps, progress, callback)
 
     # ---------------------------------------------------- the method's part
     def _as_images(self, X):
-        """The training images, validated."""
+        """The training images, validated (fit's and resume's first step, before the trainer)."""
         return check_images(X)
 
-    def _batch_size(self) -> int | None:
-        """A batch size that overrides the configured one (Alg. 2's m), or None."""
-        return None
-
+    # The trainer's six calls (see neurosql.engine.trainer), the last three optional:
     def _setup(self, X: torch.Tensor) -> None:
         """Build ``networks_`` (and any learned state) for this process's images X."""
         raise NotImplementedError
 
-    def _optimized(self) -> list[list[nn.Parameter]]:
-        """Parameter groups with an optimiser each, the generator's (or the denoiser's) first."""
-        return [list(net.parameters()) for net in self.networks_.values()]
+    def _train_step(self, x: torch.Tensor, idx: torch.Tensor) -> dict[str, float]:
+        """One update on the images x = X[idx]; returns numbers for the log row."""
+        raise NotImplementedError
 
+    def _validation_loss(self, X_val: torch.Tensor) -> float:
+        """The mean loss on held-out images, for early stopping."""
+        raise NotImplementedError
+
+    def _begin_epoch(self, epoch: int, parts: list[torch.Tensor]) -> None:
+        """Per-epoch set-up before the steps over ``parts`` (the epoch's batches of local indices)."""
+
+    def _end_epoch(self, X: torch.Tensor, epoch: int, last: bool) -> dict:
+        """Work after an epoch's updates; returns numbers for the log row."""
+        return {}
+
+    def _after_fit(self, X: torch.Tensor) -> None:
+        """Learned state computed from the final networks and all training images X (the VAE's codes)."""
+
+    # What training steps share:
     def _augmented(self, x: torch.Tensor) -> torch.Tensor:
         """x as the configured augmentations change it (``--augment``), for what the networks learn from."""
         names = parse_augmentations(self.config.augment)
@@ -145,25 +161,6 @@ class Method:
     def _train_network(self, name: str) -> nn.Module:
         """The network a training step calls (data-parallel when under torchrun)."""
         return getattr(self, "_train_networks", self.networks_)[name]
-
-    def _begin_epoch(self, epoch: int, parts: list[torch.Tensor]) -> None:
-        """Per-epoch set-up before the steps over ``parts`` (the epoch's batches of local indices)."""
-
-    def _train_step(self, x: torch.Tensor, idx: torch.Tensor) -> dict[str, float]:
-        raise NotImplementedError
-
-    def _end_epoch(self, X: torch.Tensor, epoch: int, last: bool) -> dict:
-        """Work after an epoch's updates; returns numbers for the log row."""
-        return {}
-
-    def _validates(self, epoch: int, last: bool) -> bool:
-        return True
-
-    def _validation_loss(self, X_val: torch.Tensor) -> float:
-        raise NotImplementedError
-
-    def _after_fit(self, X: torch.Tensor) -> None:
-        """Learned state computed from the final networks and all training images X (the VAE's codes)."""
 
     def _extra_state(self) -> dict:
         """Method-specific learned state to save besides the networks (all processes call it)."""

@@ -79,6 +79,16 @@ class NeuroSQLConfig(LatentGeneratorConfig):
     def cost_name(self) -> str:
         return self.cost or self.loss
 
+    @property
+    def validate_every(self) -> int:
+        """Validation runs on the assignment epochs, whose round has decoded G(Q) already."""
+        return self.assign_every
+
+    @property
+    def fixed_batch(self) -> int | None:
+        """Alg. 2 steps with m images (App. F)."""
+        return self.assign_batch or None
+
 
 def check_schedule(cfg: NeuroSQLConfig, epochs: int, n: int, shard) -> None:
     """Warn when the budget leaves no assignment round; refuse an Alg. 2 batch m larger than the
@@ -110,6 +120,7 @@ class NeuroSQL(LatentGenerator):
     samples_by_label = True
     config_class = NeuroSQLConfig
     builders = {"generator": build_generator}
+    deals_bank = property(lambda self: bool(self.config.assign_batch))  # Alg. 2: points travel between processes
 
     def fit(self, X, X_val=None, checkpoint=None, callback=None, labels=None) -> "NeuroSQL":
         """Algorithm 1, or Algorithm 2 with ``assign_batch`` m (auto: chosen from len(X), the rule in
@@ -118,6 +129,7 @@ class NeuroSQL(LatentGenerator):
         labels = None if labels is None else check_labels(labels, len(X))
         assign_batch, self.assign_batch_rule_ = resolve_assign_batch(self.config.assign_batch, len(X))
         self.config = replace(self.config, assign_batch=assign_batch)  # what ran, as checkpoints record it
+        X = self._as_images(X)
         return start_training(self, X, X_val, checkpoint, callback, labels=labels)
 
     def _as_images(self, X):
@@ -125,9 +137,6 @@ class NeuroSQL(LatentGenerator):
         if isinstance(X, np.ndarray) and self.config.assign_batch:
             return check_lazy_images(X)
         return check_images(X)
-
-    def _batch_size(self) -> int | None:
-        return self.config.assign_batch or None  # Alg. 2 steps with m images (App. F)
 
     def _setup(self, X, labels=None) -> None:
         """Lattice Q, generator G, π₀ and the code bank Ẑ = Q_π₀ for this process's images X."""
@@ -139,7 +148,6 @@ class NeuroSQL(LatentGenerator):
         Q = lattice.points[self._local].to(self.device_)  # (n_local, d)
         shard_perm = initial_assignment(X, Q, cfg.init, cfg.seed, self._solve)  # π₀ within this process's shard
         self.bank_ = CodeBank.initial(lattice, self._local, shard_perm, cfg.momentum, self.device_)
-        self.bank_.dealt = self._deals
 
     lattice_ = property(lambda self: self.bank_.lattice, doc="The quantile lattice Q of the training images.")
     codes_ = property(lambda self: self.bank_.codes, doc="Ẑ (n, d): the code of each training image.")
@@ -154,8 +162,6 @@ class NeuroSQL(LatentGenerator):
             return self._solution.perm
         return assign(C, method)
 
-    _deals = property(lambda self: bool(self.config.assign_batch))  # Alg. 2 deals images afresh every epoch
-
     def _cost(self, x, images) -> torch.Tensor:
         """The assignment cost matrix (|x|, |images|) under --cost (by default ℓ, the training loss)."""
         return pairwise_cost(x, images, self.config.cost_name, chroma_weight=self.config.chroma_weight)
@@ -168,7 +174,6 @@ class NeuroSQL(LatentGenerator):
         """For Alg. 2, whether this epoch assigns and the lattice subsets K of its batches
         (:meth:`CodeBank.subsets`)."""
         cfg = self.config
-        self._round_images = None  # G(Q) of this epoch's Alg. 1 round, for its validation
         if not cfg.assign_batch:
             return
         last = epoch == self.budget_.epochs
@@ -204,15 +209,13 @@ class NeuroSQL(LatentGenerator):
     def _end_epoch(self, X, epoch, last) -> dict:
         """Alg. 1 lines 5–7 every K epochs but the last: all images against the whole lattice, one
         global π (rank 0 solves the gathered cost rows under torchrun)."""
+        self._round_images = None  # G(Q) of this epoch's round, for its validation
         if self.config.assign_batch or epoch % self.config.assign_every or last:
             return {}
         n, local = self.lattice_.n, self.bank_.local
         solve = lambda C: self._shard.solve_globally(C, n, lambda full: self._solve(full, warm=True))[local]
         row, self._round_images = algorithm1_round(self.bank_, X, self._decode_lattice, self._cost, solve)
         return row
-
-    def _validates(self, epoch, last) -> bool:  # on the assignment epochs, and the last
-        return epoch % self.config.assign_every == 0 or last
 
     def _validation_loss(self, X_val) -> float:
         """Each held-out image against its nearest image among G(Q_S), S a fixed seeded subset of at
@@ -291,6 +294,5 @@ class NeuroSQL(LatentGenerator):
 
     def _load_extra(self, extra: dict) -> None:
         self.bank_ = CodeBank.from_state(extra, self.config.momentum, self.device_)
-        self.bank_.dealt = self._deals
         self.labels_ = None if extra.get("labels") is None else np.asarray(extra["labels"])
         self.assign_batch_rule_ = extra.get("assign_batch_rule")  # None in checkpoints from before the rule

@@ -74,14 +74,12 @@ class VAE(LatentGenerator):
     config_class = VAEConfig
     builders = {"generator": build_generator, "encoder": MLPEncoder}
     keeps_codes = True
+    one_optimiser = True  # one objective over encoder and decoder
 
     def _setup(self, X: torch.Tensor) -> None:
         self.codes_ = None  # the encoder means of the training images, once training has ended
         self.networks_["generator"] = self._backbone()
         self.networks_["encoder"] = MLPEncoder(X[0].numel(), self.latent_dim, self.encoder_hidden).to(self.device_)
-
-    def _optimized(self) -> list[list[nn.Parameter]]:
-        return [[p for net in self.networks_.values() for p in net.parameters()]]  # one objective, one optimiser
 
     def _objective(self, x: torch.Tensor, eps: torch.Tensor, networks: dict) -> tuple[torch.Tensor, torch.Tensor]:
         """Per-image reconstruction ℓ and KL, (B,) each, with the noise ε (B, d) given."""
