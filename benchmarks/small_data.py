@@ -16,10 +16,13 @@ Sets: the embedded MNIST digits at n ∈ {100, 300, 1,000, 3,500} (28 px) and
 n = 300 at 64 px, held out on the 1,000 test digits; scikit-learn's 8×8
 ``load_digits`` resized to 32 px; the 100 LFW faces of scikit-image at 32 px;
 64-px grayscale patches of a fundus photograph, brick, grass, gravel and a
-camera picture; 32-px RGB patches of scikit-image's colour photographs, of its colour
+camera picture; 32-px (and 64-px) RGB patches of scikit-image's colour photographs, of its colour
 fundus photograph (a set the colour loss was not tuned on) and random-colour shapes
-(issue 21; these RGB sets also record the colour and VGG-feature metrics).
-Non-MNIST sets hold out a seeded 20 %.
+(issue 21; these RGB sets also record the colour metrics); and sets like our users'
+(issue 20, :mod:`benchmarks.user_sets`): brain-like slices with cortex texture, cell
+fields, and axial slices of the 3-D phantom heads (smooth anatomy).
+Non-MNIST sets hold out a seeded 20 %. ``make quality`` runs the defaults over three seeds
+on the sets like our users'; ``python -m benchmarks.write_set SET DIR`` writes a set as PNGs.
 """
 
 from __future__ import annotations
