@@ -303,7 +303,7 @@ def _quality_table(results: dict) -> list[str]:
     ratio (samples are copies well below 1)."""
     groups: dict[tuple, list[dict]] = {}
     for r in results.values():
-        if r.get("fd_vgg") is not None:
+        if r.get("fd_vgg") is not None and "sampler" in r["resolved"]:  # runs recording what sampled them
             groups.setdefault((r["set"], label(r["params"])), []).append(r)
     lines = []
     for (name, params), rs in sorted(groups.items(), key=lambda g: (list(SETS).index(g[0][0]), g[0][1] != "{}", g[0][1])):
