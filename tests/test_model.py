@@ -138,6 +138,26 @@ def test_validation_without_weight_average_reuses_the_rounds_images_exactly(digi
     assert len(set(val.values())) == 3  # the generator changed between validations
 
 
+def test_validation_under_a_weight_average_finds_the_nearest_averaged_image(digits):
+    """With a weight average only the round's nearest candidates are decoded by the averaged G;
+    each logged loss still equals the mean over held-out images of the minimum over all of G_avg(Q)."""
+    from neurosql.core.losses import pairwise_cost
+    from neurosql.engine.training import averaged
+
+    exact = {}
+
+    def recompute(model, row):
+        if "val_loss" in row:
+            held_out = np.setdiff1d(np.arange(len(digits)), model.train_index_)
+            with averaged(model.training_.averages):
+                G_Q = model.decode(model.lattice_.points)
+            exact[row["epoch"]] = float(pairwise_cost(digits[held_out], G_Q).min(dim=1).values.mean())
+
+    model = NeuroSQL(**{**TINY, "epochs": 6, "ema": 0.9}, val_fraction=0.25).fit(digits, callback=recompute)
+    val = {r["epoch"]: r["val_loss"] for r in model.log_.rows if "val_loss" in r}
+    assert sorted(val) == [2, 4, 6] and val == pytest.approx(exact, rel=1e-6)
+
+
 def test_sample_shapes_range_and_seed(assignments):
     model = assignments[0]
     a, b = model.sample(10, seed=5), model.sample(10, seed=5)

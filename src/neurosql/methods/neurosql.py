@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import warnings
 from dataclasses import dataclass, replace
+from functools import partial
 
 import numpy as np
 import torch
@@ -35,6 +36,7 @@ INITS = ("pca", "random")
 SUBSETS = ("held", "random")  # Alg. 2's lattice subset K of a batch
 SAMPLERS = ("codes", "prior")  # where sample() draws z: between training codes, or the paper's prior
 VAL_LATTICE = 4096  # lattice points behind the validation loss (bounded for large n)
+VAL_CANDIDATES = 3  # per held-out image, the lattice points the weight average decodes for validation
 RGB_COLOUR_WARMUP = 0.5  # automatic colour warm-up of RGB images (README, Colour: measured on random-colour shapes)
 
 
@@ -219,19 +221,24 @@ class NeuroSQL(LatentGenerator):
 
     def _validation_loss(self, X_val) -> float:
         """Each held-out image against its nearest image among G(Q_S), S a fixed seeded subset of at
-        most VAL_LATTICE lattice points. Without a weight average G(Q_S) comes from this epoch's round
-        (decoding G(Q) again cost ~6x the 20 x n costs at 64 px, n = 159); with one it is decoded."""
+        most VAL_LATTICE lattice points, G(Q_S) taken from this epoch's round when there was one.
+        With a weight average, each image's VAL_CANDIDATES nearest points under the round's G are
+        decoded by the averaged G and the nearest of those counts: decoding all of G_avg(Q_S) cost
+        half a round at 64 px, n = 200 (benchmarks/alg1_round.py), and G_avg stays close to G."""
         n = self.lattice_.n
         S = torch.arange(n)
         if n > VAL_LATTICE:
             S = torch.randperm(n, generator=torch.Generator().manual_seed(self.config.seed))[:VAL_LATTICE]
+        points = self.lattice_.points[S]
         images = self.__dict__.pop("_round_images", None)  # released either way
-        if images is not None and not self.training_.averages:
-            images = images[S.to(images.device)]
-        else:
-            images = self.decode(self.lattice_.points[S], to_cpu=False)
-        cost = pairwise_cost(X_val, images, self.config.loss, chroma_weight=self.config.chroma_weight)
-        return float(cost.min(dim=1).values.mean())
+        cost = partial(pairwise_cost, loss=self.config.loss, chroma_weight=self.config.chroma_weight)
+        if images is None:  # no round this epoch: decode with the weights in use
+            return float(cost(X_val, self.decode(points, to_cpu=False)).min(dim=1).values.mean())
+        nearest = cost(X_val, images[S.to(images.device)])
+        if not self.training_.averages:
+            return float(nearest.min(dim=1).values.mean())
+        candidates = nearest.topk(min(VAL_CANDIDATES, len(S)), dim=1, largest=False).indices.unique().cpu()
+        return float(cost(X_val, self.decode(points[candidates], to_cpu=False)).min(dim=1).values.mean())
 
     # ------------------------------------------------------------ inference
     prior = property(lambda self: self.lattice_.prior, doc="Name of the latent prior (see ``Lattice.prior``).")
