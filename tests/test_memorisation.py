@@ -24,6 +24,16 @@ def test_nearest_training_matches_brute_force():
     assert torch.allclose(distance, brute.min(dim=1).values, atol=1e-5)
 
 
+def test_nearest_training_of_volumes_matches_brute_force_under_the_3d_cost():
+    images, train = torch.rand(3, 1, 8, 8, 8), torch.rand(5, 1, 8, 8, 8)
+    distance, index = nearest_training(images, train)
+    brute = torch.stack([loss_per_sample(x.expand_as(train), train) for x in images])  # (3, 5), 3-D SSIM + L1
+    assert torch.equal(index, brute.argmin(dim=1))
+    assert torch.allclose(distance, brute.min(dim=1).values, atol=1e-5)
+    copies = memorisation(train[:2], train, images)
+    assert copies["memorisation_ratio"] == pytest.approx(0, abs=1e-4) and copies["copy_fraction"] == 1
+
+
 def test_copies_score_zero_and_new_draws_score_about_one():
     train, held_out, new = _blobs(300, 0), _blobs(100, 1), _blobs(100, 2)
     copies = memorisation(train[:30], train, held_out)

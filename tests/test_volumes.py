@@ -91,6 +91,7 @@ def test_neurosql_fits_volumes_and_cli_writes_the_run(tmp_path):
     assert (out / "samples.png").is_file() and (out / "reconstructions.png").is_file()
     metrics = json.loads((out / "metrics.json").read_text())  # the end of train evaluates volumes too
     assert metrics["pfid_3d"] >= 0 and -1 <= metrics["recon_ssim_3d"] <= 1 and metrics["n_recon"] >= 1
+    assert metrics["memorisation_ratio"] > 0 and (out / "nearest.png").is_file()  # copies checked in 3-D too
 
 
 def test_evaluate_reports_the_3d_metrics_of_a_volume_run(tmp_path):

@@ -75,7 +75,8 @@ def evaluate_model(
     label generated images for the downstream classifier.
     """
     if real_test.ndim == 5:
-        return evaluate_volume_model(model, real_test, n=n, seed=seed, refine_steps=refine_steps)
+        return evaluate_volume_model(model, real_test, real_train=real_train, n=n, seed=seed,
+                                     refine_steps=refine_steps)
     start = time.perf_counter()
     fake = model.sample(min(n, max(len(real_test), 2)), seed=seed)
     out = evaluate_images(real_test, fake, n=n, seed=seed, n_nearest=20 if light else 200,
@@ -107,13 +108,18 @@ def evaluate_model(
     return out
 
 
-def evaluate_volume_model(model, real_test: torch.Tensor, n: int = 2048, seed: int = 0, refine_steps: int = 0) -> dict:
+def evaluate_volume_model(model, real_test: torch.Tensor, *, real_train: torch.Tensor | None = None, n: int = 2048,
+                          seed: int = 0, refine_steps: int = 0) -> dict:
     """The 3-D metrics of a volume model (real_test: (n_test, C, D, H, W)): pfid_3d of samples against
-    the held-out volumes and recon_ssim_3d of their reconstructions (see :mod:`neurosql.metrics.volumes`)."""
+    the held-out volumes and recon_ssim_3d of their reconstructions (see :mod:`neurosql.metrics.volumes`),
+    and the memorisation check under the 3-D ℓ when ``real_train`` is given."""
     start = time.perf_counter()
     fake = model.sample(min(n, max(len(real_test), 2)), seed=seed)
     recon = model.reconstruct(real_test[: min(len(real_test), 500)], refine_steps=refine_steps)
     out = evaluate_volumes(real_test, fake, recon, n=n, seed=seed)
+    if real_train is not None:
+        out |= memorisation(fake[:MEMORISATION_SAMPLES], training_images(model, real_train, seed),
+                            real_test[:MEMORISATION_SAMPLES])
     out["eval_seconds"] = time.perf_counter() - start
     return out
 
@@ -126,7 +132,7 @@ def write_evaluation(model, out: str | Path, metrics: dict, real_test: torch.Ten
     samples = model.sample(64, seed=seed)
     save_grid(samples, out / "samples.png", nrow=8)
     images = [("Samples", "samples.png")]
-    if real_train is not None and real_train.ndim == 4:
+    if real_train is not None:
         train = training_images(model, real_train, seed)
         _, index = nearest_training(samples[:32], train)
         save_grid(reconstruction_pairs(samples[:32], train[index]), out / "nearest.png", nrow=8)

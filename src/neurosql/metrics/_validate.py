@@ -6,11 +6,12 @@ from neurosql.core import images as core_images
 from neurosql.errors import NeuroSQLError
 
 
-def check_images(x, name: str, min_count: int = 1) -> torch.Tensor:
-    """Return ``x`` as a floating tensor (n, C, H, W) in [0, 1] or raise NeuroSQLError."""
+def check_images(x, name: str, min_count: int = 1, dims: tuple[int, ...] = (4,)) -> torch.Tensor:
+    """Return ``x`` as a floating tensor (n, C, H, W) in [0, 1] (or (n, C, D, H, W) with 5 in
+    ``dims``) or raise NeuroSQLError."""
     # A small slack lets bilinear resampling overshoot pass; anything larger is a range bug.
     return core_images.check_images(
-        x, name=name, dims=(4,), min_count=min_count, convert=False, from_numpy=True, value_range=True, slack=1e-3
+        x, name=name, dims=dims, min_count=min_count, convert=False, from_numpy=True, value_range=True, slack=1e-3
     )
 
 

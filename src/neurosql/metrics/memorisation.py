@@ -19,7 +19,8 @@ from neurosql.metrics._validate import check_images, check_same_image_shape
 def nearest_training(images: torch.Tensor, train: torch.Tensor, loss: str = "ssim_l1") -> tuple[torch.Tensor, torch.Tensor]:
     """Distance ℓ of each image to its nearest training image, and that image's index.
 
-    Shapes: images (m, C, H, W), train (n, C, H, W) → (m,) float32, (m,) int64.
+    Shapes: images (m, C, H, W), train (n, C, H, W) → (m,) float32, (m,) int64; volumes
+    (m, C, D, H, W) under the 3-D ℓ likewise.
     Cost: one m × n cost matrix (:func:`neurosql.core.losses.pairwise_cost`).
     """
     distance, index = pairwise_cost(images, train, loss).min(dim=1)
@@ -58,10 +59,11 @@ def memorisation(samples: torch.Tensor, train: torch.Tensor, held_out: torch.Ten
             (≈ 1 for a model that draws new images of the data's kind; → 0 for copies)
         copy_fraction = share of samples with d(sample) < min_h d(held_out_h)
             (samples closer to a training image than any new real image comes)
-    Shapes: samples (m, C, H, W), train (n, C, H, W), held_out (k, C, H, W) in [0, 1].
+    Shapes: samples (m, C, H, W), train (n, C, H, W), held_out (k, C, H, W) in [0, 1], or all
+    volumes (·, C, D, H, W) under the 3-D ℓ.
     Cost: (m + k) × n pairs of ℓ.
     """
-    samples, train, held_out = (check_images(x, name, 1) for x, name in
+    samples, train, held_out = (check_images(x, name, 1, dims=(4, 5)) for x, name in
                                 ((samples, "samples"), (train, "train"), (held_out, "held_out")))
     check_same_image_shape(samples, train, "samples and train")
     check_same_image_shape(held_out, train, "held_out and train")
