@@ -128,6 +128,30 @@ def test_phantom_slices_are_seeded_middle_slices_with_skull_brain_and_ventricles
     assert 0.0 in levels and 0.95 in levels and 0.1 in levels  # background, skull, ventricles
 
 
+def test_anatomy_counter_passes_real_phantoms_and_fails_blurred_skull_less_or_one_blob_heads():
+    import torch
+    from scipy import ndimage
+
+    from benchmarks.phantoms3d import anatomy, anatomy_share, phantoms
+
+    heads = phantoms(40, 32, 11)[0] / 255.0
+    assert anatomy_share(torch.from_numpy(heads[:, None]))["anatomy"] >= 0.95  # a few have touching ventricles
+    whole = [v for v in heads if all(anatomy(v))]
+    blurred = [anatomy(ndimage.gaussian_filter(v, 1.5)) for v in whole]  # a soft head: no shell, ventricles filled
+    assert not any(skull for skull, _, _ in blurred) and sum(ventricles for _, _, ventricles in blurred) <= 2
+    assert anatomy(np.where(whole[0] > 0.9, 0.5, whole[0]))[0] is False  # the skull turned brain-grey
+    assert anatomy(np.zeros((32, 32, 32))) == (False, False, False)
+    one_blob = whole[0].copy()
+    one_blob[one_blob < 0.25] = 0.0  # background and ventricles to 0, then the ventricles back as brain ...
+    one_blob[ndimage.binary_fill_holes(one_blob > 0) & (one_blob == 0)] = 0.5
+    t = np.arange(32) - 15.5
+    ball = (t[:, None, None] ** 2 + t[None, :, None] ** 2 + t[None, None, :] ** 2) <= 16  # ... and one blob in the middle
+    one_blob[ball] = 0.1
+    assert anatomy(one_blob) == (True, True, False)
+    noisy = np.clip(np.stack(whole) + np.random.default_rng(0).normal(0, 0.1, (len(whole), 32, 32, 32)), 0, 1)
+    assert anatomy_share(torch.from_numpy(noisy[:, None]))["anatomy"] >= 0.9  # noise leaves the anatomy
+
+
 def test_write_set_writes_the_images_as_pngs_the_folder_loader_reads_back(tmp_path):
     import torch
     from benchmarks.small_data import SETS
