@@ -102,8 +102,9 @@ def anatomy(volume: np.ndarray) -> tuple[bool, bool, bool]:
     tissue = volume[core & (volume > 0.25) & (volume < 0.75)]
     brain = tissue.size > 0.5 * core.sum() and 0.35 <= float(np.median(tissue)) <= 0.62
     regions, count = ndimage.label(core & (volume < 0.25))
-    sizes = ndimage.sum_labels(np.ones_like(volume), regions, range(1, count + 1))
-    sides = {np.sign(offset[regions == k, 2].mean()) for k in range(1, count + 1) if sizes[k - 1] >= 8 * (side / 32) ** 3}
+    index, ones = range(1, count + 1), np.ones_like(volume)
+    sizes, centres = ndimage.sum_labels(ones, regions, index), ndimage.center_of_mass(ones, regions, index)
+    sides = {np.sign(c[2] - centre[2]) for c, size in zip(centres, sizes) if size >= 8 * (side / 32) ** 3}
     ventricles = sides >= {-1.0, 1.0}
     return bool(hits >= 24), bool(brain), bool(ventricles)
 
