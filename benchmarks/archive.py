@@ -75,7 +75,7 @@ def one_run(method: str, data: str, m: int, updates: int, threads: int) -> dict 
     X = np.load(data, mmap_mode="r")
     common = dict(latent_dim=16, steps=updates, batch_size=m, val_fraction=0.0, progress=False, seed=0)
     if method == "neurosql":
-        model = build_method("neurosql", **common, assign_batch=m, init="random")
+        model = build_method("neurosql", **common, assign_batch=m)
     else:
         model = build_method(method, **common)
         X = torch.from_numpy(np.asarray(X, dtype=np.float32) / 255.0)

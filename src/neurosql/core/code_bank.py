@@ -9,7 +9,6 @@ whole bank (checkpoints, the best snapshot) and :meth:`CodeBank.deal` hands the 
 from __future__ import annotations
 
 import time
-import warnings
 from dataclasses import dataclass
 from typing import Callable
 
@@ -18,27 +17,57 @@ import torch
 
 from .lattice import Lattice
 
-PCA_INIT_MAX = 10_000  # largest n for the PCA-sorted π₀ (an n×n assignment)
-PCA_EXACT_MAX = 5_000  # above it π₀ is solved greedily (its cost is a proxy, not the training cost)
+PCA_INIT_MAX = 5_000  # largest n for π₀ as one n×n assignment; larger sets are matched in blocks. Shifted
+# digits, d = 16, mean matched cost: n = 5,000, blocks 10.5, greedy n×n 10.8, exact 9.1, random 32;
+# n = 10⁴, blocks 5 % above greedy n×n, 5× faster and without its 0.8 GB matrix
+PCA_FIT = 10_000  # the PCA directions are fitted on at most this many images (a seeded subsample)
+PCA_BLOCK = 1_000  # images per block of the blockwise π₀
+PCA_CHUNK = 4_096  # images projected at once (data on disk are read chunk by chunk)
 
 
 def initial_assignment(X, Q: torch.Tensor, init: str, seed: int, solve) -> np.ndarray:
     """π₀ (Alg. 1 line 2) of images X (n, ...) to lattice points Q (n, d): a seeded random
     permutation, or (``init='pca'``) the images' standardised PCA scores matched to the lattice's
-    first coordinates by squared distance (App. K's map on scores); ``solve(C, method)`` solves."""
+    first coordinates by squared distance (App. K's map on scores); ``solve(C, method)`` solves.
+    X is a tensor or, for Algorithm 2 on an archive, a ``LazyImages`` read chunk by chunk."""
     n = len(X)
-    if init == "pca" and (n > PCA_INIT_MAX or not isinstance(X, torch.Tensor)):
-        warnings.warn(f"init='pca' matches all n×n pairs; with n = {n} (> {PCA_INIT_MAX}) or data on disk "
-                      "the initial assignment is random, as in Algorithm 2", stacklevel=4)
-    elif init == "pca":
-        flat = X.flatten(1).to("cpu" if X.device.type == "mps" else X.device, torch.float64)  # MPS has no float64
-        k = min(Q.shape[1], n - 1, flat.shape[1])
-        _, _, V = torch.pca_lowrank(flat, q=k, center=True, niter=4)
-        scores = (flat - flat.mean(0)) @ V[:, :k]  # (n, k)
-        standardise = lambda A: (A - A.mean(0)) / A.std(0).clamp_min(1e-12)
-        cost = torch.cdist(standardise(scores), standardise(Q.to(flat.device, torch.float64)[:, :k])) ** 2  # (n, n)
-        return solve(cost, "greedy" if n > PCA_EXACT_MAX else None)
-    return torch.randperm(n, generator=torch.Generator().manual_seed(seed)).numpy()
+    if init != "pca":
+        return torch.randperm(n, generator=torch.Generator().manual_seed(seed)).numpy()
+    device = X.device if X.device.type != "mps" else torch.device("cpu")  # MPS has no float64
+    scores = _pca_scores(X, min(Q.shape[1], n - 1, int(np.prod(X.shape[1:]))), seed, device)  # (n, k)
+    standardise = lambda A: (A - A.mean(0)) / A.std(0).clamp_min(1e-12)
+    S, L = standardise(scores), standardise(Q.to(device, torch.float64)[:, : scores.shape[1]])
+    if n <= PCA_INIT_MAX:
+        return solve(torch.cdist(S, L) ** 2, None)
+    return _matched_in_blocks(S, L, solve)
+
+
+def _pca_scores(X, k: int, seed: int, device) -> torch.Tensor:
+    """The n images' scores (n, k) on their first k principal directions, fitted on all of them or,
+    above PCA_FIT images, on a seeded subsample; images are projected PCA_CHUNK at a time."""
+    n = len(X)
+    fit = np.arange(n) if n <= PCA_FIT else np.sort(np.random.default_rng(seed).choice(n, PCA_FIT, replace=False))
+    rows = lambda idx: X[torch.as_tensor(idx, device=X.device)].flatten(1).to(device, torch.float64)
+    sample = rows(fit)
+    mean = sample.mean(0)
+    _, _, V = torch.pca_lowrank(sample, q=k, center=True, niter=4)
+    if n <= PCA_FIT:
+        return (sample - mean) @ V[:, :k]
+    return torch.cat([(rows(np.arange(i, min(i + PCA_CHUNK, n))) - mean) @ V[:, :k] for i in range(0, n, PCA_CHUNK)])
+
+
+def _matched_in_blocks(S: torch.Tensor, L: torch.Tensor, solve) -> np.ndarray:
+    """π₀ for more than PCA_INIT_MAX images without an n×n array: images and lattice points are
+    sorted by their first (standardised) coordinate, cut into equal blocks of about PCA_BLOCK and
+    matched block to block on all coordinates — exact along the first, an assignment in the rest."""
+    n = len(S)
+    blocks = -(-n // PCA_BLOCK)
+    order_x, order_q = (np.argsort(A[:, 0].cpu().numpy(), kind="stable") for A in (S, L))
+    perm = np.empty(n, dtype=np.int64)
+    for bx, bq in zip(np.array_split(order_x, blocks), np.array_split(order_q, blocks)):
+        cost = torch.cdist(S[torch.as_tensor(bx, device=S.device)], L[torch.as_tensor(bq, device=L.device)]) ** 2
+        perm[bx] = bq[solve(cost, None)]
+    return perm
 
 
 @dataclass
