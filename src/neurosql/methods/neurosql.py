@@ -17,7 +17,7 @@ from functools import partial
 import numpy as np
 import torch
 
-from .code_sampling import check_labels, class_codes, kernel_draws, resolve_label
+from .code_sampling import COPY_RATIO, check_labels, class_codes, copy_guard, kernel_draws, resolve_label
 from ..core.assignment import ASSIGNMENTS, assign, exact_solution
 from ..core.generators import build_generator
 from ..core.algorithms import algorithm1_round, algorithm2_step
@@ -64,7 +64,8 @@ class NeuroSQLConfig(LatentGeneratorConfig):
                                           "(codes keep moving and shrink towards 0)", choices=SUBSETS)
     sampler: str = option("codes", "where sample() draws z: 'codes' = a Gaussian kernel density on the training "
                                    "codes, where G is trained (bandwidth: the median distance between nearest "
-                                   "codes); 'prior' = the lattice's prior (the paper)",
+                                   "codes, widened up to √2×, or the prior, when its draws copy training "
+                                   "images); 'prior' = the lattice's prior (the paper)",
                           choices=SAMPLERS)
     colour_warmup: float | None = option(None, "fraction of the updates that regress G with L1 alone before --loss "
                                                "takes over, so colour is learned before SSIM's structural gradient "
@@ -245,6 +246,25 @@ class NeuroSQL(LatentGenerator):
                                     cfg.loss, chroma_weight=cfg.chroma_weight)
         return float(pairs.view(-1, k).min(dim=1).values.mean())
 
+    bandwidth_, copy_ratio_ = 1.0, None  # where sample() draws, and its copy ratio, until _after_fit sets them
+
+    def _after_fit(self, X) -> None:
+        """Where sample() draws (``bandwidth_``): near the codes with h widened, or from the prior
+        (None), so that samples are not copies of training images (:func:`copy_guard`). Left at h for
+        the prior sampler and under torchrun, where each process holds only its shard's codes."""
+        cfg = self.config
+        if cfg.sampler != "codes" or self._shard.active or len(self.codes_) < 3:
+            return
+        cost = partial(pairwise_cost, loss=cfg.loss, chroma_weight=cfg.chroma_weight)
+        with torch.no_grad():
+            self.bandwidth_, self.copy_ratio_ = copy_guard(self.codes_, X, partial(self.decode, to_cpu=False), cost,
+                                                           self._prior_sample, cfg.seed)
+        if self.copy_ratio_ < COPY_RATIO:
+            warnings.warn(f"samples may copy training images: their distance to the nearest training image is "
+                          f"{self.copy_ratio_:.2f} of the training images' to each other near the codes and from the "
+                          "prior; the memorisation check (metrics.json) tells how many; fewer epochs or more images "
+                          "help", stacklevel=4)
+
     # ------------------------------------------------------------ inference
     prior = property(lambda self: self.lattice_.prior, doc="Name of the latent prior (see ``Lattice.prior``).")
 
@@ -253,13 +273,15 @@ class NeuroSQL(LatentGenerator):
 
     def sample_latent(self, m: int, seed: int | None = None) -> torch.Tensor:
         """m codes z (m, d) from the configured sampler (``sampler``), on the CPU; a seed makes them
-        reproducible. 'codes': a kernel density on the training codes (:func:`kernel_draws`);
-        'prior': the lattice's prior, as the paper samples."""
-        if self.config.sampler == "prior":
+        reproducible. 'codes': a kernel density on the training codes (:func:`kernel_draws`) at the
+        bandwidth the copy guard chose after training, or the prior where it found those draws to be
+        copies of training images; 'prior': the lattice's prior, as the paper samples."""
+        if self.config.sampler == "prior" or self.bandwidth_ is None:  # None: the copy guard chose the prior
             return super().sample_latent(m, seed)
         self._check_fitted()
         check_count(m)
-        return kernel_draws(self.codes_, torch.Generator().manual_seed(seed) if seed is not None else None)(m)
+        generator = torch.Generator().manual_seed(seed) if seed is not None else None
+        return kernel_draws(self.codes_, generator, self.bandwidth_)(m)
 
     def sample(self, m: int, seed: int | None = None, label=None) -> torch.Tensor:
         """m new images G(z), z from :meth:`sample_latent`; a seed makes them reproducible.
@@ -302,9 +324,11 @@ class NeuroSQL(LatentGenerator):
 
     def _extra_state(self) -> dict:
         return {**self.bank_.state_dict(self._shard), "labels": None if self.labels_ is None else self.labels_.tolist(),
-                "assign_batch_rule": self.assign_batch_rule_}
+                "assign_batch_rule": self.assign_batch_rule_, "bandwidth": self.bandwidth_, "copy_ratio": self.copy_ratio_}
 
     def _load_extra(self, extra: dict) -> None:
         self.bank_ = CodeBank.from_state(extra, self.config.momentum, self.device_)
         self.labels_ = None if extra.get("labels") is None else np.asarray(extra["labels"])
         self.assign_batch_rule_ = extra.get("assign_batch_rule")  # None in checkpoints from before the rule
+        self.bandwidth_ = extra.get("bandwidth", 1.0)  # checkpoints from before the copy guard sample at h
+        self.copy_ratio_ = extra.get("copy_ratio")
