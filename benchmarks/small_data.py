@@ -211,7 +211,8 @@ def run_one(name: str, params: dict, seed: int = SEED) -> dict:
         "recon_ssim": reconstruction_ssim(fitted, reconstructed), "wall_s": wall,
         "epochs_run": model.epochs_run_, "updates": model.updates_,
         "resolved": {"lr": model.config.lr, "batch_size": model.budget_.batch_size, "epochs": model.budget_.epochs,
-                     "latent_dim": model.config.latent_dim, "sampler": model.config.sampler},
+                     "latent_dim": model.config.latent_dim, "sampler": model.config.sampler,
+                     "sampler_bandwidth": model.bandwidth_, "copy_ratio": model.copy_ratio_},
     }
 
 
