@@ -106,11 +106,11 @@ def sample_class_codes(
     )
 
 
-def kernel_draws(codes: torch.Tensor, generator: torch.Generator | None,
-                 bandwidth: float = 1.0) -> Callable[[int], torch.Tensor]:
-    """A ``draw(count)`` from a Gaussian kernel density on the training codes: z = Ẑ_i + (f h / √d) ε,
-    i uniform, ε ~ N(0, I_d), h the median distance from a code to its nearest other code, f the
-    ``bandwidth`` factor (:func:`copy_guard` picks it after training), all from ``generator``.
+def kernel_draws(codes: torch.Tensor, generator: torch.Generator | None) -> Callable[..., torch.Tensor]:
+    """A ``draw(count, bandwidth=1)`` from a Gaussian kernel density on the training codes:
+    z = Ẑ_i + (f h / √d) ε, i uniform, ε ~ N(0, I_d), h the median distance from a code to its nearest
+    other code, f the ``bandwidth`` factor (:func:`copy_guard` picks it after training), all from
+    ``generator``.
 
     G is fitted at the training codes, so it draws clean images near them, whereas a prior draw in
     d ≥ 8 dimensions lands far from every one of a few hundred codes, where G was never trained
@@ -125,7 +125,7 @@ def kernel_draws(codes: torch.Tensor, generator: torch.Generator | None,
     n, d = codes.shape
     h = nearest_distances(codes).median() if n > 1 else torch.tensor(1.0)
 
-    def draw(count: int) -> torch.Tensor:
+    def draw(count: int, bandwidth: float = 1.0) -> torch.Tensor:
         i = torch.randint(n, (count,), generator=generator)
         return codes[i] + bandwidth * h / math.sqrt(d) * torch.randn(count, d, generator=generator)
 
@@ -150,19 +150,13 @@ def copy_guard(codes: torch.Tensor, images, decode: Callable, cost: Callable, pr
     GUARD_DRAWS draws per candidate and as many seeded training images are compared with all n
     training images: (1 + candidates tried) GUARD_DRAWS n costs.
     """
-    codes = codes.detach().cpu()
-    n, d = codes.shape
     generator = torch.Generator().manual_seed(seed)
-    held = torch.randperm(n, generator=generator)[:GUARD_DRAWS].sort().values
+    held = torch.randperm(len(codes), generator=generator)[:GUARD_DRAWS].sort().values
     leave_one_out = _nearest_cost(images[held], images, cost, exclude=held).median()
-    h = nearest_distances(codes).median()
+    draw = kernel_draws(codes, generator)
     best = None
     for f in (*BANDWIDTHS, None):
-        if f is None:
-            z = prior(GUARD_DRAWS, generator)
-        else:
-            i = torch.randint(n, (GUARD_DRAWS,), generator=generator)
-            z = codes[i] + f * h / math.sqrt(d) * torch.randn(GUARD_DRAWS, d, generator=generator)
+        z = prior(GUARD_DRAWS, generator) if f is None else draw(GUARD_DRAWS, f)
         ratio = float(_nearest_cost(decode(z), images, cost).median() / leave_one_out)
         if ratio >= COPY_RATIO:
             return f, ratio

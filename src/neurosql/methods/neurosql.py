@@ -281,7 +281,7 @@ class NeuroSQL(LatentGenerator):
         self._check_fitted()
         check_count(m)
         generator = torch.Generator().manual_seed(seed) if seed is not None else None
-        return kernel_draws(self.codes_, generator, self.bandwidth_)(m)
+        return kernel_draws(self.codes_, generator)(m, self.bandwidth_)
 
     def sample(self, m: int, seed: int | None = None, label=None) -> torch.Tensor:
         """m new images G(z), z from :meth:`sample_latent`; a seed makes them reproducible.
