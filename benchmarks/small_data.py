@@ -181,9 +181,9 @@ SETS = {
 GRID = [{"lr": lr, "batch_size": b, "steps": 2000} for lr in (2e-4, 2e-3) for b in (16, 64)]
 
 
-SAMPLE_KEYS = ("pfid", "kid", "precision", "recall", "fd_vgg", "precision_vgg", "recall_vgg", "memorisation_ratio",
-               "copy_fraction", "colour_fd")  # colour_fd: RGB sets only
-RECON_KEYS = ("pfid", "fd_vgg", "precision_vgg", "recall_vgg")  # of held-out reconstructions G(encode(x)),
+SAMPLE_KEYS = ("pfid", "kid", "precision", "recall", "nn1_accuracy_vgg", "nn1_fake_vgg", "fd_vgg", "precision_vgg",
+               "recall_vgg", "memorisation_ratio", "copy_fraction", "colour_fd")  # colour_fd: RGB sets only
+RECON_KEYS = ("pfid", "nn1_accuracy_vgg", "nn1_fake_vgg", "fd_vgg", "precision_vgg", "recall_vgg")  # of held-out reconstructions G(encode(x)),
 # the ceiling of what G draws for new images of the set; prior_* are the samples of the paper's prior draws
 
 
@@ -299,7 +299,8 @@ def _seed_table(results: dict) -> list[str]:
 
 def _quality_table(results: dict) -> list[str]:
     """Per (set, configuration), the mean over seeds of what sees sample quality, for the model's own
-    samples and for the paper's prior draws from the same model: VGG-feature FD, precision, recall,
+    samples and for the paper's prior draws from the same model: the VGG-feature 1-NN test (its
+    reconstructions' beside it; runs from before the test show nan), FD, precision, recall,
     the FD over that of held-out reconstructions (the ceiling of what G draws), and the memorisation
     ratio (samples are copies well below 1)."""
     groups: dict[tuple, list[dict]] = {}
@@ -308,23 +309,26 @@ def _quality_table(results: dict) -> list[str]:
             groups.setdefault((r["set"], label(r["params"])), []).append(r)
     lines = []
     for (name, params), rs in sorted(groups.items(), key=lambda g: (list(SETS).index(g[0][0]), g[0][1] != "{}", g[0][1])):
-        mean = lambda k: float(np.mean([r[k] for r in rs]))
+        mean = lambda k: float(np.mean([r[k] if r.get(k) is not None else np.nan for r in rs]))
         res = rs[0]["resolved"]
         for sampler, p in ((res["sampler"], ""), ("prior (paper)", "prior_")):
             lines.append(
                 f"| {name} | {'defaults' if params == '{}' else '`' + params + '`'} | {res['latent_dim']} | {sampler} | "
-                f"{len(rs)} | {mean(p + 'pfid'):.3f} | {mean(p + 'fd_vgg'):.3f} | "
+                f"{len(rs)} | {mean(p + 'nn1_accuracy_vgg'):.2f} / {mean(p + 'nn1_fake_vgg'):.2f} | "
+                f"{mean('recon_nn1_accuracy_vgg'):.2f} / {mean('recon_nn1_fake_vgg'):.2f} | "
+                f"{mean(p + 'pfid'):.3f} | {mean(p + 'fd_vgg'):.3f} | "
                 f"{mean(p + 'fd_vgg') / mean('recon_fd_vgg'):.2f} | {mean(p + 'precision_vgg'):.2f} | "
                 f"{mean(p + 'recall_vgg'):.2f} | {mean(p + 'memorisation_ratio'):.2f} | {mean(p + 'copy_fraction'):.2f} |")
             if res["sampler"] == "prior":
                 break
     if not lines:
         return []
-    return ["", "Samples as pretrained VGG features see them (mean over seeds); FD ÷ recon is the samples' VGG-FD "
-            "over that of held-out reconstructions:", "",
-            "| set | run | d | sampler | seeds | pFID ↓ | VGG-FD ↓ | FD ÷ recon ↓ | VGG precision ↑ | VGG recall ↑ | "
+    return ["", "Samples as pretrained VGG features see them (mean over seeds); 1-NN is the balanced leave-one-out "
+            "1-NN accuracy of telling them from held-out images / its generated side (0.5 best, 1 always told apart), "
+            "beside the same for held-out reconstructions; FD ÷ recon is the samples' VGG-FD over that of the reconstructions:", "",
+            "| set | run | d | sampler | seeds | 1-NN / fake side (VGG) → 0.5 | recon 1-NN / fake side | pFID ↓ | VGG-FD ↓ | FD ÷ recon ↓ | VGG precision ↑ | VGG recall ↑ | "
             "memorisation ratio (≥ 0.8) | copy fraction |",
-            "|---|---|---|---|---|---|---|---|---|---|---|---|", *lines]
+            "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|", *lines]
 
 
 def main(argv: list[str] | None = None) -> None:

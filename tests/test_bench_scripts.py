@@ -51,17 +51,22 @@ def test_small_data_quality_table_puts_samples_beside_prior_draws_and_reconstruc
 
     def result(seed, fd, prior_fd):
         quality = {"pfid": 0.5, "kid": 0.01, "precision": 0.9, "recall": 0.5, "fd_vgg": fd, "precision_vgg": 0.7,
-                   "recall_vgg": 0.6, "memorisation_ratio": 0.9, "copy_fraction": 0.0}
+                   "recall_vgg": 0.6, "memorisation_ratio": 0.9, "copy_fraction": 0.0, "nn1_accuracy_vgg": 0.5 + seed / 10,
+                   "nn1_fake_vgg": 0.8}
         return {"set": "brain@64", "params": {}, "seed": seed, "n_train": 200, "recon_ssim": 0.9, "wall_s": 60.0,
                 "updates": 2000, **quality, **{f"prior_{k}": v for k, v in quality.items()}, "prior_fd_vgg": prior_fd,
-                "recon_fd_vgg": 0.5, "resolved": {"lr": 2e-3, "batch_size": 8, "epochs": 80, "latent_dim": 16,
+                "recon_fd_vgg": 0.5, "recon_nn1_accuracy_vgg": 0.6, "recon_nn1_fake_vgg": 0.7, "resolved": {"lr": 2e-3, "batch_size": 8, "epochs": 80, "latent_dim": 16,
                                                   "sampler": "codes"}}
 
     results = {key("brain@64", {}, s): result(s, fd, pf) for s, fd, pf in ((0, 0.8, 2.0), (1, 1.2, 3.0))}
     write_table(results, tmp_path / "t.md")
     text = (tmp_path / "t.md").read_text()
-    assert "| brain@64 | defaults | 16 | codes | 2 | 0.500 | 1.000 | 2.00 | 0.70 | 0.60 | 0.90 | 0.00 |" in text
-    assert "| brain@64 | defaults | 16 | prior (paper) | 2 | 0.500 | 2.500 | 5.00 |" in text
+    assert ("| brain@64 | defaults | 16 | codes | 2 | 0.55 / 0.80 | 0.60 / 0.70 | 0.500 | 1.000 | 2.00 | 0.70 | 0.60 | "
+            "0.90 | 0.00 |") in text
+    assert "| brain@64 | defaults | 16 | prior (paper) | 2 | 0.55 / 0.80 | 0.60 / 0.70 | 0.500 | 2.500 | 5.00 |" in text
+    del results[key("brain@64", {}, 1)]["nn1_accuracy_vgg"]  # a run from before the 1-NN test
+    write_table(results, tmp_path / "t.md")
+    assert "| codes | 2 | nan / 0.80 |" in (tmp_path / "t.md").read_text()
 
 
 def test_training_path_case_reads_the_fits_phases():

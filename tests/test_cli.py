@@ -128,3 +128,17 @@ def test_command_options_are_declared_once_with_their_bounds():
                       (["encode", "--checkpoint", "r", "--refine-steps", "-2"], EncodeOptions)):
         with pytest.raises(NeuroSQLError, match="must be >="):
             cls.from_args(parser.parse_args(argv))
+
+
+def test_summary_leads_with_what_sees_sample_quality_and_marks_coarse_knn_numbers(capsys):
+    from neurosql.cli import print_metrics
+
+    metrics = {"pfid": 0.5, "precision": 1.0, "precision_vgg": 1.0, "fd_vgg": 0.4, "nn1_accuracy_vgg": 0.93,
+               "knn_note": "only 29 held-out images per set"}
+    with pytest.warns(UserWarning, match="only 29"):
+        print_metrics(metrics)
+    lines = capsys.readouterr().out.splitlines()
+    assert [line.split()[0] for line in lines] == ["nn1_accuracy_vgg", "fd_vgg", "precision_vgg", "pfid", "precision"]
+    assert [line.endswith("(coarse: too few test images)") for line in lines] == [False, False, True, False, True]
+    print_metrics({k: v for k, v in metrics.items() if k != "knn_note"})
+    assert "coarse" not in capsys.readouterr().out

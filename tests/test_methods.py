@@ -12,6 +12,7 @@ from neurosql import NeuroSQL, NeuroSQLConfig, NeuroSQLError
 from neurosql.cli import main
 from neurosql.engine import trainer
 from neurosql.methods import METHODS, VAE, build_method, load_model
+from neurosql.metrics import LEAD_KEYS
 from neurosql.persistence import CHECKPOINT_FORMAT, load_checkpoint
 
 SMALL = ["--latent-dim", "2", "--width", "8", "--limit", "40", "--resolution", "16", "--no-progress"]
@@ -34,6 +35,8 @@ def test_cli_trains_resumes_samples_and_evaluates_every_method(tmp_path, method,
     assert main(["evaluate", "--checkpoint", str(out), "-n", "40", "--no-downstream"]) == 0
     metrics = json.loads((out / "eval" / "metrics.json").read_text())
     assert np.isfinite(metrics["pfid"])
+    lead = [k for k in LEAD_KEYS if k in metrics]  # what sees sample quality comes first in the file
+    assert "nn1_accuracy_vgg" in lead and list(metrics)[: len(lead)] == lead
 
 
 def _crash_after(model, steps: int) -> None:

@@ -169,7 +169,8 @@ def test_evaluate_images_reports_stlpips_and_vgg_metrics(mnist):
     assert set(out) <= set(METRIC_DEFINITIONS)
     assert out["lpips_variant"] == STLPIPS_VARIANT and out["lpips"] > 0 and out["lpips_reason"] is None
     assert out["vgg_reason"] is None and out["n_real"] == out["n_fake"] == 12
-    for key in ("fd_vgg", "kid_vgg", "kid_se_vgg", "precision_vgg", "recall_vgg", "density_vgg", "coverage_vgg"):
+    for key in ("nn1_accuracy_vgg", "nn1_fake_vgg", "fd_vgg", "kid_vgg", "kid_se_vgg", "precision_vgg", "recall_vgg",
+                "density_vgg", "coverage_vgg", "nn1_accuracy", "nn1_fake"):
         assert np.isfinite(out[key]), key
     features = VGGFeatureNet(load_stlpips())(X[:12])
     assert features.shape == (12, 1472)

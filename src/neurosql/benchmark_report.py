@@ -29,6 +29,7 @@ METRICS = (
     ("recall", "recall ↑", True),
     ("ssim", "SSIM ↑", True),
     ("lpips", "LPIPS ↓", False),
+    ("nn1_accuracy_vgg", "1-NN-VGG → 0.5", False),
     ("fd_vgg", "FD-VGG ↓", False),
     ("kid_vgg", "KID-VGG ↓", False),
     ("precision_vgg", "precision-VGG ↑", True),

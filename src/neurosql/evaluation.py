@@ -15,7 +15,7 @@ import numpy as np
 import torch
 
 from .metrics import (
-    METRIC_DEFINITIONS, colour_error, downstream_score, evaluate_images, knn_label, memorisation, nearest_training,
+    METRIC_DEFINITIONS, colour_error, quality_first, downstream_score, evaluate_images, knn_label, memorisation, nearest_training,
     reconstruction_ssim,
 )
 from .metrics.volumes import VOLUME_DEFINITIONS, evaluate_volumes
@@ -127,7 +127,7 @@ def evaluate_volume_model(model, real_test: torch.Tensor, *, real_train: torch.T
 def write_evaluation(model, out: str | Path, metrics: dict, real_test: torch.Tensor, train_labels=None, seed: int = 0,
                      real_train: torch.Tensor | None = None) -> Path:
     """metrics.json, the pictures and report.md in ``out``; ``nearest.png`` when ``real_train`` (images) is given."""
-    out = Path(out)
+    out, metrics = Path(out), quality_first(metrics)
     write_json(out / "metrics.json", metrics)
     samples = model.sample(64, seed=seed)
     save_grid(samples, out / "samples.png", nrow=8)

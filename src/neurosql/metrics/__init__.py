@@ -26,6 +26,7 @@ from neurosql.metrics.lpips import (
 )
 from neurosql.metrics.memorisation import MEMORISATION_DEFINITIONS, memorisation, nearest_training
 from neurosql.metrics.prdc import prdc
+from neurosql.metrics.two_sample import nn1_test
 from neurosql.metrics.ssim_stats import nearest_real_ssim, random_pairs, reconstruction_ssim, sampled_pairs_ssim
 
 METRIC_DEFINITIONS: dict[str, str] = {
@@ -35,6 +36,12 @@ METRIC_DEFINITIONS: dict[str, str] = {
     "kid_se": "standard error of the KID subset average (subset-sampling error only); None when it cannot be "
               "estimated (one subset, or 2 images per set)",
     "kid_subset_size": "images per set in each KID subset: min(1000, half the smaller set), at least 2",
+    "nn1_accuracy": "balanced leave-one-out 1-NN accuracy of telling generated from real images by their features "
+                    "(0.5: indistinguishable, 1: always told apart, well below 0.5: near-copies; stays meaningful "
+                    "with a few dozen images, unlike precision/recall)",
+    "nn1_fake": "the generated half of that test: share of generated images whose nearest neighbour is another "
+                "generated image (0.5 for equal laws and equal sets; near 1 for mush or blur huddled near the data's "
+                "mean, which the balanced accuracy can miss; fidelity)",
     "precision": "share of generated images inside the real k-NN manifold, k=3 (fidelity; higher is better)",
     "recall": "share of real images inside the generated k-NN manifold, k=3 (diversity; higher is better)",
     "density": "mean number of real k-NN balls (k=5) holding each generated image, divided by k (fidelity; ~1 for equal laws, can exceed 1)",
@@ -46,6 +53,10 @@ METRIC_DEFINITIONS: dict[str, str] = {
               "not comparable with Inception FID)",
     "kid_vgg": "KID on the same VGG features (lower is better)",
     "kid_se_vgg": "standard error of kid_vgg (subset-sampling error only)",
+    "nn1_accuracy_vgg": "nn1_accuracy on the VGG features: the first number to read (0.5 is best; near 1 the "
+                        "samples are told apart from the held-out images, as clouds or mush are)",
+    "nn1_fake_vgg": "nn1_fake on the VGG features (0.5 is best; near 1: the samples resemble each other more "
+                    "than any held-out image)",
     "precision_vgg": "precision (k=3) on the VGG features (fidelity; higher is better)",
     "recall_vgg": "recall (k=3) on the VGG features (diversity; higher is better)",
     "density_vgg": "density (k=5) on the VGG features (fidelity; ~1 for equal laws)",
@@ -93,12 +104,13 @@ def _feature_net(features, real, real_labels, seed: int) -> tuple[nn.Module, str
 
 
 PRDC_KEYS = ("precision", "recall", "density", "coverage")
-VGG_KEYS = ("fd_vgg", "kid_vgg", "kid_se_vgg", *(f"{k}_vgg" for k in PRDC_KEYS))
+VGG_KEYS = ("nn1_accuracy_vgg", "nn1_fake_vgg", "fd_vgg", "kid_vgg", "kid_se_vgg", *(f"{k}_vgg" for k in PRDC_KEYS))
 
 
 def _distribution_metrics(f_real, f_fake, kid_subsets: int, kid_subset_size: int, seed: int) -> dict:
-    """FD, KID and precision/recall/density/coverage of two feature sets; PRDC skipped with its reason when too few."""
-    out = {"fd": fid_from_features(f_real, f_fake)}
+    """FD, the 1-NN test, KID and precision/recall/density/coverage of two feature sets; PRDC skipped with its
+    reason when too few."""
+    out = {"fd": fid_from_features(f_real, f_fake), **nn1_test(f_real, f_fake)}
     out |= kid(f_real, f_fake, kid_subsets, kid_subset_size, seed)
     try:
         out |= prdc(f_real, f_fake) | {"prdc_reason": None}
@@ -117,8 +129,19 @@ def _vgg_metrics(real_sub, fake_sub, enabled: bool, kid_subsets: int, kid_subset
     f_real = extract_features(net, real_sub, batch_size)  # (m, 1472)
     f_fake = extract_features(net, fake_sub, batch_size)
     got = _distribution_metrics(f_real, f_fake, kid_subsets, kid_subset_size, seed)
-    return {"fd_vgg": got["fd"], "kid_vgg": got["kid"], "kid_se_vgg": got["kid_se"],
+    return {"nn1_accuracy_vgg": got["nn1_accuracy"], "nn1_fake_vgg": got["nn1_fake"], "fd_vgg": got["fd"], "kid_vgg": got["kid"],
+            "kid_se_vgg": got["kid_se"],
             **{f"{k}_vgg": got[k] for k in PRDC_KEYS}, "vgg_reason": None}
+
+
+# What sees sample quality, in the order every summary, metrics.json and report.md shows it first.
+LEAD_KEYS = ("nn1_accuracy_vgg", "nn1_fake_vgg", "fd_vgg", "precision_vgg", "recall_vgg", "memorisation_ratio",
+             "copy_fraction")
+
+
+def quality_first(metrics: dict) -> dict:
+    """``metrics`` with the LEAD_KEYS it holds moved to the front, the rest in their order."""
+    return {k: metrics[k] for k in LEAD_KEYS if k in metrics} | metrics
 
 
 KNN_RELIABLE = 100  # images per set below which k-NN precision/recall move in coarse steps
@@ -130,7 +153,7 @@ def knn_note(n: int) -> str | None:
         return None
     return (f"only {n} held-out images per set: k-NN precision/recall move in steps of {1 / n:.2f} and their "
             f"k-NN balls are wide; read them as coarse (at least ~{KNN_RELIABLE} images are needed), "
-            "and prefer fd_vgg and the memorisation check")
+            "and read nn1_accuracy_vgg, fd_vgg and the memorisation check first")
 
 
 def evaluate_images(real, fake, *, real_labels=None, n: int = 2048, seed: int = 0, features="proxy",
@@ -185,7 +208,7 @@ __all__ = [
     "METRIC_DEFINITIONS", "evaluate_images",
     "ProxyFeatureNet", "VGGFeatureNet", "AntialiasedVGG16", "stlpips_available", "extract_features", "matched_subsets",
     "frechet_distance", "fid_from_features", "proxy_fid", "colour_fd", "colour_error",
-    "kid", "mmd2_unbiased", "prdc", "memorisation", "nearest_training", "knn_note",
+    "kid", "mmd2_unbiased", "prdc", "nn1_test", "LEAD_KEYS", "quality_first", "memorisation", "nearest_training", "knn_note",
     "reconstruction_ssim", "random_pairs", "sampled_pairs_ssim", "nearest_real_ssim",
     "LPIPS", "STLPIPS", "load_lpips", "load_stlpips", "lpips_available", "lpips_distance", "paired_lpips",
     "SmallCNN", "DomainFeatureNet", "train_classifier", "evaluate_classifier", "macro_precision_recall",
