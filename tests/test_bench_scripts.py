@@ -51,12 +51,12 @@ def test_small_data_quality_table_puts_samples_beside_prior_draws_and_reconstruc
 
     def result(seed, fd, prior_fd):
         quality = {"pfid": 0.5, "kid": 0.01, "precision": 0.9, "recall": 0.5, "fd_vgg": fd, "precision_vgg": 0.7,
-                   "recall_vgg": 0.6, "memorisation_ratio": 0.9, "copy_fraction": 0.0, "nn1_accuracy_vgg": 0.5 + seed / 10,
-                   "nn1_fake_vgg": 0.8}
+                   "recall_vgg": 0.6, "memorisation_ratio": 0.9, "copy_fraction": 0.0,
+                   "nn1_accuracy_vgg": 0.5 + seed / 10, "nn1_fake_vgg": 0.8}
         return {"set": "brain@64", "params": {}, "seed": seed, "n_train": 200, "recon_ssim": 0.9, "wall_s": 60.0,
                 "updates": 2000, **quality, **{f"prior_{k}": v for k, v in quality.items()}, "prior_fd_vgg": prior_fd,
-                "recon_fd_vgg": 0.5, "recon_nn1_accuracy_vgg": 0.6, "recon_nn1_fake_vgg": 0.7, "resolved": {"lr": 2e-3, "batch_size": 8, "epochs": 80, "latent_dim": 16,
-                                                  "sampler": "codes"}}
+                "recon_fd_vgg": 0.5, "fit_nn1_accuracy_vgg": 0.6, "fit_nn1_fake_vgg": 0.7,
+                "resolved": {"lr": 2e-3, "batch_size": 8, "epochs": 80, "latent_dim": 16, "sampler": "codes"}}
 
     results = {key("brain@64", {}, s): result(s, fd, pf) for s, fd, pf in ((0, 0.8, 2.0), (1, 1.2, 3.0))}
     write_table(results, tmp_path / "t.md")
