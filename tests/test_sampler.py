@@ -143,3 +143,30 @@ def test_a_fit_whose_every_draw_copies_warns(digits, monkeypatch):
     monkeypatch.setattr(model_module, "copy_guard", lambda *args: (1.0, 0.3))
     with pytest.warns(UserWarning, match="samples may copy training images: .* 0.30"):
         NeuroSQL(latent_dim=3, epochs=1, batch_size=16, width=8, seed=0, progress=False).fit(digits[:40])
+
+
+def test_kernel_bandwidth_is_exact_up_to_h_codes_and_a_close_fixed_estimate_above(monkeypatch):
+    codes = torch.randn(600, 4, generator=torch.Generator().manual_seed(0))
+    distance = torch.cdist(codes.double(), codes.double()).fill_diagonal_(float("inf"))
+    exact = float(distance.min(dim=1).values.median())
+    assert code_sampling.kernel_bandwidth(codes) == pytest.approx(exact, rel=1e-5)
+    rows = torch.tensor([3, 9, 598])
+    assert torch.allclose(code_sampling.nearest_distances(codes, rows).double(), distance.min(dim=1).values[rows],
+                          atol=1e-5)
+    monkeypatch.setattr(code_sampling, "H_CODES", 200)  # a third of the codes stand in for all
+    estimate = code_sampling.kernel_bandwidth(codes)
+    assert estimate != pytest.approx(exact, rel=1e-6) and estimate == pytest.approx(exact, rel=0.1)
+    assert code_sampling.kernel_bandwidth(codes) == estimate  # a fixed subset: the same h every call
+
+
+def test_sample_computes_h_once_per_state_of_the_codes(fitted, monkeypatch):
+    import copy
+
+    import neurosql.methods.neurosql as module
+
+    model, calls = copy.deepcopy(fitted), []
+    monkeypatch.setattr(module, "kernel_bandwidth", lambda codes: calls.append(1) or code_sampling.kernel_bandwidth(codes))
+    first = model.sample_latent(8, seed=1)
+    assert torch.equal(model.sample_latent(8, seed=1), first) and len(calls) == 1  # cached
+    model.codes_.mul_(2)  # training moves the codes in place: h follows them
+    assert torch.allclose(model.sample_latent(8, seed=1), 2 * first, atol=1e-5) and len(calls) == 2

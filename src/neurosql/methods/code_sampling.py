@@ -33,6 +33,7 @@ MAX_ROUNDS = 10  # rejection rounds before giving up on a class the model rarely
 MAX_DRAWS_PER_ROUND = 200_000  # bounds the time of one round's vote (m·n·d)
 SLACK = 1.25  # over-draw against an acceptance rate that is only an estimate
 NN_BLOCK = 1 << 24  # distances held at once by nearest_distances (64 MB); all of them up to n = 4096
+H_CODES = 4096  # codes whose nearest-code distance gives h; above that many, a fixed seeded subset of them
 BANDWIDTHS = (1.0, 2 ** 0.25, 2 ** 0.5)  # factors of the kernel bandwidth h copy_guard tries before the prior
 COPY_RATIO = 0.85  # draws are new when their copy ratio reaches this (the memorisation check's bar, 0.8, plus a margin)
 GUARD_DRAWS = 128  # draws per candidate copy_guard tries, and training images it measures leave-one-out
@@ -106,11 +107,27 @@ def sample_class_codes(
     )
 
 
-def kernel_draws(codes: torch.Tensor, generator: torch.Generator | None) -> Callable[..., torch.Tensor]:
+def kernel_bandwidth(codes: torch.Tensor) -> float:
+    """h of :func:`kernel_draws`: the median distance from a code to its nearest other code, over
+    every code up to H_CODES codes and over a fixed seeded subset of H_CODES above (each against all
+    n): the exact median took 14 s at n = 3·10⁴ on a busy core, growing as n², and every sample()
+    call paid it.
+    Shapes: codes (n, d), n >= 1 (h = 1 for one code). O(min(n, H_CODES) n d) time."""
+    codes = codes.detach().cpu()
+    if len(codes) < 2:
+        return 1.0
+    rows = None
+    if len(codes) > H_CODES:
+        rows = torch.randperm(len(codes), generator=torch.Generator().manual_seed(0))[:H_CODES].sort().values
+    return float(nearest_distances(codes, rows).median())
+
+
+def kernel_draws(codes: torch.Tensor, generator: torch.Generator | None,
+                 h: float | None = None) -> Callable[..., torch.Tensor]:
     """A ``draw(count, bandwidth=1)`` from a Gaussian kernel density on the training codes:
     z = Ẑ_i + (f h / √d) ε, i uniform, ε ~ N(0, I_d), h the median distance from a code to its nearest
-    other code, f the ``bandwidth`` factor (:func:`copy_guard` picks it after training), all from
-    ``generator``.
+    other code (:func:`kernel_bandwidth`, unless given), f the ``bandwidth`` factor
+    (:func:`copy_guard` picks it after training), all from ``generator``.
 
     G is fitted at the training codes, so it draws clean images near them, whereas a prior draw in
     d ≥ 8 dimensions lands far from every one of a few hundred codes, where G was never trained
@@ -118,12 +135,11 @@ def kernel_draws(codes: torch.Tensor, generator: torch.Generator | None) -> Call
     other code, so draws are not copies of training images (on 64-px brain slices at d = 16 the
     samples' median distance to their nearest training image was 0.90 of that of held-out images;
     draws on the segments between neighbouring codes, or at h / 2, gave 0.32 and 0.52).
-    Shapes: codes (n, d) → draw(count) (count, d). Set-up O(n² d) time, O(n) memory
-    (:func:`nearest_distances`); each draw O(d).
+    Shapes: codes (n, d) → draw(count) (count, d). Each draw O(d).
     """
     codes = codes.detach().cpu()
     n, d = codes.shape
-    h = nearest_distances(codes).median() if n > 1 else torch.tensor(1.0)
+    h = kernel_bandwidth(codes) if h is None else h
 
     def draw(count: int, bandwidth: float = 1.0) -> torch.Tensor:
         i = torch.randint(n, (count,), generator=generator)
@@ -177,16 +193,19 @@ def _nearest_cost(x, images, cost: Callable, exclude: torch.Tensor | None = None
     return best
 
 
-def nearest_distances(codes: torch.Tensor) -> torch.Tensor:
-    """Distance from each code to its nearest other code: codes (n, d), n >= 2 → (n,).
-    Blocks of rows against all codes, at most NN_BLOCK distances at once: O(n² d) time and
-    O(n) memory, where the whole n × n matrix would take 40 GB at n = 10⁵ (Algorithm 2's sizes)."""
+def nearest_distances(codes: torch.Tensor, rows: torch.Tensor | None = None) -> torch.Tensor:
+    """Distance from each code (or each of ``codes[rows]``) to its nearest other code:
+    codes (n, d), n >= 2 → (n,) or (len(rows),). Blocks of rows against all codes, at most NN_BLOCK
+    distances at once: O(rows n d) time and O(n) memory, where the whole n × n matrix would take
+    40 GB at n = 10⁵ (Algorithm 2's sizes)."""
     n = len(codes)
-    rows = max(1, NN_BLOCK // n)
+    rows = torch.arange(n) if rows is None else rows
+    block = max(1, NN_BLOCK // n)
     nearest = []
-    for start in range(0, n, rows):
-        distance = torch.cdist(codes[start : start + rows], codes)  # (rows, n)
-        distance[:, start : start + rows].fill_diagonal_(math.inf)  # each code's distance to itself
+    for start in range(0, len(rows), block):
+        own = rows[start : start + block]
+        distance = torch.cdist(codes[own], codes)  # (block, n)
+        distance[torch.arange(len(own)), own] = math.inf  # each code's distance to itself
         nearest.append(distance.min(dim=1).values)
     return torch.cat(nearest)
 

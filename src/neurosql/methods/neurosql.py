@@ -17,7 +17,9 @@ from functools import partial
 import numpy as np
 import torch
 
-from .code_sampling import COPY_RATIO, check_labels, class_codes, copy_guard, kernel_draws, resolve_label
+from .code_sampling import (
+    COPY_RATIO, check_labels, class_codes, copy_guard, kernel_bandwidth, kernel_draws, resolve_label,
+)
 from ..core.assignment import ASSIGNMENTS, assign, exact_solution
 from ..core.generators import build_generator
 from ..core.algorithms import algorithm1_round, algorithm2_step
@@ -281,7 +283,17 @@ class NeuroSQL(LatentGenerator):
         self._check_fitted()
         check_count(m)
         generator = torch.Generator().manual_seed(seed) if seed is not None else None
-        return kernel_draws(self.codes_, generator)(m, self.bandwidth_)
+        return kernel_draws(self.codes_, generator, self._kernel_h())(m, self.bandwidth_)
+
+    def _kernel_h(self) -> float:
+        """h of the kernel (:func:`kernel_bandwidth`), computed once per state of the code bank: the
+        codes change in place during training (sample grids are drawn between epochs), so the key is
+        the tensor and its version counter."""
+        codes = self.codes_
+        key = (codes.data_ptr(), codes._version, codes.shape)
+        if getattr(self, "_h_cache", (None,))[0] != key:
+            self._h_cache = (key, kernel_bandwidth(codes))
+        return self._h_cache[1]
 
     def sample(self, m: int, seed: int | None = None, label=None) -> torch.Tensor:
         """m new images G(z), z from :meth:`sample_latent`; a seed makes them reproducible.
