@@ -10,6 +10,7 @@ import torch
 
 from neurosql import NeuroSQL
 from neurosql.core.assignment import assign
+from neurosql.core.lattice import make_lattice
 from neurosql.engine.distributed import Shard
 
 # Gloo's TCP transport and torchrun's rendezvous now and then lose a connection on a loaded
@@ -73,9 +74,10 @@ def test_two_process_training(tmp_path, assign_batch):
     assert n == 48 and model.codes_.shape == (n, 2)
     assert sorted(model.perm_.tolist()) == list(range(n))  # the bank covers every image, lattice points distinct
     # ρ = 1: every code is its lattice point. π₀ matches each rank's images (i ≡ r mod 2) to its own
-    # lattice points; a global assignment (Alg. 1) or images dealt afresh (Alg. 2) mixes them.
+    # share of the lattice; a global assignment (Alg. 1) or images dealt afresh (Alg. 2) mixes them.
     assert torch.equal(model.codes_, model.lattice_.points[torch.as_tensor(model.perm_)])
-    assert any(model.perm_[i] % 2 != i % 2 for i in range(n))
+    shares = [set(Shard(r, 2).lattice_share(n, 0).tolist()) for r in (0, 1)]
+    assert any(model.perm_[i] not in shares[i % 2] for i in range(n))
     rows = model.log_.rows
     assert rows[-1]["train_loss"] < rows[0]["train_loss"]
     assert model.sample(4, seed=0).shape == (4, 1, 28, 28)
@@ -107,6 +109,54 @@ def test_two_processes_solve_the_single_process_assignment(tmp_path):
     blocks = [np.arange(r, 31, 2) for r in (0, 1)]
     block_cost = sum(float(C[b][:, b][np.arange(len(b)), assign(C[b][:, b], "exact")].sum()) for b in blocks)
     assert float(C[np.arange(31), single].sum()) < block_cost
+
+
+DEALS = """
+import json, os, sys, numpy as np, torch, torch.distributed as dist
+from neurosql.core.code_bank import CodeBank
+from neurosql.core.lattice import make_lattice
+from neurosql.engine.distributed import init_from_environment
+shard = init_from_environment()
+n = 31  # odd: the ranks hold 16 and 15 images
+local = shard.indices(n)
+bank = CodeBank.initial(make_lattice("sobol_gaussian", n, 2, 0), local, local, np.arange(len(local)), 0.5, "cpu")
+bank.codes[:, 0] = torch.as_tensor(local, dtype=bank.codes.dtype)  # each image's code names the image
+held = [bank.local.tolist()]
+for epoch in (1, 2, 3):
+    held.append(bank.deal(shard, 0, epoch).tolist())
+codes, perm = bank.gather(shard)
+json.dump({"held": held, "names": codes[:, 0].tolist(), "perm": perm.tolist()}, open(f"{sys.argv[1]}.{shard.rank}", "w"))
+""" + LEAVE
+
+
+def test_dealt_banks_gather_each_image_with_its_own_code(tmp_path):
+    """Alg. 2 deals the images afresh every epoch, so after the first deal a process holds a random
+    subset, not the strided rows it set up with; gathering (the next deal, checkpoints, the final bank)
+    must put each code back on its own image. π = the strided start's identity, so it names images too."""
+    script = tmp_path / "deals.py"
+    script.write_text(DEALS)
+    torchrun(script, tmp_path / "out")
+    ranks = [json.loads((tmp_path / f"out.{r}").read_text()) for r in (0, 1)]
+    assert ranks[0]["held"][1] != list(range(0, 31, 2))  # the deals did move images between processes
+    for result in ranks:
+        assert result["names"] == list(range(31))
+        assert result["perm"] == list(range(31))
+
+
+def test_lattice_shares_are_spread_over_the_prior():
+    """π₀ matches each process's images to its share of the lattice, so every share must cover the
+    prior as the whole lattice does; a strided slice of a Sobol lattice does not."""
+    n = 2000
+    points = make_lattice("sobol_gaussian", n, 16, 0).points  # (n, d)
+    strided = points[Shard(0, 2).indices(n)]
+    assert strided.std(dim=0).min() < 0.7  # one coordinate keeps one sign: the reason for shares
+    shares = [Shard(r, 2).lattice_share(n, 0) for r in (0, 1)]
+    assert sorted(np.concatenate(shares).tolist()) == list(range(n))
+    for r, share in enumerate(shares):
+        assert len(share) == len(Shard(r, 2).indices(n))  # one point per image of the rank
+        Q = points[share]
+        assert Q.mean(dim=0).abs().max() < 0.15 and (Q.std(dim=0) - 1).abs().max() < 0.1
+    assert Shard().lattice_share(n, 0).tolist() == list(range(n))  # one process: the whole lattice, in order
 
 
 def test_shard_indices_partition_and_batches_match():

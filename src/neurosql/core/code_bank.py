@@ -92,13 +92,13 @@ class CodeBank:
         self.points = self.lattice.points.to(self.codes.device)  # Q (n, d) where the codes are
 
     @classmethod
-    def initial(cls, lattice: Lattice, local: np.ndarray, shard_perm: np.ndarray, momentum: float,
-                device) -> "CodeBank":
+    def initial(cls, lattice: Lattice, local: np.ndarray, points: np.ndarray, shard_perm: np.ndarray,
+                momentum: float, device) -> "CodeBank":
         """Ẑ⁽⁰⁾ = Q_π₀ (Alg. 1 line 2, Alg. 2 line 2): π₀ (``shard_perm``) matches the local images
-        to the local lattice points Q_local."""
-        Q = lattice.points[local].to(device)  # (n_local, d)
+        (global indices ``local``) to the lattice points of this process, Q_points (as many)."""
+        Q = lattice.points[points].to(device)  # (n_local, d)
         codes = Q[torch.as_tensor(shard_perm, device=device)].clone()
-        return cls(lattice, codes, local[shard_perm], local, momentum)
+        return cls(lattice, codes, points[shard_perm], local, momentum)
 
     @property
     def n(self) -> int:
@@ -144,7 +144,7 @@ class CodeBank:
 
     def gather(self, shard) -> tuple[torch.Tensor, torch.Tensor]:
         """The whole bank, Ẑ (n, d) and π (n,), on the CPU of every process."""
-        return shard.gather_bank(self.codes, torch.as_tensor(self.perm), self.n)
+        return shard.gather_bank(self.codes, torch.as_tensor(self.perm), self.n, self.local)
 
     def keep(self, local: np.ndarray, codes: torch.Tensor | None = None, perm=None) -> None:
         """Hold the rows ``local`` of the whole bank (``codes``, ``perm``; by default this bank's)."""

@@ -39,11 +39,18 @@ class Shard:
         return self.rank == 0
 
     def indices(self, n: int) -> np.ndarray:
-        """Training-image (and lattice) indices of this rank: every world-th one, from rank.
-
-        A strided slice of a low-discrepancy lattice is still spread over the prior.
-        """
+        """Training-image indices of this rank: every world-th one, from rank."""
         return np.arange(self.rank, n, self.world)
+
+    def lattice_share(self, n: int, seed: int) -> np.ndarray:
+        """The lattice points this rank's images ``indices(n)`` are matched to by π₀, as many as
+        they, sorted: a seeded random share (the deal before the first epoch); all n in one process.
+
+        Not a strided slice: every second point of a scrambled Sobol lattice has one coordinate of
+        one sign (n = 10⁴, d = 16: mean ±0.80, std 0.60), so with two processes that coordinate
+        told the processes apart rather than the images, and stayed so through training.
+        """
+        return self.deal(n, seed, epoch=0)
 
     def check_enough_images(self, n: int) -> None:
         """Refuse more processes than pairs of the n training images: each needs two, as BatchNorm
@@ -93,28 +100,34 @@ class Shard:
         dist.broadcast(perm, src=0)
         return perm.cpu().numpy()
 
-    def gather_rows(self, local: torch.Tensor, n: int) -> torch.Tensor:
-        """Assemble the full (n, ...) tensor whose rows ``indices(n)`` each rank holds."""
+    def gather_rows(self, local: torch.Tensor, n: int, rows: np.ndarray | None = None) -> torch.Tensor:
+        """Assemble the full (n, ...) tensor of which each rank holds the rows ``rows`` (by default
+        ``indices(n)``); each rank sends its row indices with its rows, since after
+        :meth:`deal` a rank no longer holds the strided ones."""
         if not self.active:
             return local
-        size = -(-n // self.world)
+        rows = self.indices(n) if rows is None else np.asarray(rows)
+        size = -(-n // self.world)  # the largest share, strided or dealt
         padded = torch.zeros((size, *local.shape[1:]), dtype=local.dtype, device=_device())
         padded[: len(local)] = local.to(_device())
-        parts = [torch.empty_like(padded) for _ in range(self.world)]
+        index = torch.full((size,), -1, dtype=torch.int64, device=_device())  # -1: padding
+        index[: len(rows)] = torch.as_tensor(rows, dtype=torch.int64)
+        parts, indices = ([torch.empty_like(t) for _ in range(self.world)] for t in (padded, index))
         dist.all_gather(parts, padded)
+        dist.all_gather(indices, index)
         full = torch.empty((n, *local.shape[1:]), dtype=local.dtype)
-        for rank, part in enumerate(parts):
-            rows = np.arange(rank, n, self.world)
-            full[rows] = part[: len(rows)].cpu()
+        for part, index in zip(parts, indices):
+            held = index >= 0
+            full[index[held].cpu()] = part[held].cpu()
         return full
 
-
-    def gather_bank(self, codes: torch.Tensor, perm: torch.Tensor, n: int) -> tuple[torch.Tensor, torch.Tensor]:
-        """A code bank whose rows ``indices(n)`` each rank holds — codes Ẑ (n_local, d) and global
+    def gather_bank(self, codes: torch.Tensor, perm: torch.Tensor, n: int,
+                    rows: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
+        """A code bank of which each rank holds the rows ``rows`` — codes Ẑ (n_local, d) and global
         lattice indices π (n_local,) — whole, (n, d) and (n,), on the CPU of every rank."""
         if len(codes) == n:
             return codes.cpu(), perm
-        return self.gather_rows(codes, n), self.gather_rows(perm, n)
+        return self.gather_rows(codes, n, rows), self.gather_rows(perm, n, rows)
 
     def deal(self, n: int, seed: int, epoch: int) -> np.ndarray:
         """This rank's part of a fresh seeded deal of ``range(n)`` for ``epoch`` (the same on every

@@ -151,9 +151,10 @@ class NeuroSQL(LatentGenerator):
         self.labels_ = None if labels is None else labels[self.train_index_]  # (n,), aligned with codes_
         lattice = make_lattice(cfg.lattice, len(self.train_index_), cfg.latent_dim, cfg.seed)
         self.networks_["generator"] = self._backbone()
-        Q = lattice.points[self._local].to(self.device_)  # (n_local, d)
+        points = self._shard.lattice_share(lattice.n, cfg.seed)  # this process's share of Q
+        Q = lattice.points[points].to(self.device_)  # (n_local, d)
         shard_perm = initial_assignment(X, Q, cfg.init, cfg.seed, self._solve)  # π₀ within this process's shard
-        self.bank_ = CodeBank.initial(lattice, self._local, shard_perm, cfg.momentum, self.device_)
+        self.bank_ = CodeBank.initial(lattice, self._local, points, shard_perm, cfg.momentum, self.device_)
 
     lattice_ = property(lambda self: self.bank_.lattice, doc="The quantile lattice Q of the training images.")
     codes_ = property(lambda self: self.bank_.codes, doc="Ẑ (n, d): the code of each training image.")
