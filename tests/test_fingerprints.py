@@ -3,9 +3,13 @@ two gloo processes) must give the checkpoint tensors and samples recorded in
 ``fixtures/fingerprints.json``, which was written before the code-bank refactor (issue 24).
 
 A fingerprint of a tensor is its shape with its sum, absolute sum and sum of squares in float64;
-any change of what training computes moves them far beyond the tolerance, which only absorbs
-the last-bit differences of another CPU's vector width. Rewrite the file only for a change
-that is meant to alter results: ``python tests/test_fingerprints.py --write``.
+any change of what training computes moves them far beyond the tolerance, which absorbs last-bit
+differences. Four epochs amplify the last bits of another CPU's kernels (AVX-512 against the
+machine the file was first written on: the DDPM's weights moved by 5 %, one NeuroSQL code sum by
+6e-5), so each case holds one fingerprint per kind of machine seen, and a run must match one of
+them. Rewrite the file only for a change that is meant to alter results:
+``python tests/test_fingerprints.py --write`` (this machine's fingerprints only); a new kind of
+machine adds its own with ``--add`` after checking that the code is the one recorded.
 """
 
 from __future__ import annotations
@@ -126,14 +130,28 @@ def assert_same(found: dict, expected: dict) -> None:
         np.testing.assert_allclose(found[key][1:], stats, rtol=1e-5, atol=1e-6, err_msg=key)
 
 
+def assert_matches_one(found: dict, variants: list[dict]) -> None:
+    """``found`` is one of the recorded machines' fingerprints; else the first one's mismatch is raised."""
+    for variant in variants[1:]:
+        try:
+            return assert_same(found, variant)
+        except AssertionError:
+            pass
+    assert_same(found, variants[0])
+
+
+def recorded(name: str) -> list[dict]:
+    return json.loads(FIXTURE.read_text())[name]
+
+
 @pytest.mark.parametrize("name", list(CASES))
 def test_fixed_seed_runs_keep_their_fingerprints(name, tmp_path):
-    assert_same(run_case(name, tmp_path), json.loads(FIXTURE.read_text())[name])
+    assert_matches_one(run_case(name, tmp_path), recorded(name))
 
 
 @pytest.mark.parametrize("name", list(DISTRIBUTED))
 def test_two_process_runs_keep_their_fingerprints(name, tmp_path):
-    assert_same(run_distributed(name, tmp_path), json.loads(FIXTURE.read_text())[name])
+    assert_matches_one(run_distributed(name, tmp_path), recorded(name))
 
 
 def test_the_fingerprint_sees_a_one_step_change(tmp_path):
@@ -145,17 +163,26 @@ def test_the_fingerprint_sees_a_one_step_change(tmp_path):
     path = model.save(tmp_path / "more.pt")
     found = fingerprint(load_checkpoint(path), model.sample(6, seed=5))
     with pytest.raises(AssertionError):
-        assert_same(found, json.loads(FIXTURE.read_text())["neurosql-alg1"])
+        assert_matches_one(found, recorded("neurosql-alg1"))
 
 
-if __name__ == "__main__" and "--write" in sys.argv:
+if __name__ == "__main__" and ("--write" in sys.argv or "--add" in sys.argv):
     import tempfile
 
     sys.path.insert(0, str(Path(__file__).parent))
     with tempfile.TemporaryDirectory() as tmp:
         prints = {name: run_case(name, Path(tmp)) for name in CASES}
         prints.update({name: run_distributed(name, Path(tmp)) for name in DISTRIBUTED})
-    lines = [f' {json.dumps(case)}: {{\n' + ",\n".join(f"  {json.dumps(k)}: {json.dumps(v)}" for k, v in found.items())
-             + "\n }" for case, found in prints.items()]  # a tensor a line: diffs show which one moved
+    cases = {name: [found] for name, found in prints.items()}
+    if "--add" in sys.argv:  # keep every recorded machine, add this one where it differs
+        cases = json.loads(FIXTURE.read_text())
+        for name, found in prints.items():
+            try:
+                assert_matches_one(found, cases[name])
+            except AssertionError:
+                cases[name].append(found)
+    variant = lambda found: "  {\n" + ",\n".join(f"   {json.dumps(k)}: {json.dumps(v)}" for k, v in found.items()) + "\n  }"
+    lines = [f" {json.dumps(case)}: [\n" + ",\n".join(variant(v) for v in variants) + "\n ]"
+             for case, variants in cases.items()]  # a tensor a line: diffs show which one moved
     FIXTURE.write_text("{\n" + ",\n".join(lines) + "\n}\n")
-    print(f"wrote {len(prints)} fingerprints to {FIXTURE}")
+    print(f"wrote {sum(len(v) for v in cases.values())} fingerprints of {len(cases)} cases to {FIXTURE}")
