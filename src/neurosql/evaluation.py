@@ -15,8 +15,8 @@ import numpy as np
 import torch
 
 from .metrics import (
-    METRIC_DEFINITIONS, colour_error, quality_first, downstream_score, evaluate_images, knn_label, memorisation, nearest_training,
-    reconstruction_ssim,
+    METRIC_DEFINITIONS, colour_error, downstream_score, evaluate_images, knn_label, memorisation, nearest_training,
+    quality_first, reconstruction_ssim,
 )
 from .metrics.volumes import VOLUME_DEFINITIONS, evaluate_volumes
 from .persistence import write_json

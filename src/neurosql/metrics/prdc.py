@@ -5,7 +5,8 @@ from neurosql.errors import NeuroSQLError
 from neurosql.metrics._validate import check_features
 
 
-def _distances(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+def feature_distances(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """Euclidean distances (|a|, |b|) between feature rows, for the k-NN metrics."""
     # The direct (non-GEMM) form keeps self-distances exactly 0 and radii
     # comparisons free of cancellation error; the sets are at most a few thousand.
     return torch.cdist(a, b, compute_mode="donot_use_mm_for_euclid_dist")
@@ -43,8 +44,8 @@ def prdc(f_real, f_fake, k_pr: int = 3, k_dc: int = 5) -> dict:
             f"got {f_real.shape[0]} real, {f_fake.shape[0]} fake"
         )
     real, fake = torch.from_numpy(f_real), torch.from_numpy(f_fake)
-    d_real, d_fake = _distances(real, real), _distances(fake, fake)  # (N, N), (M, M)
-    d_cross = _distances(real, fake)  # (N, M)
+    d_real, d_fake = feature_distances(real, real), feature_distances(fake, fake)  # (N, N), (M, M)
+    d_cross = feature_distances(real, fake)  # (N, M)
 
     inside_real_pr = d_cross <= _knn_radii(d_real, k_pr)[:, None]  # (N, M): f_j in B(r_i)
     inside_fake_pr = d_cross <= _knn_radii(d_fake, k_pr)[None, :]  # (N, M): r_i in B(f_j)

@@ -13,6 +13,7 @@ import torch
 
 from neurosql.errors import NeuroSQLError
 from neurosql.metrics._validate import check_features
+from neurosql.metrics.prdc import feature_distances
 
 
 def nn1_test(f_real, f_fake) -> dict:
@@ -34,8 +35,7 @@ def nn1_test(f_real, f_fake) -> dict:
     if f_real.shape[1] != f_fake.shape[1]:
         raise NeuroSQLError(f"feature sets differ in width: {f_real.shape[1]} vs {f_fake.shape[1]}")
     points = torch.cat([torch.from_numpy(f_real), torch.from_numpy(f_fake)])  # (N + M, d)
-    # The direct (non-GEMM) form keeps near-equal distances free of cancellation error.
-    d = torch.cdist(points, points, compute_mode="donot_use_mm_for_euclid_dist")
+    d = feature_distances(points, points)
     d.fill_diagonal_(float("inf"))  # leave one out: a point is never its own neighbour
     is_fake = torch.arange(len(points)) >= f_real.shape[0]
     right = is_fake[d.argmin(dim=1)] == is_fake
