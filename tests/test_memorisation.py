@@ -67,3 +67,5 @@ def test_memorisation_refuses_a_test_split_inside_the_training_set():
 def test_knn_note_flags_test_sets_below_one_hundred_images():
     assert knn_note(100) is None and knn_note(5000) is None
     assert "72 held-out images" in knn_note(72) and "0.01" in knn_note(72)
+    assert "read nn1_accuracy_vgg" in knn_note(20) and "1-NN test moves" not in knn_note(20)
+    assert "1-NN test moves in steps of 0.06" in knn_note(8) and "nearest.png" in knn_note(8)

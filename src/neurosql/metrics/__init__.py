@@ -145,15 +145,18 @@ def quality_first(metrics: dict) -> dict:
 
 
 KNN_RELIABLE = 100  # images per set below which k-NN precision/recall move in coarse steps
+NN1_RELIABLE = 20  # images per set below which the 1-NN test's steps, 1 / (2 n), are coarse too
 
 
 def knn_note(n: int) -> str | None:
     """A warning when ``n`` images per set are too few for k-NN precision/recall to mean much."""
     if n >= KNN_RELIABLE:
         return None
+    first = ("read nn1_accuracy_vgg, fd_vgg and the memorisation check first" if n >= NN1_RELIABLE else
+             f"below {NN1_RELIABLE} the 1-NN test moves in steps of {1 / (2 * n):.2f} too: judge by samples.png "
+             "and nearest.png")
     return (f"only {n} held-out images per set: k-NN precision/recall move in steps of {1 / n:.2f} and their "
-            f"k-NN balls are wide; read them as coarse (at least ~{KNN_RELIABLE} images are needed), "
-            "and read nn1_accuracy_vgg, fd_vgg and the memorisation check first")
+            f"k-NN balls are wide; read them as coarse (at least ~{KNN_RELIABLE} images are needed), and {first}")
 
 
 def evaluate_images(real, fake, *, real_labels=None, n: int = 2048, seed: int = 0, features="proxy",
