@@ -149,7 +149,7 @@ def kernel_draws(codes: torch.Tensor, generator: torch.Generator | None,
 
 
 def copy_guard(codes: torch.Tensor, images, decode: Callable, cost: Callable, prior: Callable,
-               seed: int) -> tuple[float | None, float]:
+               seed: int, h: float | None = None) -> tuple[float | None, float]:
     """Where sample() draws so that its images are not copies of training images: the first factor
     f of BANDWIDTHS whose kernel draws (:func:`kernel_draws`) reach COPY_RATIO, else the prior
     (f = None) if its draws do, else whichever came closest; returns f and its copy ratio.
@@ -162,14 +162,14 @@ def copy_guard(codes: torch.Tensor, images, decode: Callable, cost: Callable, pr
     its draws leave the shell the codes lie on (pFID 0.92–1.22 over two seeds), while the prior's
     draws were not copies either (0.85–0.88) at pFID 0.59–0.62.
     ``images`` (n, ...) are aligned with ``codes`` (a tensor or ``LazyImages``); ``decode(z)`` gives
-    images, ``cost(a, b)`` the (|a|, |b|) matrix of ℓ, ``prior(count, generator)`` prior codes.
-    GUARD_DRAWS draws per candidate and as many seeded training images are compared with all n
+    images, ``cost(a, b)`` the (|a|, |b|) matrix of ℓ, ``prior(count, generator)`` prior codes,
+    ``h`` the kernel's bandwidth when already known (:func:`kernel_bandwidth`). GUARD_DRAWS draws per candidate and as many seeded training images are compared with all n
     training images: (1 + candidates tried) GUARD_DRAWS n costs.
     """
     generator = torch.Generator().manual_seed(seed)
     held = torch.randperm(len(codes), generator=generator)[:GUARD_DRAWS].sort().values
     leave_one_out = _nearest_cost(images[held], images, cost, exclude=held).median()
-    draw = kernel_draws(codes, generator)
+    draw = kernel_draws(codes, generator, h)
     best = None
     for f in (*BANDWIDTHS, None):
         z = prior(GUARD_DRAWS, generator) if f is None else draw(GUARD_DRAWS, f)

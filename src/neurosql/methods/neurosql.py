@@ -261,7 +261,7 @@ class NeuroSQL(LatentGenerator):
         cost = partial(pairwise_cost, loss=cfg.loss, chroma_weight=cfg.chroma_weight)
         with torch.no_grad():
             self.bandwidth_, self.copy_ratio_ = copy_guard(self.codes_, X, partial(self.decode, to_cpu=False), cost,
-                                                           self._prior_sample, cfg.seed)
+                                                           self._prior_sample, cfg.seed, self._kernel_h())
         if self.copy_ratio_ < COPY_RATIO:
             warnings.warn(f"samples may copy training images: their distance to the nearest training image is "
                           f"{self.copy_ratio_:.2f} of the training images' to each other near the codes and from the "
@@ -337,7 +337,8 @@ class NeuroSQL(LatentGenerator):
 
     def _extra_state(self) -> dict:
         return {**self.bank_.state_dict(self._shard), "labels": None if self.labels_ is None else self.labels_.tolist(),
-                "assign_batch_rule": self.assign_batch_rule_, "bandwidth": self.bandwidth_, "copy_ratio": self.copy_ratio_}
+                "assign_batch_rule": self.assign_batch_rule_, "bandwidth": self.bandwidth_,
+                "copy_ratio": self.copy_ratio_}
 
     def _load_extra(self, extra: dict) -> None:
         self.bank_ = CodeBank.from_state(extra, self.config.momentum, self.device_)
