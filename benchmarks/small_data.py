@@ -328,9 +328,10 @@ def _quality_table(results: dict) -> list[str]:
         return []
     return ["", "Samples as pretrained VGG features see them (mean over seeds); 1-NN is the balanced leave-one-out "
             "1-NN accuracy of telling them from held-out images / its generated side (0.5 best, 1 always told apart), "
-            "beside the same for G at the training codes (its ceiling); FD ÷ recon is the samples' VGG-FD over that of the reconstructions:", "",
-            "| set | run | d | sampler | seeds | 1-NN / fake side (VGG) → 0.5 | at the codes | pFID ↓ | VGG-FD ↓ | FD ÷ recon ↓ | VGG precision ↑ | VGG recall ↑ | "
-            "memorisation ratio (≥ 0.8) | copy fraction |",
+            "beside the same for G at the training codes (its ceiling); FD ÷ recon is the samples' VGG-FD over that "
+            "of the reconstructions:", "",
+            "| set | run | d | sampler | seeds | 1-NN / fake side (VGG) → 0.5 | at the codes | pFID ↓ | VGG-FD ↓ | "
+            "FD ÷ recon ↓ | VGG precision ↑ | VGG recall ↑ | memorisation ratio (≥ 0.8) | copy fraction |",
             "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|", *lines]
 
 

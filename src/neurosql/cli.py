@@ -22,7 +22,7 @@ from .engine.config import (PRESETS, EncodeOptions, EvaluateOptions, SampleOptio
                             given_values, merged_config)
 from .errors import NeuroSQLError
 from .loggers import LOGGERS
-from .metrics import LEAD_KEYS
+from .metrics import LEAD_KEYS, PRDC_KEYS
 from .methods import CONFIGS, load_model, method_class
 from .warning_lines import one_line_warnings
 
@@ -143,7 +143,6 @@ def build_parser() -> argparse.ArgumentParser:
 SUMMARY_KEYS = (*LEAD_KEYS, "pfid", "pfid_3d", "recon_ssim_3d", "kid", "nn1_accuracy", "nn1_fake", "precision",
                 "recall", "density", "coverage", "ssim", "nearest_real_ssim", "recon_ssim", "lpips", "lpips_variant",
                 "kid_vgg", "downstream_accuracy", "ceiling_accuracy")
-KNN_KEYS = ("precision", "recall", "density", "coverage")  # coarse on small test sets (knn_note)
 
 
 def print_metrics(metrics: dict) -> None:
@@ -151,7 +150,7 @@ def print_metrics(metrics: dict) -> None:
     or the memorisation check finds copies or samples unlike the data."""
     for key in (k for k in SUMMARY_KEYS if metrics.get(k) is not None):
         value = metrics[key]
-        small = metrics.get("knn_note") and key.removesuffix("_vgg") in KNN_KEYS
+        small = metrics.get("knn_note") and key.removesuffix("_vgg") in PRDC_KEYS  # k-NN: coarse on few images
         coarse = " (coarse: too few test images)" if small else ""
         print(f"  {key:<20} {value:.4f}{coarse}" if isinstance(value, float) else f"  {key:<20} {value}")
     for note in ("knn_note", "memorisation_note"):

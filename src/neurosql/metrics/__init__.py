@@ -104,7 +104,8 @@ def _feature_net(features, real, real_labels, seed: int) -> tuple[nn.Module, str
 
 
 PRDC_KEYS = ("precision", "recall", "density", "coverage")
-VGG_KEYS = ("nn1_accuracy_vgg", "nn1_fake_vgg", "fd_vgg", "kid_vgg", "kid_se_vgg", *(f"{k}_vgg" for k in PRDC_KEYS))
+VGG_TWINS = ("nn1_accuracy", "nn1_fake", "fd", "kid", "kid_se", *PRDC_KEYS)  # _distribution_metrics keys
+VGG_KEYS = tuple(f"{k}_vgg" for k in VGG_TWINS)
 
 
 def _distribution_metrics(f_real, f_fake, kid_subsets: int, kid_subset_size: int, seed: int) -> dict:
@@ -129,9 +130,7 @@ def _vgg_metrics(real_sub, fake_sub, enabled: bool, kid_subsets: int, kid_subset
     f_real = extract_features(net, real_sub, batch_size)  # (m, 1472)
     f_fake = extract_features(net, fake_sub, batch_size)
     got = _distribution_metrics(f_real, f_fake, kid_subsets, kid_subset_size, seed)
-    return {"nn1_accuracy_vgg": got["nn1_accuracy"], "nn1_fake_vgg": got["nn1_fake"], "fd_vgg": got["fd"], "kid_vgg": got["kid"],
-            "kid_se_vgg": got["kid_se"],
-            **{f"{k}_vgg": got[k] for k in PRDC_KEYS}, "vgg_reason": None}
+    return {f"{k}_vgg": got[k] for k in VGG_TWINS} | {"vgg_reason": None}
 
 
 # What sees sample quality, in the order every summary, metrics.json and report.md shows it first.
@@ -211,7 +210,8 @@ __all__ = [
     "METRIC_DEFINITIONS", "evaluate_images",
     "ProxyFeatureNet", "VGGFeatureNet", "AntialiasedVGG16", "stlpips_available", "extract_features", "matched_subsets",
     "frechet_distance", "fid_from_features", "proxy_fid", "colour_fd", "colour_error",
-    "kid", "mmd2_unbiased", "prdc", "nn1_test", "LEAD_KEYS", "quality_first", "memorisation", "nearest_training", "knn_note",
+    "kid", "mmd2_unbiased", "prdc", "nn1_test", "LEAD_KEYS", "PRDC_KEYS", "quality_first", "memorisation",
+    "nearest_training", "knn_note",
     "reconstruction_ssim", "random_pairs", "sampled_pairs_ssim", "nearest_real_ssim",
     "LPIPS", "STLPIPS", "load_lpips", "load_stlpips", "lpips_available", "lpips_distance", "paired_lpips",
     "SmallCNN", "DomainFeatureNet", "train_classifier", "evaluate_classifier", "macro_precision_recall",
