@@ -56,6 +56,17 @@ def test_the_note_names_copies_and_samples_unlike_the_data_and_is_quiet_otherwis
     assert result["memorisation_ratio"] > 1.2 and "farther from every training image" in result["memorisation_note"]
 
 
+def test_the_note_advises_the_other_sampler_never_the_one_in_use():
+    """Copies under 'codes' suggest the prior; mush under 'prior' suggests the codes; a baseline (no
+    sampler) is told neither."""
+    from neurosql.metrics.memorisation import memorisation_note
+
+    assert "--sampler prior" in memorisation_note(0.5, 0.4, "codes")
+    assert "--sampler" not in memorisation_note(0.5, 0.4, "prior") + memorisation_note(0.5, 0.4, None)
+    assert "--sampler codes" in memorisation_note(1.5, 0.0, "prior")
+    assert "--sampler" not in memorisation_note(1.5, 0.0, "codes") + memorisation_note(1.5, 0.0, None)
+
+
 def test_memorisation_refuses_a_test_split_inside_the_training_set():
     train = _blobs(10, 0)
     with pytest.raises(NeuroSQLError, match="disjoint"):
@@ -69,3 +80,12 @@ def test_knn_note_flags_test_sets_below_one_hundred_images():
     assert "72 held-out images" in knn_note(72) and "0.01" in knn_note(72)
     assert "read nn1_accuracy_vgg" in knn_note(20) and "1-NN test moves" not in knn_note(20)
     assert "1-NN test moves in steps of 0.06" in knn_note(8) and "nearest.png" in knn_note(8)
+
+
+def test_evaluation_tells_the_note_which_sampler_drew():
+    from neurosql import NeuroSQL
+    from neurosql.evaluation import sampler_of
+    from neurosql.methods import build_method
+
+    assert sampler_of(NeuroSQL(sampler="prior")) == "prior" and sampler_of(NeuroSQL()) == "codes"
+    assert sampler_of(build_method("vae")) is None

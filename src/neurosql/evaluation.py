@@ -83,7 +83,7 @@ def evaluate_model(
                           kid_subsets=20 if light else 100, n_vgg=LIGHT_VGG if light else None)
     if real_train is not None:
         out |= memorisation(fake[:MEMORISATION_SAMPLES], training_images(model, real_train, seed),
-                            real_test[:MEMORISATION_SAMPLES])
+                            real_test[:MEMORISATION_SAMPLES], sampler=sampler_of(model))
     if model.supports_reconstruction:
         recon = model.reconstruct(real_test[: min(len(real_test), 500)], refine_steps=refine_steps)
         out["recon_ssim"] = reconstruction_ssim(real_test[: len(recon)], recon)
@@ -108,6 +108,11 @@ def evaluate_model(
     return out
 
 
+def sampler_of(model) -> str | None:
+    """The --sampler a model draws with (NeuroSQL's 'codes' or 'prior'), None for the baselines."""
+    return getattr(model.config, "sampler", None)
+
+
 def evaluate_volume_model(model, real_test: torch.Tensor, *, real_train: torch.Tensor | None = None, n: int = 2048,
                           seed: int = 0, refine_steps: int = 0) -> dict:
     """The 3-D metrics of a volume model (real_test: (n_test, C, D, H, W)): pfid_3d of samples against
@@ -119,7 +124,7 @@ def evaluate_volume_model(model, real_test: torch.Tensor, *, real_train: torch.T
     out = evaluate_volumes(real_test, fake, recon, n=n, seed=seed)
     if real_train is not None:
         out |= memorisation(fake[:MEMORISATION_SAMPLES], training_images(model, real_train, seed),
-                            real_test[:MEMORISATION_SAMPLES])
+                            real_test[:MEMORISATION_SAMPLES], sampler=sampler_of(model))
     out["eval_seconds"] = time.perf_counter() - start
     return out
 

@@ -35,23 +35,27 @@ MUSH_ABOVE = 1.2  # ratio over which samples are farther from the data than new 
 NOTE_MIN_HELD_OUT = 20  # below it a median over the held-out images is too noisy to warn on
 
 
-def memorisation_note(ratio: float, copy_fraction: float) -> str | None:
+def memorisation_note(ratio: float, copy_fraction: float, sampler: str | None = None) -> str | None:
     """A warning when the memorisation check says the samples are not new images of the data's kind:
-    near-copies of training images, or farther from every training image than real images come."""
+    near-copies of training images, or farther from every training image than real images come.
+    ``sampler``: NeuroSQL's --sampler ('codes' or 'prior'), so the advice names the other one and never
+    the one in use; None (the baselines, which have no such option) names neither."""
     if ratio < COPIES_BELOW:
+        fixes = "--sampler prior or fewer epochs" if sampler == "codes" else "fewer epochs or more images"
         return (f"memorisation ratio {ratio:.2f} < {COPIES_BELOW}: samples are near-copies of training images "
                 f"({copy_fraction:.0%} closer to one than any new real image); open nearest.png, and do not share "
-                "them as synthetic data; try --sampler prior or fewer epochs")
+                f"them as synthetic data; try {fixes}")
     if ratio > MUSH_ABOVE:
+        fixes = ("--sampler codes, a lower --latent-dim or a longer budget" if sampler == "prior" else
+                 "a lower --latent-dim or a longer budget")
         return (f"memorisation ratio {ratio:.2f} > {MUSH_ABOVE}: samples lie farther from every training image "
                 "than new real images do, so they are likely not images of the data's kind, whatever the "
-                "precision says; open samples.png beside reconstructions.png, and try --sampler codes, a lower "
-                "--latent-dim or a longer budget")
+                f"precision says; open samples.png beside reconstructions.png, and try {fixes}")
     return None
 
 
 def memorisation(samples: torch.Tensor, train: torch.Tensor, held_out: torch.Tensor,
-                 loss: str = "ssim_l1") -> dict:
+                 loss: str = "ssim_l1", sampler: str | None = None) -> dict:
     """How close samples come to the training images, against held-out real images.
 
     With d(x) = min_i ℓ(x, train_i):
@@ -77,7 +81,7 @@ def memorisation(samples: torch.Tensor, train: torch.Tensor, held_out: torch.Ten
     return {
         "memorisation_ratio": ratio,
         "copy_fraction": copies,
-        "memorisation_note": memorisation_note(ratio, copies) if len(held_out) >= NOTE_MIN_HELD_OUT else None,
+        "memorisation_note": memorisation_note(ratio, copies, sampler) if len(held_out) >= NOTE_MIN_HELD_OUT else None,
         "nearest_train_samples": float(d_fake.median()),
         "nearest_train_held_out": real_median,
         "n_memorisation": (len(samples), len(train), len(held_out)),
