@@ -23,8 +23,9 @@ on the full matrix with the dual prices (LP duality, one O(nm) pass);
 rows the proof does not cover get more columns and are solved again. The
 previous round's solution, passed as ``warm_start``, supplies prices close
 to the new ones (NeuroSQL solves a similar problem every K epochs): warm,
-the solve takes ~1.4x Algorithm 3's time at n = 2000 and ~2.2x at n = 5000;
-from a permutation alone ~4-5x, cold ~12-15x. Without numba the exact
+the solve takes ~1.1x Algorithm 3's time at n = 2000 and ~1.5x at n = 5000
+(its two O(n m) passes on two threads; one thread: ~1.4x and ~2.1x); from a
+permutation alone ~2-3x, cold ~7-8x. Without numba the exact
 solver is scipy's.
 """
 
@@ -40,9 +41,10 @@ from scipy.optimize import linear_sum_assignment
 from neurosql.errors import NeuroSQLError
 
 try:  # optional: compiles the sparse solver; without it "exact" is scipy's dense solver
-    from numba import njit
+    import numba
+    from numba import njit, prange
 except ImportError:
-    njit = None
+    njit, prange = None, range
 
 ASSIGNMENTS = ("exact", "greedy")
 CANDIDATES = 16  # k: cheapest columns per row in the sparse problem (measured fastest among 8-32)
@@ -82,12 +84,16 @@ def _as_cost(cost) -> np.ndarray:
     return c
 
 
-def _kernel(fn):
-    """fn compiled by numba (cached on disk) when numba is installed; unused otherwise."""
-    return njit(cache=True)(fn) if njit is not None else fn
+def _kernel(fn=None, *, parallel: bool = False):
+    """fn compiled by numba (cached on disk) when numba is installed; unused otherwise. ``parallel``:
+    its ``prange`` loops run on torch's thread count (the O(n m) passes over C, the solve's bulk
+    at n = 5000: 37 ms each on one thread, and a round's cost matrix leaves the cores idle)."""
+    if fn is None:
+        return lambda f: _kernel(f, parallel=parallel)
+    return njit(cache=True, parallel=parallel)(fn) if njit is not None else fn
 
 
-@_kernel
+@_kernel(parallel=True)
 def _cheapest(C, v, rows, k, extra):
     """Candidate columns: per row i = rows[r], the k smallest reduced costs C[i, j] - v[j].
 
@@ -95,17 +101,16 @@ def _cheapest(C, v, rows, k, extra):
     costs (len(rows), k + 1), C at those columns (dummy rows i >= n cost 0);
     and bound (len(rows),), the k-th smallest reduced cost: every other
     column costs at least that, and still does after prices v decrease.
-    Complexity: O(len(rows) m) for m >> k.
+    Complexity: O(len(rows) m) for m >> k, rows in parallel.
     """
     n, m = C.shape
     cols = np.empty((len(rows), k + 1), np.int64)
     costs = np.empty((len(rows), k + 1))
     bound = np.empty(len(rows))
-    best = np.empty(k)
     zero = np.zeros(m)  # the cost row of every dummy row
-    for r in range(len(rows)):
+    for r in prange(len(rows)):
         row = C[rows[r]] if rows[r] < n else zero
-        best[:] = np.inf
+        best = np.full(k, np.inf)
         worst = np.inf  # best[k - 1]
         for j in range(m):
             x = row[j] - v[j]
@@ -125,7 +130,7 @@ def _cheapest(C, v, rows, k, extra):
     return cols, costs, bound
 
 
-@_kernel
+@_kernel(parallel=True)
 def _stale_rows(C, v, indptr, indices, weights, col4row, bound):
     """Rows whose matched reduced cost u_i = C[i, col] - v[col] is not proved
     minimal over the full row (LP duality: all proved means perm is optimal).
@@ -134,36 +139,30 @@ def _stale_rows(C, v, indptr, indices, weights, col4row, bound):
     failing that, the exact minimum over its other columns is computed
     (O(m)) and becomes the new bound. The tolerance is 1e-12 of the scale:
     price updates round at ~1e-16 per step.
-    Complexity: O(E) plus O(m) per row needing the scan.
+    Complexity: O(E) plus O(m) per row needing the scan, rows in parallel.
     """
     n, m = C.shape
     u = np.empty(len(col4row))
     for i in range(len(col4row)):
         u[i] = (C[i, col4row[i]] if i < n else 0.0) - v[col4row[i]]
     tol = 1e-12 * (1.0 + np.abs(u).max() + 2.0 * np.abs(v).max())
-    stale = [np.int64(0) for _ in range(0)]
-    candidate = np.zeros(m, np.bool_)
+    stale = np.zeros(len(col4row), np.bool_)
     zero = np.zeros(m)  # the cost row of every dummy row
-    for i in range(len(col4row)):
+    for i in prange(len(col4row)):
         low = np.inf
         for p in range(indptr[i], indptr[i + 1]):
             low = min(low, weights[p] - v[indices[p]])
         if u[i] > low + tol:
-            stale.append(i)
+            stale[i] = True
         elif u[i] > bound[i] + tol:
             row = C[i] if i < n else zero
+            others = row - v  # (m,) reduced costs, the candidates' masked out below
             for p in range(indptr[i], indptr[i + 1]):
-                candidate[indices[p]] = True
-            low = np.inf
-            for j in range(m):
-                if not candidate[j]:
-                    low = min(low, row[j] - v[j])
-            for p in range(indptr[i], indptr[i + 1]):
-                candidate[indices[p]] = False
+                others[indices[p]] = np.inf
+            low = others.min()
             bound[i] = low  # the others, at today's prices: a bound that lasts longer than the row minimum
-            if u[i] > low + tol:
-                stale.append(i)
-    return np.array(stale, dtype=np.int64)
+            stale[i] = u[i] > low + tol
+    return np.flatnonzero(stale)
 
 
 @_kernel
@@ -387,6 +386,7 @@ def exact_solution(cost, warm_start=None) -> ExactSolution:
     n, m = c.shape
     guess, prices = _warm_start(warm_start, n, m)
     if njit is not None and n >= SCIPY_BELOW:
+        numba.set_num_threads(max(1, min(torch.get_num_threads(), numba.config.NUMBA_NUM_THREADS)))
         solved = _sparse_exact(c, prices, guess)
         if solved is not None:
             return ExactSolution(*solved)
