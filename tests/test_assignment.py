@@ -140,6 +140,23 @@ def test_warm_starts_keep_the_optimum(shape, sparse):
         assert_optimal(structured, exact_assignment(structured, solution))
 
 
+def test_one_thread_and_two_give_the_same_solution(sparse):
+    """The candidate and certificate passes run rows in parallel on torch's thread count; each row
+    is one thread's, so the answer, prices included, does not depend on how many there are."""
+    rng = np.random.default_rng(11)
+    cost = rng.random((300, 300))
+    threads = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        one = exact_solution(cost)
+        torch.set_num_threads(2)
+        two = exact_solution(cost)
+    finally:
+        torch.set_num_threads(threads)
+    assert np.array_equal(one.perm, two.perm) and np.array_equal(one.prices, two.prices)
+    assert_optimal(cost, two.perm)
+
+
 @pytest.mark.parametrize("shape", [(120, 120), (50, 90)])
 def test_prices_certify_optimality(shape, sparse):
     """LP duality, independent of scipy: with u_i = C[i, perm_i] - v[perm_i], every
