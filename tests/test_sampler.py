@@ -78,15 +78,32 @@ far_prior = lambda m, generator: 10 + torch.randn(m, 4, generator=generator)  # 
 def test_copy_guard_widens_the_bandwidth_until_draws_are_new_and_stops_at_the_first_that_is(monkeypatch):
     codes, images = points(200)
     identity = lambda z: z.view(len(z), 1, 1, -1)
+    factors = (1.0, 2 ** 0.5, 2.0, 2 ** 1.5)  # wide enough for these points
+    monkeypatch.setattr(code_sampling, "BANDWIDTHS", factors)
     f, ratio = copy_guard(codes, images, identity, euclidean, far_prior, seed=0)
-    k = BANDWIDTHS.index(f)
+    k = factors.index(f)
     assert k >= 1 and ratio >= COPY_RATIO  # at h itself a draw is nearer its code than codes are to each other
     # The same draws with the factors before f only: the last of them still gave copies, the prior not.
-    monkeypatch.setattr(code_sampling, "BANDWIDTHS", BANDWIDTHS[:k])
+    monkeypatch.setattr(code_sampling, "BANDWIDTHS", factors[:k])
     assert copy_guard(codes, images, identity, euclidean, far_prior, seed=0)[0] is None
     monkeypatch.setattr(code_sampling, "COPY_RATIO", 1e9)  # nothing passes: the closest candidate comes back
     before, ratio_before = copy_guard(codes, images, identity, euclidean, lambda m, g: codes[:m], seed=0)
-    assert before == BANDWIDTHS[k - 1] and 0 < ratio_before < COPY_RATIO < ratio
+    assert before == factors[k - 1] and 0 < ratio_before < COPY_RATIO < ratio
+
+
+def test_copy_guard_scales_the_same_draws_for_every_bandwidth(monkeypatch):
+    """Common draws: a factor's ratio does not depend on which factors came before it, and with G
+    the identity the ratio grows with the factor (noise would make it jump)."""
+    codes, images = points(200)
+    identity = lambda z: z.view(len(z), 1, 1, -1)
+    monkeypatch.setattr(code_sampling, "COPY_RATIO", 1e9)  # every candidate is tried
+    ratios = []
+    for f in (0.5, 1.0, 2.0):
+        monkeypatch.setattr(code_sampling, "BANDWIDTHS", (f,))
+        ratios.append(copy_guard(codes, images, identity, euclidean, lambda m, g: codes[:m], seed=0)[1])
+        monkeypatch.setattr(code_sampling, "BANDWIDTHS", (0.25, f))
+        assert copy_guard(codes, images, identity, euclidean, lambda m, g: codes[:m], seed=0)[1] == ratios[-1]
+    assert ratios == sorted(ratios) and ratios[0] < ratios[-1]
 
 
 def test_copy_guard_sees_a_memorising_generator_whichever_image_a_draw_copies(monkeypatch):
@@ -94,13 +111,13 @@ def test_copy_guard_sees_a_memorising_generator_whichever_image_a_draw_copies(mo
     monkeypatch.setattr(code_sampling, "GUARD_CHUNK", 64)  # the images read in several chunks
     nearest_image = lambda z: images[torch.cdist(z, codes).argmin(1)]  # G returns the training image it is near
     f, ratio = copy_guard(codes, images, nearest_image, euclidean, far_prior, seed=1)
-    assert ratio == 0.0 and f == 1.0  # every draw is a copy, the prior's too; the first of the ties comes back
+    assert ratio == 0.0 and f == BANDWIDTHS[0]  # every draw is a copy, the prior's too; the first tie comes back
 
 
 def test_copy_guard_keeps_h_for_a_generator_that_makes_new_images():
     codes, images = points(100)
     novel = lambda z: 3 * torch.randn(len(z), 1, 1, 4, generator=torch.Generator().manual_seed(5))  # far from all
-    assert copy_guard(codes, images, novel, euclidean, far_prior, seed=0)[0] == 1.0
+    assert copy_guard(codes, images, novel, euclidean, far_prior, seed=0)[0] == BANDWIDTHS[0] == 1.0
 
 
 def test_fit_records_the_bandwidth_checkpoints_keep_it_and_old_ones_sample_at_h(fitted, tmp_path):

@@ -158,21 +158,30 @@ def copy_guard(codes: torch.Tensor, images, decode: Callable, cost: Callable, pr
     from a training image to its nearest other one. The leave-one-out distance stands in for
     held-out images, which small sets lack: on faces@32 (80 images, where draws at h copied:
     memorisation ratio 0.70) and gray-patches@64 it was 1.0× and 1.14× the held-out ratio at every f
-    tried. Widening h further did not pay: on the faces, f = 2.4–2.8 reached ratios 0.81–0.92 but
+    tried, but 1.33× on one seed (1.01 against 0.76), so the guard starts at h rather than at the
+    edge of copying: trying h/2 and h/√2 first took h/√2 on the grey patches and halved their pFID
+    (3.06 to 1.81 over three seeds) but made one seed's samples copies. Every f scales the same
+    draws (the same codes and ε), so two factors' ratios differ by the factor, not by sampling
+    noise. Widening h further did not pay: on the faces, f = 2.4–2.8 reached ratios 0.81–0.92 but
     its draws leave the shell the codes lie on (pFID 0.92–1.22 over two seeds), while the prior's
     draws were not copies either (0.85–0.88) at pFID 0.59–0.62.
     ``images`` (n, ...) are aligned with ``codes`` (a tensor or ``LazyImages``); ``decode(z)`` gives
     images, ``cost(a, b)`` the (|a|, |b|) matrix of ℓ, ``prior(count, generator)`` prior codes,
-    ``h`` the kernel's bandwidth when already known (:func:`kernel_bandwidth`). GUARD_DRAWS draws per candidate and as many seeded training images are compared with all n
-    training images: (1 + candidates tried) GUARD_DRAWS n costs.
+    ``h`` the kernel's bandwidth when already known (:func:`kernel_bandwidth`). GUARD_DRAWS draws
+    per candidate and as many seeded training images are compared with all n training images:
+    (1 + candidates tried) GUARD_DRAWS n costs.
     """
     generator = torch.Generator().manual_seed(seed)
     held = torch.randperm(len(codes), generator=generator)[:GUARD_DRAWS].sort().values
     leave_one_out = _nearest_cost(images[held], images, cost, exclude=held).median()
-    draw = kernel_draws(codes, generator, h)
+    state = generator.get_state()  # every factor's draws start here: the same codes and ε, scaled
     best = None
     for f in (*BANDWIDTHS, None):
-        z = prior(GUARD_DRAWS, generator) if f is None else draw(GUARD_DRAWS, f)
+        if f is None:
+            z = prior(GUARD_DRAWS, generator)
+        else:
+            generator.set_state(state)
+            z = kernel_draws(codes, generator, h)(GUARD_DRAWS, f)
         ratio = float(_nearest_cost(decode(z), images, cost).median() / leave_one_out)
         if ratio >= COPY_RATIO:
             return f, ratio
