@@ -94,7 +94,10 @@ MEMORISATION_DEFINITIONS = {
                           "e.g. < 0.8: samples are near-copies of training images; well above 1: samples lie farther "
                           "from the data than new real images do, e.g. mush)",
     "copy_fraction": "share of samples closer (under ℓ) to a training image than any held-out real image is "
-                     "(0 when no sample is a near-copy)",
+                     "(0 when no sample is a near-copy). Where held-out images all lie at about the same distance "
+                     "from the training set (scenes of randomly placed objects) blends fall under the nearest one "
+                     "too: on 240 cell fields it read 0.92 at a ratio of 0.86 while nearest.png showed fragmented "
+                     "cells, none a copy; read it with the ratio and nearest.png",
     "nearest_train_samples": "median ℓ from a sample to its nearest training image",
     "nearest_train_held_out": "median ℓ from a held-out real image to its nearest training image",
     "n_memorisation": "samples, training images and held-out images behind the memorisation check",
