@@ -174,6 +174,7 @@ def copy_guard(codes: torch.Tensor, images, decode: Callable, cost: Callable, pr
     generator = torch.Generator().manual_seed(seed)
     held = torch.randperm(len(codes), generator=generator)[:GUARD_DRAWS].sort().values
     leave_one_out = _nearest_cost(images[held], images, cost, exclude=held).median()
+    draw = kernel_draws(codes, generator, h)  # h once, not per factor
     state = generator.get_state()  # every factor's draws start here: the same codes and ε, scaled
     best = None
     for f in (*BANDWIDTHS, None):
@@ -181,7 +182,7 @@ def copy_guard(codes: torch.Tensor, images, decode: Callable, cost: Callable, pr
             z = prior(GUARD_DRAWS, generator)
         else:
             generator.set_state(state)
-            z = kernel_draws(codes, generator, h)(GUARD_DRAWS, f)
+            z = draw(GUARD_DRAWS, f)
         ratio = float(_nearest_cost(decode(z), images, cost).median() / leave_one_out)
         if ratio >= COPY_RATIO:
             return f, ratio
