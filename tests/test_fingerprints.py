@@ -138,10 +138,9 @@ def cpu_kind() -> str:
     return torch.backends.cpu.get_cpu_capability()
 
 
-def recorded(name: str, kind: str | None = None) -> list[dict]:
-    """The fingerprints of case ``name`` seen on CPUs of ``kind`` (default: this machine's)."""
-    kind = kind or cpu_kind()
-    return [v["tensors"] for v in json.loads(FIXTURE.read_text())[name] if kind in v["cpus"]]
+def recorded(name: str) -> list[dict]:
+    """The fingerprints of case ``name`` seen on CPUs of this machine's kind."""
+    return [v["tensors"] for v in json.loads(FIXTURE.read_text())[name] if cpu_kind() in v["cpus"]]
 
 
 def assert_recorded(found: dict, name: str) -> None:
