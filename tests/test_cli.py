@@ -139,6 +139,10 @@ def test_summary_leads_with_what_sees_sample_quality_and_marks_coarse_knn_number
         print_metrics(metrics)
     lines = capsys.readouterr().out.splitlines()
     assert [line.split()[0] for line in lines] == ["nn1_accuracy_vgg", "fd_vgg", "precision_vgg", "pfid", "precision"]
-    assert [line.endswith("(coarse: too few test images)") for line in lines] == [False, False, True, False, True]
+    assert [line.endswith("(coarse: too few test images)") for line in lines] == [False, False, True, False, False]
+    assert lines[-1].endswith("(coarse: too few test images; proxy features, blind to mush: read precision_vgg)")
     print_metrics({k: v for k, v in metrics.items() if k != "knn_note"})
-    assert "coarse" not in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "coarse" not in out and out.splitlines()[-1].endswith("(proxy features, blind to mush: read precision_vgg)")
+    print_metrics({"pfid": 0.5, "precision": 1.0, "nn1_accuracy": 0.5, "nn1_accuracy_vgg": None})  # no VGG twin
+    assert "proxy" not in capsys.readouterr().out
