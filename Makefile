@@ -20,7 +20,7 @@ $(VENV)/.installed: pyproject.toml
 	touch $@
 
 demo: setup
-	$(BIN)/neurosql train --out $(DEMO) --epochs 25 --latent-dim 16
+	$(BIN)/neurosql train --out $(DEMO) --epochs 30 --latent-dim 16
 
 test: setup
 	$(BIN)/python -m pytest
