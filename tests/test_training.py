@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from neurosql.errors import NeuroSQLError
-from neurosql.engine.config import AUTO_EPOCHS, AUTO_STEPS, Budget, TrainConfig, auto_batch_size, resolve_device
+from neurosql.engine.config import AUTO_EPOCHS, AUTO_MIN_STEPS_VOLUMES, AUTO_STEPS, Budget, TrainConfig, auto_batch_size, resolve_device
 from neurosql.engine.training import (
     EarlyStopping,
     EpochLog,
@@ -174,6 +174,15 @@ def test_auto_budget_gives_small_sets_enough_updates_and_caps_large_ones():
     per_epoch = AUTO_STEPS[0] // AUTO_EPOCHS + 10  # AUTO_EPOCHS epochs of these lie between the floor and the cap
     mid = TrainConfig().budget(16 * per_epoch)
     assert (mid.epochs, mid.steps_per_epoch) == (AUTO_EPOCHS, per_epoch)
+
+
+def test_auto_budget_gives_volumes_the_higher_floor_and_explicit_budgets_win():
+    for n in (20, 180, 900):
+        images, volumes = TrainConfig().budget(n), TrainConfig().budget(n, volumes=True)
+        assert images.batch_size == volumes.batch_size and images.steps < AUTO_MIN_STEPS_VOLUMES
+        assert AUTO_MIN_STEPS_VOLUMES <= volumes.steps < AUTO_MIN_STEPS_VOLUMES + volumes.steps_per_epoch
+    assert TrainConfig(steps=500, batch_size=16).budget(100, volumes=True).steps == 504
+    assert TrainConfig(epochs=7, batch_size=16).budget(100, volumes=True) == Budget(16, 7, 7)
 
 
 def test_explicit_budget_is_used_as_given():

@@ -219,3 +219,22 @@ def test_volume_metrics_are_exact_on_identical_sets_and_refuse_images():
         reconstruction_ssim_3d(heads, heads[:3])
     with pytest.raises(NeuroSQLError):
         evaluate_volumes(heads[:, :, 0], heads[:, :, 0])  # images, not volumes
+
+
+def test_volumes_get_the_higher_automatic_budget_floor():
+    """A 3-D fit with no epochs or steps trains at least AUTO_MIN_STEPS_VOLUMES updates (images: AUTO_STEPS[0])."""
+    from neurosql.engine.config import AUTO_MIN_STEPS_VOLUMES, AUTO_STEPS
+
+    class Stop(Exception):
+        pass
+
+    def stop(model, row):
+        raise Stop
+
+    budgets = {}
+    for name, X in (("volumes", torch.rand(20, 1, 16, 16, 16)), ("images", torch.rand(20, 1, 16, 16))):
+        model = NeuroSQL(latent_dim=2, width=8, progress=False)
+        with pytest.raises(Stop):
+            model.fit(X, callback=stop)
+        budgets[name] = model.budget_.steps
+    assert AUTO_STEPS[0] <= budgets["images"] < AUTO_MIN_STEPS_VOLUMES <= budgets["volumes"]
