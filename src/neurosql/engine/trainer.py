@@ -104,7 +104,8 @@ def start_training(method, X, X_val, checkpoint, callback, **setup):
     X, X_val, method.train_index_ = split_validation(X, X_val, cfg.val_fraction, torch.Generator().manual_seed(cfg.seed))
     method._shard.check_enough_images(len(X))
     method.image_shape_ = tuple(X.shape[1:])  # (C, H, W) or (C, D, H, W)
-    method.budget_ = cfg.budget(len(X), n_batches=method._shard.n_batches, volumes=X.ndim == 5)
+    method.budget_ = cfg.budget(len(X), n_batches=method._shard.n_batches,
+                                volumes=len(method.image_shape_) == 4)
     method._local = method._shard.indices(len(X))  # this process's images
     X_local = take(X, method._local).to(method.device_)
     method.networks_ = {}
@@ -140,7 +141,7 @@ def resume_training(method, checkpoint: Path, X, X_val, epochs, steps, progress,
         method.config = replace(method.config, epochs=epochs, steps=steps)
         method.config.validate()
         method.budget_ = method.config.budget(len(X_train), method.budget_.batch_size, method._shard.n_batches,
-                                              volumes=X_train.ndim == 5)
+                                              volumes=len(method.image_shape_) == 4)
     with restoring(checkpoint):
         method.training_ = new_training(method)
         method.training_.load_state_dict(method._saved_training)
