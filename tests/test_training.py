@@ -8,7 +8,8 @@ import pytest
 import torch
 
 from neurosql.errors import NeuroSQLError
-from neurosql.engine.config import AUTO_EPOCHS, AUTO_MIN_STEPS_VOLUMES, AUTO_STEPS, Budget, TrainConfig, auto_batch_size, resolve_device
+from neurosql.engine.config import (AUTO_EPOCHS, AUTO_MIN_STEPS_VOLUMES, AUTO_STEPS, Budget, TrainConfig,
+                                   auto_batch_size, resolve_device)
 from neurosql.engine.training import (
     EarlyStopping,
     EpochLog,

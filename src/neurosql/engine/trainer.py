@@ -90,6 +90,12 @@ def split_validation(X: torch.Tensor, X_val, val_fraction: float, shuffle: torch
     return take(X, train_index), X[np.sort(order[:n_val].numpy())], train_index
 
 
+def _budget(method, n: int, batch_size: int | None = None):
+    """The method's budget for n training images split as its shard splits them; volumes (image shape
+    (C, D, H, W)) get their own update floor (:meth:`TrainConfig.budget`)."""
+    return method.config.budget(n, batch_size, method._shard.n_batches, volumes=len(method.image_shape_) == 4)
+
+
 def start_training(method, X, X_val, checkpoint, callback, **setup):
     """:meth:`Method.fit` on checked images X: validate the config, pick device and process shard, hold
     out validation images, resolve the budget, let the method build its networks (``_setup``), then train."""
@@ -104,8 +110,7 @@ def start_training(method, X, X_val, checkpoint, callback, **setup):
     X, X_val, method.train_index_ = split_validation(X, X_val, cfg.val_fraction, torch.Generator().manual_seed(cfg.seed))
     method._shard.check_enough_images(len(X))
     method.image_shape_ = tuple(X.shape[1:])  # (C, H, W) or (C, D, H, W)
-    method.budget_ = cfg.budget(len(X), n_batches=method._shard.n_batches,
-                                volumes=len(method.image_shape_) == 4)
+    method.budget_ = _budget(method, len(X))
     method._local = method._shard.indices(len(X))  # this process's images
     X_local = take(X, method._local).to(method.device_)
     method.networks_ = {}
@@ -140,8 +145,7 @@ def resume_training(method, checkpoint: Path, X, X_val, epochs, steps, progress,
     if epochs is not None or steps is not None:
         method.config = replace(method.config, epochs=epochs, steps=steps)
         method.config.validate()
-        method.budget_ = method.config.budget(len(X_train), method.budget_.batch_size, method._shard.n_batches,
-                                              volumes=len(method.image_shape_) == 4)
+        method.budget_ = _budget(method, len(X_train), method.budget_.batch_size)
     with restoring(checkpoint):
         method.training_ = new_training(method)
         method.training_.load_state_dict(method._saved_training)
