@@ -31,6 +31,9 @@ def test_train_writes_a_complete_run_directory(run_dir):
     assert "generator_s_per_epoch" in run["timing"]
     assert Image.open(run_dir / "samples.png").size[0] > 28
     assert not list(run_dir.glob("*.tmp"))  # atomic writes leave no temporaries
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    if metrics["vgg_reason"] is None:  # ST-LPIPS weights installed (make does): G at the codes is the ceiling
+        assert 0 <= metrics["precision_vgg_ceiling"] <= 1 and metrics["fd_vgg_ceiling"] >= 0
 
 
 def test_limit_counts_training_images_only(tmp_path):
@@ -132,6 +135,7 @@ def test_command_options_are_declared_once_with_their_bounds():
 
 def test_summary_leads_with_what_sees_sample_quality_and_marks_coarse_knn_numbers(capsys):
     from neurosql.cli import print_metrics
+    from neurosql.metrics import ceiling_note
 
     metrics = {"pfid": 0.5, "precision": 1.0, "precision_vgg": 1.0, "fd_vgg": 0.4, "nn1_accuracy_vgg": 0.93,
                "knn_note": "only 29 held-out images per set"}
@@ -146,3 +150,9 @@ def test_summary_leads_with_what_sees_sample_quality_and_marks_coarse_knn_number
     assert "coarse" not in out and out.splitlines()[-1].endswith("(proxy features, blind to mush: read precision_vgg)")
     print_metrics({"pfid": 0.5, "precision": 1.0, "nn1_accuracy": 0.5, "nn1_accuracy_vgg": None})  # no VGG twin
     assert "proxy" not in capsys.readouterr().out
+    with pytest.warns(UserWarning, match="reconstructions of its training images"):
+        print_metrics({"precision_vgg": 0.0, "precision_vgg_ceiling": 0.0, "nn1_accuracy_vgg": 1.0,
+                       "nn1_accuracy_vgg_ceiling": 1.0, "ceiling_note": ceiling_note(1.0)})
+    lines = capsys.readouterr().out.splitlines()
+    assert lines == ["  nn1_accuracy_vgg     1.0000 (G's reconstructions of training images: 1.00)",
+                     "  precision_vgg        0.0000 (G's reconstructions of training images: 0.00)"]

@@ -37,6 +37,8 @@ def test_cli_trains_resumes_samples_and_evaluates_every_method(tmp_path, method,
     assert np.isfinite(metrics["pfid"])
     lead = [k for k in LEAD_KEYS if k in metrics]  # what sees sample quality comes first in the file
     assert "nn1_accuracy_vgg" in lead and list(metrics)[: len(lead)] == lead
+    # G at the training codes bounds the samples' VGG metrics; the GAN and the DDPM keep no codes
+    assert (metrics.get("fd_vgg_ceiling") is not None) == (method == "vae")
 
 
 def _crash_after(model, steps: int) -> None:

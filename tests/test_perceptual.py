@@ -180,6 +180,25 @@ def test_evaluate_images_reports_stlpips_and_vgg_metrics(mnist):
 
 
 @needs_weights
+def test_the_ceiling_scores_as_its_own_images_would_and_warns_when_told_apart(mnist):
+    """The *_vgg_ceiling keys are the VGG metrics the ceiling images would get as the generated set (against the
+    same real images); blurred real images, told apart by their missing detail, bring the ceiling note."""
+    X = mnist[0]
+    real, fake, ceiling = X[:24], X[100:124], X[200:224]
+    args = dict(n=24, n_pairs=2, n_nearest=2, kid_subsets=3)
+    out, alone = evaluate_images(real, fake, ceiling=ceiling, **args), evaluate_images(real, ceiling, **args)
+    for key in ("nn1_accuracy_vgg", "fd_vgg", "precision_vgg", "recall_vgg"):
+        assert out[f"{key}_ceiling"] == pytest.approx(alone[key], rel=1e-5, abs=1e-6), key
+    assert out["ceiling_note"] is None and out["precision_vgg_ceiling"] > 0.5 and set(out) <= set(METRIC_DEFINITIONS)
+    blurred = torch.from_numpy(gaussian_filter(ceiling.numpy(), (0, 0, 1.5, 1.5)))
+    out = evaluate_images(real, fake, ceiling=blurred, **args)
+    assert out["nn1_accuracy_vgg_ceiling"] >= 0.95 and "1-NN accuracy" in out["ceiling_note"]
+    assert evaluate_images(real, fake, **args)["ceiling_note"] is None  # no ceiling given, no keys
+    with pytest.raises(NeuroSQLError, match="real and ceiling"):
+        evaluate_images(real, fake, ceiling=X[:24, :, :14], **args)
+
+
+@needs_weights
 def test_too_few_images_skip_metrics_with_a_reason_instead_of_raising(mnist):
     X = mnist[0]
     out = evaluate_images(X[:2], X[10:12], n_pairs=2, n_nearest=2, kid_subsets=4)

@@ -151,8 +151,9 @@ PROXY_BLIND = ("nn1_accuracy", "nn1_fake", *PRDC_KEYS)
 
 
 def print_metrics(metrics: dict) -> None:
-    """The summary, led by the metrics that see sample quality; a warning when the test set is too small
-    or the memorisation check finds copies or samples unlike the data."""
+    """The summary, led by the metrics that see sample quality, each VGG one beside its ceiling (G at the
+    training codes); a warning when the test set is too small, when the VGG features tell even that ceiling
+    from real images, or when the memorisation check finds copies or samples unlike the data."""
     for key in (k for k in SUMMARY_KEYS if metrics.get(k) is not None):
         value = metrics[key]
         marks = []
@@ -160,9 +161,11 @@ def print_metrics(metrics: dict) -> None:
             marks.append("coarse: too few test images")
         if key in PROXY_BLIND and metrics.get(f"{key}_vgg") is not None:
             marks.append(f"proxy features, blind to mush: read {key}_vgg")
+        if metrics.get(f"{key}_ceiling") is not None:
+            marks.append(f"G's reconstructions of training images: {metrics[f'{key}_ceiling']:.2f}")
         mark = f" ({'; '.join(marks)})" if marks else ""
         print(f"  {key:<20} {value:.4f}{mark}" if isinstance(value, float) else f"  {key:<20} {value}")
-    for note in ("knn_note", "memorisation_note"):
+    for note in ("knn_note", "ceiling_note", "memorisation_note"):
         if metrics.get(note):
             warnings.warn(metrics[note], stacklevel=1)
 

@@ -61,6 +61,12 @@ METRIC_DEFINITIONS: dict[str, str] = {
     "recall_vgg": "recall (k=3) on the VGG features (diversity; higher is better)",
     "density_vgg": "density (k=5) on the VGG features (fidelity; ~1 for equal laws)",
     "coverage_vgg": "coverage (k=5) on the VGG features (diversity; higher is better)",
+    **{f"{k}_ceiling": f"{k} of the generator's reconstructions of its training images against the same real "
+                        "images: the best its samples can score (images G draws at codes it was fitted to; where "
+                        "even these are told apart, the VGG features see detail G does not draw, such as pixel noise)"
+       for k in ("nn1_accuracy_vgg", "fd_vgg", "precision_vgg", "recall_vgg")},
+    "ceiling_note": "a warning when the VGG features tell even the ceiling images from real ones "
+                    "(nn1_accuracy_vgg_ceiling >= 0.95), so the samples' VGG metrics cannot read well; None otherwise",
     "n_vgg": "real and generated images behind the _vgg metrics",
     "knn_note": "a warning when the held-out set is too small for k-NN precision/recall to mean much; None otherwise",
     "vgg_reason": "why the _vgg metrics are None (stlpips-pytorch not installed, or not requested); None when computed",
@@ -120,9 +126,13 @@ def _distribution_metrics(f_real, f_fake, kid_subsets: int, kid_subset_size: int
     return out
 
 
+CEILING_KEYS = ("nn1_accuracy_vgg", "fd_vgg", "precision_vgg", "recall_vgg")  # reported as f"{key}_ceiling"
+
+
 def _vgg_metrics(real_sub, fake_sub, enabled: bool, kid_subsets: int, kid_subset_size: int, seed: int,
-                 batch_size: int) -> dict:
-    """The ``VGG_KEYS`` on pretrained VGG features, or all None with ``vgg_reason``."""
+                 batch_size: int, ceiling=None) -> dict:
+    """The ``VGG_KEYS`` on pretrained VGG features, or all None with ``vgg_reason``; with ``ceiling``
+    images, also the CEILING_KEYS of those against the same real features."""
     ok, reason = stlpips_available() if enabled else (False, "not requested (vgg_features=False)")
     if not ok:
         return dict.fromkeys(VGG_KEYS) | {"vgg_reason": reason}
@@ -130,7 +140,12 @@ def _vgg_metrics(real_sub, fake_sub, enabled: bool, kid_subsets: int, kid_subset
     f_real = extract_features(net, real_sub, batch_size)  # (m, 1472)
     f_fake = extract_features(net, fake_sub, batch_size)
     got = _distribution_metrics(f_real, f_fake, kid_subsets, kid_subset_size, seed)
-    return {f"{k}_vgg": got[k] for k in VGG_TWINS} | {"vgg_reason": None}
+    out = {f"{k}_vgg": got[k] for k in VGG_TWINS} | {"vgg_reason": None}
+    if ceiling is not None:
+        got = _distribution_metrics(f_real, extract_features(net, ceiling, batch_size), kid_subsets,
+                                    kid_subset_size, seed)
+        out |= {f"{k}_ceiling": got[k.removesuffix("_vgg")] for k in CEILING_KEYS}
+    return out
 
 
 # What sees sample quality, in the order every summary, metrics.json and report.md shows it first.
@@ -158,10 +173,23 @@ def knn_note(n: int) -> str | None:
             f"k-NN balls are wide; read them as coarse (at least ~{KNN_RELIABLE} images are needed), and {first}")
 
 
+CEILING_TOLD = 0.95  # the ceiling's VGG 1-NN accuracy from which its images count as always told apart
+
+
+def ceiling_note(nn1_ceiling: float | None) -> str | None:
+    """A warning when the VGG features tell the ceiling images (G's own reconstructions) from real ones."""
+    if nn1_ceiling is None or nn1_ceiling < CEILING_TOLD:
+        return None
+    return (f"the VGG features tell even the generator's reconstructions of its training images from real images "
+            f"(1-NN accuracy {nn1_ceiling:.2f}): they see detail it does not draw, such as pixel noise, so its "
+            "samples' VGG metrics cannot read well on these images; compare them with the *_vgg_ceiling values and "
+            "look at samples.png beside reconstructions.png")
+
+
 def evaluate_images(real, fake, *, real_labels=None, n: int = 2048, seed: int = 0, features="proxy",
                     n_pairs: int = 50, n_nearest: int = 200, kid_subsets: int = 100, kid_subset_size: int = 1000,
                     vgg_path=None, lin_path=None, vgg_features: bool = True, n_vgg: int | None = None,
-                    batch_size: int = 256) -> dict:
+                    batch_size: int = 256, ceiling=None) -> dict:
     """All image metrics of generated ``fake`` against ``real``, in one dict.
 
     Feature metrics (pfid, kid, precision/recall/density/coverage) use
@@ -173,7 +201,9 @@ def evaluate_images(real, fake, *, real_labels=None, n: int = 2048, seed: int = 
     ``stlpips-pytorch`` package is installed (the costly part: about 70 ms per
     image on one CPU core), on the first ``n_vgg`` of them when given;
     ``knn_note`` warns when fewer than KNN_RELIABLE images per set stand
-    behind the k-NN metrics. SSIM and LPIPS use ``n_pairs`` random pairs;
+    behind the k-NN metrics. ``ceiling``: images that bound what ``fake`` can
+    score (a generator's reconstructions of its training images, at least as many
+    as the VGG metrics use); their VGG metrics are the ``*_ceiling`` keys. SSIM and LPIPS use ``n_pairs`` random pairs;
     nearest-real SSIM scores ``n_nearest`` of the chosen generated images
     against all chosen real ones (O(n n_nearest) SSIMs). LPIPS is the original
     one with local files (``lpips_available``), else ST-LPIPS. A metric that
@@ -192,8 +222,14 @@ def evaluate_images(real, fake, *, real_labels=None, n: int = 2048, seed: int = 
     proxy = _distribution_metrics(f_real, f_fake, kid_subsets, kid_subset_size, seed)
     out = {"pfid": proxy.pop("fd"), **proxy, "features": features_name,
            "n_real": real_sub.shape[0], "n_fake": fake_sub.shape[0]}
-    out |= _vgg_metrics(real_sub[:n_vgg], fake_sub[:n_vgg], vgg_features, kid_subsets, kid_subset_size, seed,
-                        batch_size)
+    real_vgg = real_sub[:n_vgg]
+    if ceiling is not None:
+        ceiling = check_images(ceiling, "ceiling", 2)
+        check_same_image_shape(real, ceiling, "real and ceiling")
+        ceiling = ceiling[torch.randperm(len(ceiling), generator=torch.Generator().manual_seed(seed))[:len(real_vgg)]]
+    out |= _vgg_metrics(real_vgg, fake_sub[:n_vgg], vgg_features, kid_subsets, kid_subset_size, seed, batch_size,
+                        ceiling)
+    out["ceiling_note"] = ceiling_note(out.get("nn1_accuracy_vgg_ceiling"))
     out["n_vgg"] = None if out["vgg_reason"] else min(len(real_sub), n_vgg or len(real_sub))
     out["knn_note"] = None if out["prdc_reason"] else knn_note(out["n_vgg"] or real_sub.shape[0])  # skipped: said
     out |= colour_metrics(real_sub, fake_sub)
@@ -211,7 +247,7 @@ __all__ = [
     "ProxyFeatureNet", "VGGFeatureNet", "AntialiasedVGG16", "stlpips_available", "extract_features", "matched_subsets",
     "frechet_distance", "fid_from_features", "proxy_fid", "colour_fd", "colour_error",
     "kid", "mmd2_unbiased", "prdc", "nn1_test", "LEAD_KEYS", "PRDC_KEYS", "quality_first", "memorisation",
-    "nearest_training", "knn_note",
+    "nearest_training", "knn_note", "ceiling_note",
     "reconstruction_ssim", "random_pairs", "sampled_pairs_ssim", "nearest_real_ssim",
     "LPIPS", "STLPIPS", "load_lpips", "load_stlpips", "lpips_available", "lpips_distance", "paired_lpips",
     "SmallCNN", "DomainFeatureNet", "train_classifier", "evaluate_classifier", "macro_precision_recall",
