@@ -173,3 +173,24 @@ def test_write_set_writes_the_images_as_pngs_the_folder_loader_reads_back(tmp_pa
     for images, folder in ((train, "train"), (test, "test")):
         back = load_data(f"folder:{tmp_path / folder}", "all", progress=False).images  # file-name order
         torch.testing.assert_close(back, (images * 255).round() / 255, atol=1e-6, rtol=0)
+
+
+def test_vgg_calibration_scores_real_images_well_and_blurred_ones_worse(tmp_path):
+    import json
+
+    import pytest
+
+    from neurosql.metrics import stlpips_available
+    from benchmarks.vgg_calibration import BLURS, main
+
+    if not stlpips_available()[0]:
+        pytest.skip("ST-LPIPS weights unavailable")
+    main(["--sets", "faces@32", "--out", str(tmp_path / "cal"), "--threads", "1"])
+    rows = json.loads((tmp_path / "cal.json").read_text())
+    assert [r["blur_px"] for r in rows] == list(BLURS) and rows[0]["n"] == 20
+    fd = [r["fd_vgg"] for r in rows]
+    assert fd[0] < fd[1] < fd[2]  # the blurrier, the farther from the held-out images
+    assert rows[0]["nn1_accuracy_vgg"] < rows[2]["nn1_accuracy_vgg"]
+    assert (tmp_path / "cal.md").read_text().count("| faces@32 |") == 3
+    with pytest.raises(SystemExit):
+        main(["--sets", "faces@33", "--out", str(tmp_path / "bad")])
