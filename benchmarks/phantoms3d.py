@@ -127,7 +127,8 @@ def write_medmnist(path: Path, n: int, side: int, seed: int = 0) -> Path:
     return path
 
 
-def run(out: Path, n: int, side: int, methods: list[str], seed: int = 0, threads: int = 2, **params) -> dict:
+def run(out: Path, n: int, side: int, methods: list[str], seed: int = 0, threads: int = 2,
+        code_noise: float | None = None, **params) -> dict:
     torch.set_num_threads(threads)
     out.mkdir(parents=True, exist_ok=True)
     path = write_medmnist(out / "phantoms.npz", int(n / 0.8), side, seed)  # n training volumes
@@ -137,7 +138,8 @@ def run(out: Path, n: int, side: int, methods: list[str], seed: int = 0, threads
     results = {}
     for method in methods:
         start = time.perf_counter()
-        model = build_method(method, seed=seed, progress=False, **params)
+        own = {"code_noise": code_noise} if method == "neurosql" and code_noise is not None else {}
+        model = build_method(method, seed=seed, progress=False, **params, **own)
         model.fit(data.images, **({"labels": data.label_names()} if method == "neurosql" else {}))
         wall = time.perf_counter() - start
         model.save(out / f"{method}.pt")  # to look again without retraining
@@ -168,6 +170,9 @@ if __name__ == "__main__":
     parser.add_argument("--methods", default="neurosql,vae")
     parser.add_argument("--steps", type=int, default=None, help="budget in updates (default: automatic)")
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--seed", type=int, default=0, help="seed of the phantoms and of training (default: 0)")
+    parser.add_argument("--code-noise", type=float, default=None,
+                        help="NeuroSQL's code noise f (default: 0, off; see --code-noise of neurosql train)")
     args = parser.parse_args()
     budget = {} if args.steps is None else {"steps": args.steps}
-    run(args.out, args.n, args.side, args.methods.split(","), threads=args.threads, **budget)
+    run(args.out, args.n, args.side, args.methods.split(","), args.seed, args.threads, args.code_noise, **budget)

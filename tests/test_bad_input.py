@@ -228,6 +228,8 @@ CLI_CASES = [  # (id, argv, words the one error line must contain)
     ("chroma-weight-negative", [*T, "--chroma-weight", "-1", "--out", "new"], "chroma-weight must be >= 0"),
     ("chroma-weight-nan", [*T, "--chroma-weight", "nan", "--out", "new"], "chroma-weight must be a finite"),
     ("colour-warmup-2", [*T, "--colour-warmup", "2", "--out", "new"], "colour-warmup must be in [0, 1]"),
+    ("code-noise-negative", [*T, "--code-noise", "-0.5", "--out", "new"], "code-noise must be >= 0, got -0.5"),
+    ("code-noise-inf", [*T, "--code-noise", "inf", "--out", "new"], "code-noise must be a finite"),
     ("loss-yuv-grey", [*T, "--loss", "ssim_l1_yuv", "--out", "new"], "needs RGB images"),
     ("assign-every-0", [*T, "--assign-every", "0", "--out", "new"], "assign-every"),
     ("assign-batch-1", [*T, "--assign-batch", "1", "--out", "new"], "assign-batch"),

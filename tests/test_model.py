@@ -320,6 +320,54 @@ def test_lazy_images_reject_bad_values(tmp_path):
         check_lazy_images(bad)
 
 
+def noise_in_generator_steps(monkeypatch, X, **params) -> tuple[torch.Tensor, torch.Tensor]:
+    """z − Ẑ_idx of every generator step of a fit, and the noise scale f·h/√d each step should have, h the
+    median distance from a code to its nearest other code, by brute force on the codes at that step."""
+    noise, scales, inside, f = [], [], [], params.pop("f", 0.25)
+    real_step = NeuroSQL._generator_step
+
+    def step(self, x, idx):
+        codes = self.codes_.detach().clone()
+        distances = torch.cdist(codes, codes).fill_diagonal_(float("inf")).min(dim=1).values
+        scales.append(f * distances.median() / codes.shape[1] ** 0.5)
+        inside.append(codes[idx])
+        hook = self.networks_["generator"].register_forward_pre_hook(
+            lambda module, args: noise.append(args[0].detach() - inside[-1]))
+        try:
+            return real_step(self, x, idx)
+        finally:
+            hook.remove()
+
+    monkeypatch.setattr(NeuroSQL, "_generator_step", step)
+    NeuroSQL(**dict(TINY, latent_dim=3, width=8, epochs=None, steps=12, batch_size=8, val_fraction=0), **params).fit(X)
+    return torch.stack(noise), torch.stack(scales)
+
+
+def test_code_noise_is_gaussian_at_f_h_over_root_d_and_off_by_default(monkeypatch):
+    """Generator steps decode Ẑ_idx + f·h/√d·ε with --code-noise f, for volumes and images; by default G sees
+    the codes alone, as in the paper."""
+    g = torch.Generator().manual_seed(0)
+    volumes, images = torch.rand(16, 1, 16, 16, 16, generator=g), torch.rand(16, 1, 16, 16, generator=g)
+    noise, scales = noise_in_generator_steps(monkeypatch, volumes, code_noise=0.25)
+    standard = noise / scales.view(-1, 1, 1)  # (steps, batch, d): ε, one N(0, 1) draw per entry
+    assert abs(float(standard.std()) - 1) < 0.2 and abs(float(standard.mean())) < 0.2
+    assert float(noise.abs().min()) > 0
+    noise, scales = noise_in_generator_steps(monkeypatch, images, f=0.5, code_noise=0.5)
+    assert abs(float((noise / scales.view(-1, 1, 1)).std()) - 1) < 0.2
+    assert float(noise_in_generator_steps(monkeypatch, images)[0].abs().max()) == 0
+    assert float(noise_in_generator_steps(monkeypatch, volumes)[0].abs().max()) == 0
+
+
+def test_code_noise_runs_are_reproducible():
+    """The noise comes from the epoch's seeded generator: the same seed gives the same weights."""
+    volumes = torch.rand(16, 1, 16, 16, 16, generator=torch.Generator().manual_seed(0))
+    small = dict(TINY, latent_dim=3, width=8, epochs=None, steps=8, batch_size=8, val_fraction=0)
+    a, b = (NeuroSQL(**small, code_noise=0.25).fit(volumes).generator_.state_dict() for _ in range(2))
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    c = NeuroSQL(**small).fit(volumes).generator_.state_dict()
+    assert not all(torch.equal(a[k], c[k]) for k in a)
+
+
 def test_colour_warmup_regresses_rgb_with_l1_first_and_leaves_grey_alone(monkeypatch):
     """RGB: the first quarter of the updates use L1, the rest --loss; grey: --loss throughout, as before issue 21."""
     seen = []
