@@ -153,6 +153,7 @@ def test_summary_leads_with_what_sees_sample_quality_and_marks_coarse_knn_number
     with pytest.warns(UserWarning, match="reconstructions of its training images"):
         print_metrics({"precision_vgg": 0.0, "precision_vgg_ceiling": 0.0, "nn1_accuracy_vgg": 1.0,
                        "nn1_accuracy_vgg_ceiling": 1.0, "ceiling_note": ceiling_note(1.0)})
+    assert ceiling_note(1.0, 19) is None and ceiling_note(0.9) is None  # too few images to say; not told apart
     lines = capsys.readouterr().out.splitlines()
     assert lines == ["  nn1_accuracy_vgg     1.0000 (G's reconstructions of training images: 1.00)",
                      "  precision_vgg        0.0000 (G's reconstructions of training images: 0.00)"]

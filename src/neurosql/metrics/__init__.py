@@ -176,9 +176,10 @@ def knn_note(n: int) -> str | None:
 CEILING_TOLD = 0.95  # the ceiling's VGG 1-NN accuracy from which its images count as always told apart
 
 
-def ceiling_note(nn1_ceiling: float | None) -> str | None:
-    """A warning when the VGG features tell the ceiling images (G's own reconstructions) from real ones."""
-    if nn1_ceiling is None or nn1_ceiling < CEILING_TOLD:
+def ceiling_note(nn1_ceiling: float | None, n: int = NN1_RELIABLE) -> str | None:
+    """A warning when the VGG features tell the ceiling images (G's own reconstructions) from real ones, with
+    at least NN1_RELIABLE images a set (below, knn_note already says to judge by the pictures)."""
+    if nn1_ceiling is None or nn1_ceiling < CEILING_TOLD or n < NN1_RELIABLE:
         return None
     return (f"the VGG features tell even the generator's reconstructions of its training images from real images "
             f"(1-NN accuracy {nn1_ceiling:.2f}): they see detail it does not draw, such as pixel noise, so its "
@@ -229,7 +230,7 @@ def evaluate_images(real, fake, *, real_labels=None, n: int = 2048, seed: int = 
         ceiling = ceiling[torch.randperm(len(ceiling), generator=torch.Generator().manual_seed(seed))[:len(real_vgg)]]
     out |= _vgg_metrics(real_vgg, fake_sub[:n_vgg], vgg_features, kid_subsets, kid_subset_size, seed, batch_size,
                         ceiling)
-    out["ceiling_note"] = ceiling_note(out.get("nn1_accuracy_vgg_ceiling"))
+    out["ceiling_note"] = ceiling_note(out.get("nn1_accuracy_vgg_ceiling"), len(real_vgg))
     out["n_vgg"] = None if out["vgg_reason"] else min(len(real_sub), n_vgg or len(real_sub))
     out["knn_note"] = None if out["prdc_reason"] else knn_note(out["n_vgg"] or real_sub.shape[0])  # skipped: said
     out |= colour_metrics(real_sub, fake_sub)
