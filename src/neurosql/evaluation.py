@@ -79,9 +79,10 @@ def evaluate_model(
                                      refine_steps=refine_steps)
     start = time.perf_counter()
     fake = model.sample(min(n, max(len(real_test), 2)), seed=seed)
+    n_vgg = LIGHT_VGG if light else None
+    m = min(len(real_test), len(fake), n, n_vgg or n)  # the real images behind the VGG metrics (matched_subsets)
     out = evaluate_images(real_test, fake, n=n, seed=seed, n_nearest=20 if light else 200,
-                          kid_subsets=20 if light else 100, n_vgg=LIGHT_VGG if light else None,
-                          ceiling=at_the_codes(model, LIGHT_VGG if light else n, seed))
+                          kid_subsets=20 if light else 100, n_vgg=n_vgg, ceiling=at_the_codes(model, m, seed))
     if real_train is not None:
         out |= memorisation(fake[:MEMORISATION_SAMPLES], training_images(model, real_train, seed),
                             real_test[:MEMORISATION_SAMPLES], sampler=sampler_of(model))

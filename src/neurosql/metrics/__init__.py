@@ -29,6 +29,7 @@ from neurosql.metrics.prdc import prdc
 from neurosql.metrics.two_sample import nn1_test
 from neurosql.metrics.ssim_stats import nearest_real_ssim, random_pairs, reconstruction_ssim, sampled_pairs_ssim
 
+CEILING_KEYS = ("nn1_accuracy_vgg", "fd_vgg", "precision_vgg", "recall_vgg")  # reported as f"{key}_ceiling"
 METRIC_DEFINITIONS: dict[str, str] = {
     "pfid": "Fréchet distance between Gaussian fits of real and generated features (lower is better; "
             "proxy FID with the fixed random net of App. E unless 'features' says otherwise)",
@@ -64,7 +65,7 @@ METRIC_DEFINITIONS: dict[str, str] = {
     **{f"{k}_ceiling": f"{k} of the generator's reconstructions of its training images against the same real "
                         "images: the best its samples can score (images G draws at codes it was fitted to; where "
                         "even these are told apart, the VGG features see detail G does not draw, such as pixel noise)"
-       for k in ("nn1_accuracy_vgg", "fd_vgg", "precision_vgg", "recall_vgg")},
+       for k in CEILING_KEYS},
     "ceiling_note": "a warning when the VGG features tell even the ceiling images from real ones "
                     "(nn1_accuracy_vgg_ceiling >= 0.95), so the samples' VGG metrics cannot read well; None otherwise",
     "n_vgg": "real and generated images behind the _vgg metrics",
@@ -124,9 +125,6 @@ def _distribution_metrics(f_real, f_fake, kid_subsets: int, kid_subset_size: int
     except NeuroSQLError as err:  # too few images for the k-NN balls: reported, never raised
         out |= dict.fromkeys(PRDC_KEYS) | {"prdc_reason": str(err)}
     return out
-
-
-CEILING_KEYS = ("nn1_accuracy_vgg", "fd_vgg", "precision_vgg", "recall_vgg")  # reported as f"{key}_ceiling"
 
 
 def _vgg_metrics(real_sub, fake_sub, enabled: bool, kid_subsets: int, kid_subset_size: int, seed: int,
