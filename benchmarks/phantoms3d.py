@@ -172,7 +172,7 @@ if __name__ == "__main__":
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--seed", type=int, default=0, help="seed of the phantoms and of training (default: 0)")
     parser.add_argument("--code-noise", type=float, default=None,
-                        help="NeuroSQL's code noise f (default: 0, off; see --code-noise of neurosql train)")
+                        help="NeuroSQL's code noise f (default: its auto, 0.25 on volumes; see neurosql train --help)")
     args = parser.parse_args()
     budget = {} if args.steps is None else {"steps": args.steps}
     run(args.out, args.n, args.side, args.methods.split(","), args.seed, args.threads, args.code_noise, **budget)

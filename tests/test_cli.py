@@ -1,5 +1,6 @@
 """The neurosql command: a tiny train → sample round trip and clean errors (exit 2)."""
 
+import argparse
 import dataclasses
 import json
 import subprocess
@@ -157,3 +158,24 @@ def test_summary_leads_with_what_sees_sample_quality_and_marks_coarse_knn_number
     lines = capsys.readouterr().out.splitlines()
     assert lines == ["  nn1_accuracy_vgg     1.0000 (G's reconstructions of training images: 1.00)",
                      "  precision_vgg        0.0000 (G's reconstructions of training images: 0.00)"]
+
+
+def test_every_option_help_prints_as_written(capsys):
+    """A help text with a literal % (e.g. '64 %') is shown as written, not garbled by argparse's formatting
+    (which printed the argument's internals in the middle of the sentence)."""
+    from dataclasses import dataclass
+
+    from neurosql.cli import build_parser
+    from neurosql.engine.config import add_config_arguments, option
+
+    @dataclass
+    class Percent:
+        share: float = option(0.5, "raised the share from 64 % to 86 %")
+
+    parser = argparse.ArgumentParser()
+    add_config_arguments(parser, Percent)
+    assert "from 64 % to 86 % (default: 0.5)" in " ".join(parser.format_help().split())
+    for command in ("train", "sample", "evaluate", "encode"):
+        with pytest.raises(SystemExit):
+            build_parser().parse_args([command, "--help"])
+        assert "option_strings" not in capsys.readouterr().out

@@ -37,8 +37,8 @@ CASES = {  # name -> (method, data, parameters)
                                                       lattice_subset="random", init="random")),
     "neurosql-prior-no-ema": ("neurosql", "digits", dict(assign_every=2, sampler="prior", ema=0.0)),
     "neurosql-rgb": ("neurosql", "rgb", dict(assign_every=1, loss="ssim_l1_yuv")),
-    "neurosql-3d": ("neurosql", "volumes", dict(assign_every=1)),
-    "neurosql-3d-code-noise": ("neurosql", "volumes", dict(assign_every=1, code_noise=0.25)),
+    "neurosql-3d": ("neurosql", "volumes", dict(assign_every=1, code_noise=0)),
+    "neurosql-3d-code-noise": ("neurosql", "volumes", dict(assign_every=1)),  # auto: 0.25 on volumes
     "vae": ("vae", "digits", {}),
     "gan": ("gan", "digits", dict(disc_width=8, encode_steps=3)),
     "ddpm": ("ddpm", "digits", dict(denoiser_width=8, timesteps=50, sample_steps=5)),

@@ -343,9 +343,9 @@ def noise_in_generator_steps(monkeypatch, X, **params) -> tuple[torch.Tensor, to
     return torch.stack(noise), torch.stack(scales)
 
 
-def test_code_noise_is_gaussian_at_f_h_over_root_d_and_off_by_default(monkeypatch):
-    """Generator steps decode Ẑ_idx + f·h/√d·ε with --code-noise f, for volumes and images; by default G sees
-    the codes alone, as in the paper."""
+def test_code_noise_is_gaussian_at_f_h_over_root_d_auto_on_volumes_only(monkeypatch):
+    """Generator steps decode Ẑ_idx + f·h/√d·ε with --code-noise f, for volumes and images; by default
+    (auto) volumes get f = 0.25 and images none, as in the paper."""
     g = torch.Generator().manual_seed(0)
     volumes, images = torch.rand(16, 1, 16, 16, 16, generator=g), torch.rand(16, 1, 16, 16, generator=g)
     noise, scales = noise_in_generator_steps(monkeypatch, volumes, code_noise=0.25)
@@ -355,7 +355,45 @@ def test_code_noise_is_gaussian_at_f_h_over_root_d_and_off_by_default(monkeypatc
     noise, scales = noise_in_generator_steps(monkeypatch, images, f=0.5, code_noise=0.5)
     assert abs(float((noise / scales.view(-1, 1, 1)).std()) - 1) < 0.2
     assert float(noise_in_generator_steps(monkeypatch, images)[0].abs().max()) == 0
-    assert float(noise_in_generator_steps(monkeypatch, volumes)[0].abs().max()) == 0
+    assert float(noise_in_generator_steps(monkeypatch, volumes, code_noise=0)[0].abs().max()) == 0
+    noise, scales = noise_in_generator_steps(monkeypatch, volumes)  # auto
+    assert abs(float((noise / scales.view(-1, 1, 1)).std()) - 1) < 0.2
+
+
+@pytest.mark.parametrize("shape, given, recorded", [((16, 1, 16, 16, 16), None, 0.25), ((16, 1, 16, 16), None, 0.0),
+                                                    ((16, 1, 16, 16, 16), 0.0, 0.0), ((16, 1, 16, 16), 0.5, 0.5)])
+def test_fit_resolves_auto_code_noise_and_the_checkpoint_keeps_what_ran(tmp_path, shape, given, recorded):
+    X = torch.rand(shape, generator=torch.Generator().manual_seed(0))
+    model = NeuroSQL(**dict(TINY, latent_dim=3, width=8, epochs=2, assign_every=1, batch_size=8, val_fraction=0), code_noise=given)
+    model.fit(X, checkpoint=tmp_path / "model.pt")
+    assert model.config.code_noise == recorded
+    assert NeuroSQL.load(tmp_path / "model.pt").config.code_noise == recorded
+
+
+def test_a_checkpoint_from_before_code_noise_records_it_off(tmp_path):
+    """Checkpoints written before the option trained without noise; loading one says so, and its samples
+    stay those of the saved model."""
+    from neurosql.persistence import load_checkpoint, save_checkpoint
+
+    X = torch.rand(16, 1, 16, 16, 16, generator=torch.Generator().manual_seed(0))
+    model = NeuroSQL(**dict(TINY, latent_dim=3, width=8, epochs=2, assign_every=1, batch_size=8, val_fraction=0)).fit(X)
+    model.save(tmp_path / "new.pt")
+    state = load_checkpoint(tmp_path / "new.pt")
+    del state["config"]["code_noise"]  # as written before the option existed
+    save_checkpoint(state, tmp_path / "old.pt")
+    old = NeuroSQL.load(tmp_path / "old.pt")
+    assert old.config.code_noise == 0.0
+    assert torch.equal(old.sample(4, seed=0), model.sample(4, seed=0))
+
+
+def test_the_paper_preset_trains_volumes_without_code_noise():
+    """--preset paper is the paper's method: prior sampling and no code noise, whatever the data."""
+    from neurosql.engine.config import merged_config
+
+    paper = merged_config(NeuroSQLConfig, "neurosql", {}, "paper", {})
+    assert (paper.sampler, paper.code_noise) == ("prior", 0.0)
+    assert merged_config(NeuroSQLConfig, "neurosql", {}, "paper", {"code_noise": 0.5}).code_noise == 0.5
+    assert merged_config(NeuroSQLConfig, "neurosql", {}, None, {}).code_noise is None  # auto, resolved in fit
 
 
 def test_code_noise_runs_are_reproducible():
@@ -364,7 +402,7 @@ def test_code_noise_runs_are_reproducible():
     small = dict(TINY, latent_dim=3, width=8, epochs=None, steps=8, batch_size=8, val_fraction=0)
     a, b = (NeuroSQL(**small, code_noise=0.25).fit(volumes).generator_.state_dict() for _ in range(2))
     assert all(torch.equal(a[k], b[k]) for k in a)
-    c = NeuroSQL(**small).fit(volumes).generator_.state_dict()
+    c = NeuroSQL(**small, code_noise=0).fit(volumes).generator_.state_dict()
     assert not all(torch.equal(a[k], c[k]) for k in a)
 
 

@@ -144,7 +144,7 @@ PRESETS = {
     # App. I: AdamW at 2e-4, batch 64, cosine decay, 120–250 epochs, no warm-up, no weight averaging,
     # early stopping with patience 25–30; samples z from the prior (§2.5). A method applies the fields it has.
     "paper": {"epochs": 120, "batch_size": 64, "lr": 2e-4, "warmup": 0.0, "ema": 0.0, "patience": 25,
-              "sampler": "prior"},
+              "sampler": "prior", "code_noise": 0.0},
 }
 
 
@@ -295,6 +295,7 @@ def add_config_arguments(parser: argparse.ArgumentParser, *config_classes, only=
         having = [name for cls, name in (owners or {}).items() if f.name in cls.__dataclass_fields__]
         scope = f"{', '.join(having)} only; " if owners and len(having) < len(owners) else ""
         help_text = f"{f.metadata.get('help', '')} ({scope}default: {'auto' if default is None else default})"
+        help_text = help_text.replace("%", "%%")  # argparse formats help with %: a literal one must be doubled
         flags = (*f.metadata.get("short", ()), flag)
         if isinstance(default, bool):
             parser.add_argument(*flags, action=argparse.BooleanOptionalAction, default=argparse.SUPPRESS, help=help_text)

@@ -40,6 +40,8 @@ SAMPLERS = ("codes", "prior")  # where sample() draws z: between training codes,
 VAL_LATTICE = 4096  # lattice points behind the validation loss (bounded for large n)
 RGB_COLOUR_WARMUP = 0.25  # automatic colour warm-up of RGB images (README, Colour: 0.25 beat 0.5 on three colour
                           # sets over three seeds, benchmarks/small_data_colour.md)
+VOLUME_CODE_NOISE = 0.25  # automatic code noise of volumes (README, 3-D volumes: samples with both ventricles
+                          # rose from 64-72 % to 81-86 % over three seeds on the 32³ phantom heads)
 
 
 @dataclass
@@ -72,11 +74,13 @@ class NeuroSQLConfig(LatentGeneratorConfig):
                                                "takes over, so colour is learned before SSIM's structural gradient "
                                                f"drowns it; None = auto: {RGB_COLOUR_WARMUP} for RGB images, 0 for "
                                                "others", type=float, within="[0, 1]")
-    code_noise: float = option(0.0, "f: generator steps decode Ẑ + f·h/√d·ε, ε ~ N(0, I), h the median distance "
-                                     "between nearest codes, so G is fitted between the codes too, where samples "
-                                     "are drawn; 0 = off (the paper). On 3-D phantom heads 0.25 raised samples with "
-                                     "both ventricles from 64 % to 86 % (one seed; README, 3-D volumes)",
-                               within="[0, inf)")
+    code_noise: float | None = option(None, "f: generator steps decode Ẑ + f·h/√d·ε, ε ~ N(0, I), h the median "
+                                            "distance between nearest codes, so G is fitted between the codes too, "
+                                            "where samples are drawn; 0 = off (the paper); None = auto: "
+                                            f"{VOLUME_CODE_NOISE} for volumes, 0 for images (on 3-D phantom heads it "
+                                            "raised the samples with anatomy from 2 in 3 to over 4 in 5; on 2-D sets "
+                                            "it lost recall; README)",
+                                      type=float, within="[0, inf)")
     assign_every_batch: bool = option(True, "Alg. 2: assign in every batch, as the paper; --no-assign-every-batch "
                                             "assigns only in the batches of every K-th epoch")
 
@@ -134,11 +138,16 @@ class NeuroSQL(LatentGenerator):
 
     def fit(self, X, X_val=None, checkpoint=None, callback=None, labels=None) -> "NeuroSQL":
         """Algorithm 1, or Algorithm 2 with ``assign_batch`` m (auto: chosen from len(X), the rule in
-        ``assign_batch_rule_``). See :meth:`Method.fit` for the arguments; labels: optional (n,) class
-        of each image, kept with the training codes (``labels_``) for ``sample(m, label=c)``."""
+        ``assign_batch_rule_``), with ``code_noise`` f (auto: volumes or images). See :meth:`Method.fit`
+        for the arguments; labels: optional (n,) class of each image, kept with the training codes
+        (``labels_``) for ``sample(m, label=c)``."""
         labels = None if labels is None else check_labels(labels, len(X))
         assign_batch, self.assign_batch_rule_ = resolve_assign_batch(self.config.assign_batch, len(X))
-        self.config = replace(self.config, assign_batch=assign_batch)  # what ran, as checkpoints record it
+        code_noise = self.config.code_noise
+        if code_noise is None:  # auto
+            code_noise = VOLUME_CODE_NOISE if np.ndim(X) == 5 else 0.0
+        # what ran, as checkpoints record it
+        self.config = replace(self.config, assign_batch=assign_batch, code_noise=code_noise)
         X = self._as_images(X)
         return start_training(self, X, X_val, checkpoint, callback, labels=labels)
 
@@ -342,8 +351,10 @@ class NeuroSQL(LatentGenerator):
     # ---------------------------------------------------------- persistence
     @classmethod
     def _from_state(cls, state: dict, device: str):
-        """Checkpoints from before ``sampler`` existed drew from the prior, and keep doing so."""
-        return super()._from_state({**state, "config": {"sampler": "prior", **state["config"]}}, device)
+        """Checkpoints from before ``sampler`` existed drew from the prior, and keep doing so; those from
+        before ``code_noise`` trained without it."""
+        defaults = {"sampler": "prior", "code_noise": 0.0}
+        return super()._from_state({**state, "config": {**defaults, **state["config"]}}, device)
 
     def _extra_state(self) -> dict:
         return {**self.bank_.state_dict(self._shard), "labels": None if self.labels_ is None else self.labels_.tolist(),
