@@ -386,12 +386,13 @@ def test_a_checkpoint_from_before_code_noise_records_it_off(tmp_path):
     assert torch.equal(old.sample(4, seed=0), model.sample(4, seed=0))
 
 
-def test_the_paper_preset_trains_volumes_without_code_noise():
-    """--preset paper is the paper's method: prior sampling and no code noise, whatever the data."""
+def test_the_paper_preset_has_none_of_the_automatic_additions():
+    """--preset paper is the paper's method: prior sampling, no code noise and no colour warm-up, whatever
+    the data."""
     from neurosql.engine.config import merged_config
 
     paper = merged_config(NeuroSQLConfig, "neurosql", {}, "paper", {})
-    assert (paper.sampler, paper.code_noise) == ("prior", 0.0)
+    assert (paper.sampler, paper.code_noise, paper.colour_warmup) == ("prior", 0.0, 0.0)
     assert merged_config(NeuroSQLConfig, "neurosql", {}, "paper", {"code_noise": 0.5}).code_noise == 0.5
     assert merged_config(NeuroSQLConfig, "neurosql", {}, None, {}).code_noise is None  # auto, resolved in fit
 
