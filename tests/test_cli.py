@@ -160,6 +160,19 @@ def test_summary_leads_with_what_sees_sample_quality_and_marks_coarse_knn_number
                      "  precision_vgg        0.0000 (G's reconstructions of training images: 0.00)"]
 
 
+def test_summary_marks_the_memorisation_check_coarse_on_few_held_out_images(capsys):
+    """A 3-D run holds out about 15 volumes: the minimum over so few held-out distances is high, so the copy
+    fraction reads high (0.60 beside a ratio of 0.86 and no copies in nearest.png); the summary says so."""
+    from neurosql.cli import print_metrics
+
+    check = {"memorisation_ratio": 0.86, "copy_fraction": 0.6, "pfid_3d": 1.2}
+    print_metrics({**check, "n_memorisation": (64, 120, 15)})
+    lines = capsys.readouterr().out.splitlines()
+    assert [line.endswith("(coarse: 15 held-out images; open nearest.png)") for line in lines] == [True, True, False]
+    print_metrics({**check, "n_memorisation": [64, 120, 20]})  # as read back from metrics.json
+    assert "coarse" not in capsys.readouterr().out
+
+
 def test_every_option_help_prints_as_written(capsys):
     """A help text with a literal % (e.g. '64 %') is shown as written, not garbled by argparse's formatting
     (which printed the argument's internals in the middle of the sentence)."""

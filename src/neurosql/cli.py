@@ -23,6 +23,7 @@ from .engine.config import (PRESETS, EncodeOptions, EvaluateOptions, SampleOptio
 from .errors import NeuroSQLError
 from .loggers import LOGGERS
 from .metrics import LEAD_KEYS, PRDC_KEYS
+from .metrics.memorisation import NOTE_MIN_HELD_OUT
 from .methods import CONFIGS, load_model, method_class
 from .warning_lines import one_line_warnings
 
@@ -152,13 +153,17 @@ PROXY_BLIND = ("nn1_accuracy", "nn1_fake", *PRDC_KEYS)
 
 def print_metrics(metrics: dict) -> None:
     """The summary, led by the metrics that see sample quality, each VGG one beside its ceiling (G at the
-    training codes); a warning when the test set is too small, when the VGG features tell even that ceiling
-    from real images, or when the memorisation check finds copies or samples unlike the data."""
+    training codes), the memorisation check marked coarse on few held-out images; a warning when the
+    test set is too small, when the VGG features tell even that ceiling from real images, or when the
+    memorisation check finds copies or samples unlike the data."""
+    held_out = (metrics.get("n_memorisation") or (0, 0, NOTE_MIN_HELD_OUT))[2]
     for key in (k for k in SUMMARY_KEYS if metrics.get(k) is not None):
         value = metrics[key]
         marks = []
         if metrics.get("knn_note") and key.removesuffix("_vgg") in PRDC_KEYS:  # k-NN: coarse on few images
             marks.append("coarse: too few test images")
+        if key in ("memorisation_ratio", "copy_fraction") and held_out < NOTE_MIN_HELD_OUT:
+            marks.append(f"coarse: {held_out} held-out images; open nearest.png")  # e.g. a 3-D run's 15 volumes
         if key in PROXY_BLIND and metrics.get(f"{key}_vgg") is not None:
             marks.append(f"proxy features, blind to mush: read {key}_vgg")
         if metrics.get(f"{key}_ceiling") is not None:
