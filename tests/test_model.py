@@ -360,11 +360,15 @@ def test_code_noise_is_gaussian_at_f_h_over_root_d_auto_on_volumes_only(monkeypa
     assert abs(float((noise / scales.view(-1, 1, 1)).std()) - 1) < 0.2
 
 
+# two epochs: one assignment round; no held-out split
+TWO_EPOCHS = dict(TINY, latent_dim=3, width=8, epochs=2, assign_every=1, batch_size=8, val_fraction=0)
+
+
 @pytest.mark.parametrize("shape, given, recorded", [((16, 1, 16, 16, 16), None, 0.25), ((16, 1, 16, 16), None, 0.0),
                                                     ((16, 1, 16, 16, 16), 0.0, 0.0), ((16, 1, 16, 16), 0.5, 0.5)])
 def test_fit_resolves_auto_code_noise_and_the_checkpoint_keeps_what_ran(tmp_path, shape, given, recorded):
     X = torch.rand(shape, generator=torch.Generator().manual_seed(0))
-    model = NeuroSQL(**dict(TINY, latent_dim=3, width=8, epochs=2, assign_every=1, batch_size=8, val_fraction=0), code_noise=given)
+    model = NeuroSQL(**TWO_EPOCHS, code_noise=given)
     model.fit(X, checkpoint=tmp_path / "model.pt")
     assert model.config.code_noise == recorded
     assert NeuroSQL.load(tmp_path / "model.pt").config.code_noise == recorded
@@ -376,7 +380,7 @@ def test_a_checkpoint_from_before_code_noise_records_it_off(tmp_path):
     from neurosql.persistence import load_checkpoint, save_checkpoint
 
     X = torch.rand(16, 1, 16, 16, 16, generator=torch.Generator().manual_seed(0))
-    model = NeuroSQL(**dict(TINY, latent_dim=3, width=8, epochs=2, assign_every=1, batch_size=8, val_fraction=0)).fit(X)
+    model = NeuroSQL(**TWO_EPOCHS).fit(X)
     model.save(tmp_path / "new.pt")
     state = load_checkpoint(tmp_path / "new.pt")
     del state["config"]["code_noise"]  # as written before the option existed
