@@ -154,8 +154,9 @@ PROXY_BLIND = ("nn1_accuracy", "nn1_fake", *PRDC_KEYS)
 def print_metrics(metrics: dict) -> None:
     """The summary, led by the metrics that see sample quality, each VGG one beside its ceiling (G at the
     training codes), the memorisation check marked coarse on few held-out images; a warning when the
-    test set is too small, when the VGG features tell even that ceiling from real images, or when the
-    memorisation check finds copies or samples unlike the data."""
+    test set is too small, when the VGG features tell even that ceiling from real images, when the samples
+    are worse than that ceiling (the sampling gap), or when the memorisation check finds copies or samples
+    unlike the data."""
     held_out = (metrics.get("n_memorisation") or (0, 0, NOTE_MIN_HELD_OUT))[2]
     for key in (k for k in SUMMARY_KEYS if metrics.get(k) is not None):
         value = metrics[key]
@@ -170,7 +171,7 @@ def print_metrics(metrics: dict) -> None:
             marks.append(f"G's reconstructions of training images: {metrics[f'{key}_ceiling']:.2f}")
         mark = f" ({'; '.join(marks)})" if marks else ""
         print(f"  {key:<20} {value:.4f}{mark}" if isinstance(value, float) else f"  {key:<20} {value}")
-    for note in ("knn_note", "ceiling_note", "memorisation_note"):
+    for note in ("gap_note", "knn_note", "ceiling_note", "memorisation_note"):
         if metrics.get(note):
             warnings.warn(metrics[note], stacklevel=1)
 

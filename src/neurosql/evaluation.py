@@ -34,6 +34,7 @@ EXTRA_DEFINITIONS = {
 
 
 LIGHT_VGG = 300  # images per set behind the light evaluation's VGG metrics (~70 ms each on one core)
+GAP_IMAGES = 200  # samples and images at the training codes behind the sampling gap, however few are held out
 MEMORISATION_SAMPLES = 500  # samples and held-out images behind the memorisation check
 MEMORISATION_TRAIN = 5000  # training images searched for the nearest one (a seeded subset above that)
 
@@ -78,11 +79,12 @@ def evaluate_model(
         return evaluate_volume_model(model, real_test, real_train=real_train, n=n, seed=seed,
                                      refine_steps=refine_steps)
     start = time.perf_counter()
-    fake = model.sample(min(n, max(len(real_test), 2)), seed=seed)
+    fake = model.sample(min(n, max(len(real_test), GAP_IMAGES)), seed=seed)
     n_vgg = LIGHT_VGG if light else None
     m = min(len(real_test), len(fake), n, n_vgg or n)  # the real images behind the VGG metrics (matched_subsets)
     out = evaluate_images(real_test, fake, n=n, seed=seed, n_nearest=20 if light else 200,
-                          kid_subsets=20 if light else 100, n_vgg=n_vgg, ceiling=at_the_codes(model, m, seed))
+                          kid_subsets=20 if light else 100, n_vgg=n_vgg,
+                          ceiling=at_the_codes(model, max(m, min(n, GAP_IMAGES)), seed), sampler=sampler_of(model))
     if real_train is not None:
         out |= memorisation(fake[:MEMORISATION_SAMPLES], training_images(model, real_train, seed),
                             real_test[:MEMORISATION_SAMPLES], sampler=sampler_of(model))
@@ -111,9 +113,10 @@ def evaluate_model(
 
 
 def at_the_codes(model, m: int, seed: int) -> torch.Tensor | None:
-    """G at the codes of up to m training images (a seeded subset), the ceiling of its samples' VGG metrics:
-    on 200 noisy synthetic brain slices, held-out slices blurred by σ = 0.5 px already score VGG precision and
-    recall 0, and so did G's reconstructions; None for a model that keeps no codes."""
+    """G at the codes of up to m training images (a seeded subset): the ceiling of its samples' VGG metrics
+    (on 200 noisy synthetic brain slices, held-out slices blurred by σ = 0.5 px already score VGG precision
+    and recall 0, and so did G's reconstructions) and what the sampling gap compares samples with; None for
+    a model that keeps no codes."""
     if not model.has_codes:
         return None
     codes = model.codes_

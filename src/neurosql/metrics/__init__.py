@@ -26,6 +26,7 @@ from neurosql.metrics.lpips import (
 )
 from neurosql.metrics.memorisation import MEMORISATION_DEFINITIONS, memorisation, nearest_training
 from neurosql.metrics.prdc import prdc
+from neurosql.metrics.sampling_gap import GAP_DEFINITIONS, edge_steepness, sampling_gap, sharpness_ratio
 from neurosql.metrics.two_sample import nn1_test
 from neurosql.metrics.ssim_stats import nearest_real_ssim, random_pairs, reconstruction_ssim, sampled_pairs_ssim
 
@@ -72,6 +73,7 @@ METRIC_DEFINITIONS: dict[str, str] = {
     "knn_note": "a warning when the held-out set is too small for k-NN precision/recall to mean much; None otherwise",
     "vgg_reason": "why the _vgg metrics are None (stlpips-pytorch not installed, or not requested); None when computed",
     **MEMORISATION_DEFINITIONS,
+    **GAP_DEFINITIONS,
     "colour_fd": "RGB only: Fréchet distance between Gaussian fits of per-image colour statistics (mean Y, U, V "
                  "and std of U, V; BT.601) of the same real and generated images (lower is better; 0 for equal sets)",
     "ssim": "mean SSIM over random real-generated pairs, as in App. E (higher means closer pixel structure)",
@@ -128,27 +130,31 @@ def _distribution_metrics(f_real, f_fake, kid_subsets: int, kid_subset_size: int
 
 
 def _vgg_metrics(real_sub, fake_sub, enabled: bool, kid_subsets: int, kid_subset_size: int, seed: int,
-                 batch_size: int, ceiling=None) -> dict:
+                 batch_size: int, ceiling=None, gap_samples=None, sampler=None) -> dict:
     """The ``VGG_KEYS`` on pretrained VGG features, or all None with ``vgg_reason``; with ``ceiling``
-    images, also the CEILING_KEYS of those against the same real features."""
+    images, also the CEILING_KEYS of the first ``len(real_sub)`` of those against the same real features,
+    and the sampling gap of ``gap_samples`` against all of them (its 1-NN test only with VGG features)."""
     ok, reason = stlpips_available() if enabled else (False, "not requested (vgg_features=False)")
+    gap = (lambda f_samples=None, f_ceiling=None: {} if ceiling is None else
+           sampling_gap(gap_samples, ceiling, f_samples, f_ceiling, sampler))
     if not ok:
-        return dict.fromkeys(VGG_KEYS) | {"vgg_reason": reason}
+        return dict.fromkeys(VGG_KEYS) | {"vgg_reason": reason} | gap()
     net = VGGFeatureNet(load_stlpips(device=real_sub.device))
     f_real = extract_features(net, real_sub, batch_size)  # (m, 1472)
     f_fake = extract_features(net, fake_sub, batch_size)
     got = _distribution_metrics(f_real, f_fake, kid_subsets, kid_subset_size, seed)
     out = {f"{k}_vgg": got[k] for k in VGG_TWINS} | {"vgg_reason": None}
     if ceiling is not None:
-        got = _distribution_metrics(f_real, extract_features(net, ceiling, batch_size), kid_subsets,
-                                    kid_subset_size, seed)
+        f_ceiling = extract_features(net, ceiling, batch_size)  # (k, 1472)
+        got = _distribution_metrics(f_real, f_ceiling[:len(real_sub)], kid_subsets, kid_subset_size, seed)
         out |= {f"{k}_ceiling": got[k.removesuffix("_vgg")] for k in CEILING_KEYS}
+        out |= gap(extract_features(net, gap_samples, batch_size), f_ceiling)
     return out
 
 
 # What sees sample quality, in the order every summary, metrics.json and report.md shows it first.
-LEAD_KEYS = ("nn1_accuracy_vgg", "nn1_fake_vgg", "fd_vgg", "precision_vgg", "recall_vgg", "memorisation_ratio",
-             "copy_fraction")
+LEAD_KEYS = ("gap_nn1_vgg", "sharpness_ratio", "nn1_accuracy_vgg", "nn1_fake_vgg", "fd_vgg", "precision_vgg",
+             "recall_vgg", "memorisation_ratio", "copy_fraction")
 
 
 def quality_first(metrics: dict) -> dict:
@@ -188,7 +194,7 @@ def ceiling_note(nn1_ceiling: float | None, n: int = NN1_RELIABLE) -> str | None
 def evaluate_images(real, fake, *, real_labels=None, n: int = 2048, seed: int = 0, features="proxy",
                     n_pairs: int = 50, n_nearest: int = 200, kid_subsets: int = 100, kid_subset_size: int = 1000,
                     vgg_path=None, lin_path=None, vgg_features: bool = True, n_vgg: int | None = None,
-                    batch_size: int = 256, ceiling=None) -> dict:
+                    batch_size: int = 256, ceiling=None, sampler: str | None = None) -> dict:
     """All image metrics of generated ``fake`` against ``real``, in one dict.
 
     Feature metrics (pfid, kid, precision/recall/density/coverage) use
@@ -202,7 +208,9 @@ def evaluate_images(real, fake, *, real_labels=None, n: int = 2048, seed: int = 
     ``knn_note`` warns when fewer than KNN_RELIABLE images per set stand
     behind the k-NN metrics. ``ceiling``: images that bound what ``fake`` can
     score (a generator's reconstructions of its training images, at least as many
-    as the VGG metrics use); their VGG metrics are the ``*_ceiling`` keys. SSIM and LPIPS use ``n_pairs`` random pairs;
+    as the VGG metrics use); their VGG metrics are the ``*_ceiling`` keys, and all of them are behind the
+    sampling gap of up to as many ``fake`` images (:func:`~neurosql.metrics.sampling_gap.sampling_gap`;
+    ``sampler`` names the --sampler in use, for its advice). SSIM and LPIPS use ``n_pairs`` random pairs;
     nearest-real SSIM scores ``n_nearest`` of the chosen generated images
     against all chosen real ones (O(n n_nearest) SSIMs). LPIPS is the original
     one with local files (``lpips_available``), else ST-LPIPS. A metric that
@@ -225,9 +233,9 @@ def evaluate_images(real, fake, *, real_labels=None, n: int = 2048, seed: int = 
     if ceiling is not None:
         ceiling = check_images(ceiling, "ceiling", 2)
         check_same_image_shape(real, ceiling, "real and ceiling")
-        ceiling = ceiling[torch.randperm(len(ceiling), generator=torch.Generator().manual_seed(seed))[:len(real_vgg)]]
+        ceiling = ceiling[torch.randperm(len(ceiling), generator=torch.Generator().manual_seed(seed))]
     out |= _vgg_metrics(real_vgg, fake_sub[:n_vgg], vgg_features, kid_subsets, kid_subset_size, seed, batch_size,
-                        ceiling)
+                        ceiling, None if ceiling is None else fake[:len(ceiling)], sampler)
     out["ceiling_note"] = ceiling_note(out.get("nn1_accuracy_vgg_ceiling"), len(real_vgg))
     out["n_vgg"] = None if out["vgg_reason"] else min(len(real_sub), n_vgg or len(real_sub))
     out["knn_note"] = None if out["prdc_reason"] else knn_note(out["n_vgg"] or real_sub.shape[0])  # skipped: said
@@ -246,7 +254,7 @@ __all__ = [
     "ProxyFeatureNet", "VGGFeatureNet", "AntialiasedVGG16", "stlpips_available", "extract_features", "matched_subsets",
     "frechet_distance", "fid_from_features", "proxy_fid", "colour_fd", "colour_error",
     "kid", "mmd2_unbiased", "prdc", "nn1_test", "LEAD_KEYS", "PRDC_KEYS", "quality_first", "memorisation",
-    "nearest_training", "knn_note", "ceiling_note",
+    "nearest_training", "knn_note", "ceiling_note", "sampling_gap", "sharpness_ratio", "edge_steepness",
     "reconstruction_ssim", "random_pairs", "sampled_pairs_ssim", "nearest_real_ssim",
     "LPIPS", "STLPIPS", "load_lpips", "load_stlpips", "lpips_available", "lpips_distance", "paired_lpips",
     "SmallCNN", "DomainFeatureNet", "train_classifier", "evaluate_classifier", "macro_precision_recall",

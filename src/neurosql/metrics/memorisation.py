@@ -35,6 +35,12 @@ MUSH_ABOVE = 1.2  # ratio over which samples are farther from the data than new 
 NOTE_MIN_HELD_OUT = 20  # below it a median over the held-out images is too noisy to warn on
 
 
+def mush_fixes(sampler: str | None) -> str:
+    """What to try when samples are not images of the data's kind, never naming the ``sampler`` in use."""
+    return ("--sampler codes, a lower --latent-dim or a longer budget" if sampler == "prior" else
+            "a lower --latent-dim or a longer budget")
+
+
 def memorisation_note(ratio: float, copy_fraction: float, sampler: str | None = None) -> str | None:
     """A warning when the memorisation check says the samples are not new images of the data's kind:
     near-copies of training images, or farther from every training image than real images come.
@@ -46,11 +52,9 @@ def memorisation_note(ratio: float, copy_fraction: float, sampler: str | None = 
                 f"({copy_fraction:.0%} closer to one than any new real image); open nearest.png, and do not share "
                 f"them as synthetic data; try {fixes}")
     if ratio > MUSH_ABOVE:
-        fixes = ("--sampler codes, a lower --latent-dim or a longer budget" if sampler == "prior" else
-                 "a lower --latent-dim or a longer budget")
         return (f"memorisation ratio {ratio:.2f} > {MUSH_ABOVE}: samples lie farther from every training image "
                 "than new real images do, so they are likely not images of the data's kind, whatever the "
-                f"precision says; open samples.png beside reconstructions.png, and try {fixes}")
+                f"precision says; open samples.png beside reconstructions.png, and try {mush_fixes(sampler)}")
     return None
 
 

@@ -1,0 +1,77 @@
+"""Tests for the sampling gap: samples against the generator at its training codes (edge steepness, 1-NN)."""
+import numpy as np
+import pytest
+import torch
+from scipy.ndimage import uniform_filter
+
+from neurosql.errors import NeuroSQLError
+from neurosql.metrics import METRIC_DEFINITIONS, edge_steepness, evaluate_images, sampling_gap, sharpness_ratio
+from neurosql.metrics.antialiased_vgg import stlpips_available
+from neurosql.metrics.sampling_gap import BLURRED_BELOW, GAP_DEFINITIONS, TOLD_APART
+
+
+def _shapes(n: int, seed: int, channels: int = 1) -> torch.Tensor:
+    """n 24-px images of a flat square of random tone and colour on a flat background: sharp edges only."""
+    rng = np.random.default_rng(seed)
+    x = np.broadcast_to(rng.uniform(0, 0.3, (n, channels, 1, 1)), (n, channels, 24, 24)).copy()
+    for i, (r, c, s) in enumerate(zip(rng.integers(2, 10, n), rng.integers(2, 10, n), rng.integers(6, 12, n))):
+        x[i, :, r:r + s, c:c + s] = rng.uniform(0.6, 1, (channels, 1, 1))
+    return torch.from_numpy(x).float()
+
+
+def _box_blur(x: torch.Tensor, k: int) -> torch.Tensor:
+    return torch.from_numpy(uniform_filter(x.numpy(), size=(1, 1, k, k), mode="nearest")).float()
+
+
+def test_edge_steepness_is_one_for_a_step_and_one_over_k_for_a_ramp_of_k_pixels():
+    step = torch.zeros(2, 1, 20, 20)
+    step[:, :, :, 10:] = 1
+    assert torch.allclose(edge_steepness(step), torch.ones(2, dtype=torch.float64))
+    for k in (2, 4, 5):  # a linear ramp over k pixels: every step on it is 1 / k of the range
+        ramp = torch.clamp((torch.arange(20.0) - 10) / k + 0.5, 0, 1).expand(1, 1, 20, 20).clone()
+        assert edge_steepness(ramp).item() == pytest.approx(1 / k, rel=1e-6)
+    assert edge_steepness(torch.full((1, 1, 8, 8), 0.4)).item() == 0  # flat: no edge, and no 0 / 0
+
+
+def test_edge_steepness_ignores_tone_and_contrast_and_reads_volumes():
+    x = _shapes(6, 0, channels=3)
+    assert torch.allclose(edge_steepness(0.5 * x + 0.2), edge_steepness(x), atol=1e-6)  # a darker, flatter copy
+    volume = torch.zeros(2, 1, 6, 8, 8)
+    volume[:, :, 3:] = 1  # a step along depth only: only the 3-D differences see it
+    assert torch.allclose(edge_steepness(volume), torch.ones(2, dtype=torch.float64))
+
+
+def test_blurred_blends_of_the_ceiling_read_below_the_threshold_and_new_sharp_images_do_not():
+    ceiling = _shapes(40, 1)
+    blends = _box_blur(0.5 * (_shapes(40, 2) + _shapes(40, 3)), 3)  # two images averaged, edges spread: mush
+    assert sharpness_ratio(blends, ceiling) < BLURRED_BELOW
+    assert sharpness_ratio(_shapes(40, 4), ceiling) == pytest.approx(1, abs=0.1)  # new images of the same kind
+
+
+def test_sampling_gap_reads_the_1nn_test_on_the_features_given_and_warns_on_either_check():
+    g = torch.Generator().manual_seed(0)
+    ceiling, samples = _shapes(30, 5), _shapes(30, 6)
+    same, other = torch.randn(30, 8, generator=g), torch.randn(30, 8, generator=g)
+    out = sampling_gap(samples, ceiling, other, same)
+    assert 0.3 < out["gap_nn1_vgg"] < 0.7 and out["gap_note"] is None and out["n_gap"] == (30, 30)
+    out = sampling_gap(samples, ceiling, other + 10, same)  # features far apart: always told apart
+    assert out["gap_nn1_vgg"] == 1 and f">= {TOLD_APART}" in out["gap_note"] and "softer" not in out["gap_note"]
+    out = sampling_gap(_box_blur(samples, 4), ceiling, sampler="prior")  # no features: the sharpness check alone
+    assert out["gap_nn1_vgg"] is None and "softer" in out["gap_note"] and "--sampler codes" in out["gap_note"]
+    assert "--sampler" not in sampling_gap(_box_blur(samples, 4), ceiling, sampler="codes")["gap_note"]
+    assert set(out) == set(GAP_DEFINITIONS) and set(GAP_DEFINITIONS) <= set(METRIC_DEFINITIONS)
+    with pytest.raises(NeuroSQLError, match="samples and ceiling"):
+        sampling_gap(samples[:, :, :20], ceiling)
+
+
+@pytest.mark.skipif(not stlpips_available()[0], reason="ST-LPIPS weights unavailable")
+def test_evaluate_images_scores_every_ceiling_image_against_as_many_samples():
+    """The gap uses all ceiling images and that many samples, however few real images are held out; the
+    1-NN test on VGG features tells blurred blends from the sharp images they were made of."""
+    real, ceiling = _shapes(8, 7, channels=3), _shapes(40, 8, channels=3)
+    blends = _box_blur(0.5 * (_shapes(50, 9, 3) + _shapes(50, 10, 3)), 3)
+    out = evaluate_images(real, blends, n=8, n_pairs=2, n_nearest=2, kid_subsets=2, ceiling=ceiling)
+    assert out["n_gap"] == (40, 40) and out["n_vgg"] == 8
+    assert out["gap_nn1_vgg"] >= TOLD_APART and out["sharpness_ratio"] < BLURRED_BELOW and out["gap_note"]
+    fair = evaluate_images(real, _shapes(50, 11, 3), n=8, n_pairs=2, n_nearest=2, kid_subsets=2, ceiling=ceiling)
+    assert fair["gap_nn1_vgg"] < TOLD_APART and fair["gap_note"] is None
