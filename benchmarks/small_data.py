@@ -40,6 +40,7 @@ from neurosql import NeuroSQL
 from neurosql.data import load_data
 from neurosql.evaluation import GAP_IMAGES, at_the_codes
 from neurosql.metrics import colour_error, colour_fd, evaluate_images, memorisation, reconstruction_ssim
+from neurosql.metrics.sampling_gap import BLURRED_BELOW, TOLD_APART
 from neurosql.persistence import write_text
 
 from benchmarks.user_sets import brain_slices, cell_fields, phantom_slices
@@ -335,7 +336,8 @@ def _quality_table(results: dict) -> list[str]:
             "1-NN accuracy of telling them from held-out images / its generated side (0.5 best, 1 always told apart), "
             "beside the same for G at the training codes (its ceiling); FD ÷ recon is the samples' VGG-FD over that "
             "of the reconstructions; gap is the sampling gap against G at the training codes (VGG 1-NN, 0.5 best, "
-            "a warning from 0.85 / edge sharpness ratio, 1 best, a warning below 0.85; runs from before it show nan):", "",
+            f"a warning from {TOLD_APART} / edge sharpness ratio, 1 best, a warning below {BLURRED_BELOW}; runs from "
+            "before it show nan):", "",
             "| set | run | d | sampler | seeds | 1-NN / fake side (VGG) → 0.5 | at the codes | pFID ↓ | VGG-FD ↓ | "
             "FD ÷ recon ↓ | VGG precision ↑ | VGG recall ↑ | memorisation ratio (≥ 0.8) | copy fraction | "
             "gap: 1-NN / sharpness |",

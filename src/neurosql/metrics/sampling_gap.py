@@ -16,7 +16,7 @@ so what remains is what sampling between the codes loses.
   reconstructions); local texture sees fragmented strokes, ragged outlines
   and speckle whose edges stay steep, which the deeper layers, averaged over
   positions, let pass (300 MNIST digits at 64 px, half of the samples
-  broken: 0.84 on the first two layers, 0.67 on all five).
+  broken: 0.77-0.80 on the first two layers, 0.67 on all five).
 """
 from __future__ import annotations
 
@@ -103,12 +103,13 @@ GAP_DEFINITIONS = {
     "gap_nn1_vgg": "1-NN accuracy between samples and the generator at its training codes (the reconstructions "
                    "of its training images) on the first two VGG layers, local texture: 0.5 when samples are not "
                    "told apart from reconstructions, near 1 when they are (broken strokes, ragged outlines, speckle, "
-                   f"mush; a warning from {TOLD_APART}); "
-                   "uses as many images as there are codes, however few are held out",
+                   f"mush; a warning from {TOLD_APART}); the evaluation scores at least 200 of each (all codes when "
+                   "fewer), however few images are held out",
     "sharpness_ratio": "median edge steepness of samples over that of the same reconstructions (steepness: the "
-                       "99th percentile of neighbouring-pixel steps over the image's 1-99 % intensity range): about "
-                       f"1 when samples keep the reconstructions' edges, below {BLURRED_BELOW} for blurred blends "
-                       "of training images (colour clouds), which VGG features averaged over positions miss",
+                       "99th percentile of neighbouring-pixel steps of the channel mean over the image's 1-99 % "
+                       f"intensity range): about 1 when samples keep the reconstructions' edges, below {BLURRED_BELOW} "
+                       "for blurred blends of training images (colour clouds), which VGG features averaged over "
+                       "positions miss",
     "n_gap": "samples and reconstructions behind gap_nn1_vgg and sharpness_ratio",
     "gap_note": "a warning when either check finds samples worse than the reconstructions; None otherwise",
 }
