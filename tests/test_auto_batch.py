@@ -59,6 +59,7 @@ def test_cli_auto_records_the_resolved_value_and_the_rule(tmp_path, small_thresh
     assert run["assign_batch"] == 8 and run["assign_batch_rule"].startswith("auto: n = ")
     assert load_model(out).config.assign_batch == 8
     assert config["model"]["code_noise"] is None and run["code_noise"] == 0.0  # auto code noise: none on images
+    assert config["model"]["colour_warmup"] is None and run["colour_warmup"] == 0.0  # auto warm-up: none on grey
 
 
 def test_cli_given_value_is_recorded_as_given(tmp_path, small_threshold):

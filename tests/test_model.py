@@ -374,6 +374,18 @@ def test_fit_resolves_auto_code_noise_and_the_checkpoint_keeps_what_ran(tmp_path
     assert NeuroSQL.load(tmp_path / "model.pt").config.code_noise == recorded
 
 
+@pytest.mark.parametrize("shape, given, recorded", [((16, 3, 16, 16), None, 0.25), ((16, 1, 16, 16), None, 0.0),
+                                                    ((16, 1, 16, 16, 16), None, 0.0), ((16, 3, 16, 16), 0.0, 0.0),
+                                                    ((16, 1, 16, 16), 0.5, 0.5)])
+def test_fit_resolves_auto_colour_warmup_and_the_checkpoint_keeps_what_ran(tmp_path, shape, given, recorded):
+    """Auto: a quarter of the updates for RGB images, none for grey images and volumes; given values stay."""
+    X = torch.rand(shape, generator=torch.Generator().manual_seed(0))
+    model = NeuroSQL(**TWO_EPOCHS, colour_warmup=given)
+    model.fit(X, checkpoint=tmp_path / "model.pt")
+    assert model.config.colour_warmup == recorded
+    assert NeuroSQL.load(tmp_path / "model.pt").config.colour_warmup == recorded
+
+
 def test_a_checkpoint_from_before_code_noise_records_it_off(tmp_path):
     """Checkpoints written before the option trained without noise; loading one says so, and its samples
     stay those of the saved model."""

@@ -317,9 +317,11 @@ def write_run(model, out: str | Path, X_train: torch.Tensor, wall_time: float, n
             "parameters": model.n_parameters,
             "timing": timing_summary(model.log_.rows),
             "final": model.log_.rows[-1] if model.log_.rows else {},
-            # NeuroSQL: Algorithm 1 or 2 and why, the code noise that ran, the sampler the copy guard chose
+            # NeuroSQL: Algorithm 1 or 2 and why, the code noise and colour warm-up that ran, the sampler the
+            # copy guard chose
             **({"assign_batch": model.config.assign_batch, "assign_batch_rule": model.assign_batch_rule_,
-                "code_noise": model.config.code_noise, "sampler_bandwidth": model.bandwidth_,
+                "code_noise": model.config.code_noise, "colour_warmup": model.config.colour_warmup,
+                "sampler_bandwidth": model.bandwidth_,
                 "copy_ratio": model.copy_ratio_}
                if "assign_batch_rule_" in model.__dict__ else {}),
             "environment": environment_info(model.device_),

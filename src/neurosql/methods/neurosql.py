@@ -138,16 +138,19 @@ class NeuroSQL(LatentGenerator):
 
     def fit(self, X, X_val=None, checkpoint=None, callback=None, labels=None) -> "NeuroSQL":
         """Algorithm 1, or Algorithm 2 with ``assign_batch`` m (auto: chosen from len(X), the rule in
-        ``assign_batch_rule_``), with ``code_noise`` f (auto: volumes or images). See :meth:`Method.fit`
+        ``assign_batch_rule_``), with ``code_noise`` f and ``colour_warmup`` (auto: from the data's kind). See :meth:`Method.fit`
         for the arguments; labels: optional (n,) class of each image, kept with the training codes
         (``labels_``) for ``sample(m, label=c)``."""
         labels = None if labels is None else check_labels(labels, len(X))
         assign_batch, self.assign_batch_rule_ = resolve_assign_batch(self.config.assign_batch, len(X))
-        code_noise = self.config.code_noise
+        code_noise, colour_warmup = self.config.code_noise, self.config.colour_warmup
         if code_noise is None:  # auto
             code_noise = VOLUME_CODE_NOISE if np.ndim(X) == 5 else 0.0
+        if colour_warmup is None:  # auto
+            colour_warmup = RGB_COLOUR_WARMUP if np.ndim(X) == 4 and np.shape(X)[1] == 3 else 0.0
         # what ran, as checkpoints record it
-        self.config = replace(self.config, assign_batch=assign_batch, code_noise=code_noise)
+        self.config = replace(self.config, assign_batch=assign_batch, code_noise=code_noise,
+                              colour_warmup=colour_warmup)
         X = self._as_images(X)
         return start_training(self, X, X_val, checkpoint, callback, labels=labels)
 
@@ -227,9 +230,7 @@ class NeuroSQL(LatentGenerator):
         """ℓ of this generator step: L1 during the colour warm-up, then --loss. With ½(1−SSIM) the
         gradient on a flat generator is 12-19× L1's and 96-98 % of it moves no image's mean colour,
         so under Adam the colour signal is lost; L1 alone fits colour first (README, Colour)."""
-        warmup = self.config.colour_warmup
-        if warmup is None:
-            warmup = RGB_COLOUR_WARMUP if x.dim() == 4 and x.shape[1] == 3 else 0.0
+        warmup = self.config.colour_warmup  # resolved by fit
         return "l1" if self.training_.optimizations[0].updates < warmup * self.budget_.steps else self.config.loss
 
     def _end_epoch(self, X, epoch, last) -> dict:
