@@ -79,3 +79,23 @@ def test_evaluate_images_scores_every_ceiling_image_against_as_many_samples():
     assert out["gap_nn1_vgg"] >= TOLD_APART and "tell them apart" in out["gap_note"]
     fair = evaluate_images(real, clean, **args)
     assert fair["gap_nn1_vgg"] < TOLD_APART and fair["gap_note"] is None
+
+
+@pytest.mark.skipif(not stlpips_available()[0], reason="ST-LPIPS weights unavailable")
+def test_the_samples_vgg_features_are_computed_once_for_both_the_vgg_metrics_and_the_gap(monkeypatch):
+    """The VGG metrics' samples are the first of the gap's, so VGG sees each sample once: 40 samples (the
+    gap's), not 8 + 40; and the VGG metrics read the same as without a ceiling."""
+    import neurosql.metrics as metrics
+
+    seen = []
+    real_extract = metrics.extract_features
+    monkeypatch.setattr(metrics, "extract_features",
+                        lambda net, x, *a: seen.append((type(net).__name__, len(x))) or real_extract(net, x, *a))
+    real, ceiling, samples = _shapes(8, 7, channels=3), _shapes(40, 8, channels=3), _shapes(50, 9, channels=3)
+    args = dict(n=8, n_pairs=2, n_nearest=2, kid_subsets=2)
+    out = evaluate_images(real, samples, **args, ceiling=ceiling)
+    assert [count for net, count in seen if net == "VGGFeatureNet"] == [8, 40, 40]  # real, samples, ceiling
+    seen.clear()
+    alone = evaluate_images(real, samples, **args)
+    assert [count for net, count in seen if net == "VGGFeatureNet"] == [8, 8]
+    assert all(out[k] == alone[k] for k in ("fd_vgg", "nn1_accuracy_vgg", "precision_vgg", "recall_vgg"))

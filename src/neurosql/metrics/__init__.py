@@ -17,7 +17,7 @@ from neurosql.metrics.classifier import (
     macro_precision_recall, train_classifier,
 )
 from neurosql.metrics.antialiased_vgg import AntialiasedVGG16, stlpips_available
-from neurosql.metrics.features import ProxyFeatureNet, VGGFeatureNet, extract_features, matched_subsets
+from neurosql.metrics.features import ProxyFeatureNet, VGGFeatureNet, extract_features, matched_subsets, seeded_order
 from neurosql.metrics.fid import fid_from_features, frechet_distance, proxy_fid
 from neurosql.metrics.kid import kid, mmd2_unbiased
 from neurosql.metrics.latent_labels import knn_label
@@ -129,26 +129,30 @@ def _distribution_metrics(f_real, f_fake, kid_subsets: int, kid_subset_size: int
     return out
 
 
-def _vgg_metrics(real_sub, fake_sub, enabled: bool, kid_subsets: int, kid_subset_size: int, seed: int,
-                 batch_size: int, ceiling=None, gap_samples=None, sampler=None) -> dict:
-    """The ``VGG_KEYS`` on pretrained VGG features, or all None with ``vgg_reason``; with ``ceiling``
-    images, also the CEILING_KEYS of the first ``len(real_sub)`` of those against the same real features,
-    and the sampling gap of ``gap_samples`` against all of them (its 1-NN test only with VGG features)."""
+def _vgg_metrics(real_sub, fake_order, n_fake: int, enabled: bool, kid_subsets: int, kid_subset_size: int,
+                 seed: int, batch_size: int, ceiling=None, sampler=None) -> dict:
+    """The ``VGG_KEYS`` of the first ``n_fake`` of ``fake_order`` on pretrained VGG features, or all None
+    with ``vgg_reason``; with ``ceiling`` images, also the CEILING_KEYS of the first ``len(real_sub)`` of
+    those against the same real features, and the sampling gap of as many of ``fake_order`` against all of
+    them (its 1-NN test only with VGG features). Both sets of samples are prefixes of ``fake_order``, so
+    each sample's features are computed once."""
     ok, reason = stlpips_available() if enabled else (False, "not requested (vgg_features=False)")
+    n_gap = 0 if ceiling is None else min(len(ceiling), len(fake_order))
     gap = (lambda f_samples=None, f_ceiling=None: {} if ceiling is None else
-           sampling_gap(gap_samples, ceiling, f_samples, f_ceiling, sampler))
+           sampling_gap(fake_order[:n_gap], ceiling, f_samples, f_ceiling, sampler))
     if not ok:
         return dict.fromkeys(VGG_KEYS) | {"vgg_reason": reason} | gap()
     net = VGGFeatureNet(load_stlpips(device=real_sub.device))
     f_real = extract_features(net, real_sub, batch_size)  # (m, 1472)
-    f_fake = extract_features(net, fake_sub, batch_size)
+    f_order = extract_features(net, fake_order[:max(n_fake, n_gap)], batch_size)
+    f_fake = f_order[:n_fake]
     got = _distribution_metrics(f_real, f_fake, kid_subsets, kid_subset_size, seed)
     out = {f"{k}_vgg": got[k] for k in VGG_TWINS} | {"vgg_reason": None}
     if ceiling is not None:
         f_ceiling = extract_features(net, ceiling, batch_size)  # (k, 1472)
         got = _distribution_metrics(f_real, f_ceiling[:len(real_sub)], kid_subsets, kid_subset_size, seed)
         out |= {f"{k}_ceiling": got[k.removesuffix("_vgg")] for k in CEILING_KEYS}
-        out |= gap(extract_features(net, gap_samples, batch_size), f_ceiling)
+        out |= gap(f_order[:n_gap], f_ceiling)
     return out
 
 
@@ -224,6 +228,7 @@ def evaluate_images(real, fake, *, real_labels=None, n: int = 2048, seed: int = 
         raise NeuroSQLError(f"n_nearest must be >= 1 generated images; got {n_nearest}")
     net, features_name = _feature_net(features, real, real_labels, seed)
     real_sub, fake_sub = matched_subsets(real, fake, n, seed)
+    fake_order = fake[seeded_order(len(fake), seed)]  # fake_sub is its first images
     f_real = extract_features(net, real_sub, batch_size)  # (m, d)
     f_fake = extract_features(net, fake_sub, batch_size)
     proxy = _distribution_metrics(f_real, f_fake, kid_subsets, kid_subset_size, seed)
@@ -234,8 +239,8 @@ def evaluate_images(real, fake, *, real_labels=None, n: int = 2048, seed: int = 
         ceiling = check_images(ceiling, "ceiling", 2)
         check_same_image_shape(real, ceiling, "real and ceiling")
         ceiling = ceiling[torch.randperm(len(ceiling), generator=torch.Generator().manual_seed(seed))]
-    out |= _vgg_metrics(real_vgg, fake_sub[:n_vgg], vgg_features, kid_subsets, kid_subset_size, seed, batch_size,
-                        ceiling, None if ceiling is None else fake[:len(ceiling)], sampler)
+    out |= _vgg_metrics(real_vgg, fake_order, len(real_vgg), vgg_features, kid_subsets, kid_subset_size, seed,
+                        batch_size, ceiling, sampler)
     out["ceiling_note"] = ceiling_note(out.get("nn1_accuracy_vgg_ceiling"), len(real_vgg))
     out["n_vgg"] = None if out["vgg_reason"] else min(len(real_sub), n_vgg or len(real_sub))
     out["knn_note"] = None if out["prdc_reason"] else knn_note(out["n_vgg"] or real_sub.shape[0])  # skipped: said

@@ -163,6 +163,9 @@ def matched_subsets(real: torch.Tensor, fake: torch.Tensor, n: int, seed: int = 
     if n < 2:
         raise NeuroSQLError(f"n must be >= 2 images per set; got {n}")
     m = min(n, real.shape[0], fake.shape[0])
-    pick_real = np.random.default_rng(seed).permutation(real.shape[0])[:m]
-    pick_fake = np.random.default_rng(seed).permutation(fake.shape[0])[:m]
-    return real[torch.from_numpy(pick_real)], fake[torch.from_numpy(pick_fake)]
+    return real[seeded_order(real.shape[0], seed)[:m]], fake[seeded_order(fake.shape[0], seed)[:m]]
+
+
+def seeded_order(count: int, seed: int) -> torch.Tensor:
+    """The permutation of ``count`` images that :func:`matched_subsets` keeps a prefix of."""
+    return torch.from_numpy(np.random.default_rng(seed).permutation(count))
