@@ -204,7 +204,7 @@ def run_one(name: str, params: dict, seed: int = SEED) -> dict:
     score = lambda images, ceiling=None: evaluate_images(test, images, n=len(test), seed=SEED, n_nearest=1,
                                                          kid_subsets=20, kid_subset_size=min(1000, len(test) // 2),
                                                          ceiling=ceiling)
-    ceiling = at_the_codes(model, max(len(test), GAP_IMAGES), SEED)  # behind the sampling gap, as in evaluate_model
+    ceiling, _ = at_the_codes(model, max(len(test), GAP_IMAGES), SEED)  # behind the sampling gap, as in evaluate_model
     quality = lambda images: {k: v for k, v in (score(images, ceiling) | memorisation(images, fitted, test)).items()
                               if k in SAMPLE_KEYS}
     m = max(len(test), GAP_IMAGES)

@@ -7,7 +7,7 @@ from scipy.ndimage import uniform_filter
 from neurosql.errors import NeuroSQLError
 from neurosql.metrics import METRIC_DEFINITIONS, edge_steepness, evaluate_images, sampling_gap, sharpness_ratio
 from neurosql.metrics.antialiased_vgg import stlpips_available
-from neurosql.metrics.sampling_gap import BLURRED_BELOW, GAP_DEFINITIONS, TOLD_APART
+from neurosql.metrics.sampling_gap import BLURRED_BELOW, GAP_DEFINITIONS, POOR_FIT, TOLD_APART
 
 
 def _shapes(n: int, seed: int, channels: int = 1) -> torch.Tensor:
@@ -64,6 +64,22 @@ def test_sampling_gap_reads_the_1nn_test_on_the_features_given_and_warns_on_eith
         sampling_gap(samples[:, :, :20], ceiling)
 
 
+def test_faint_blurred_reconstructions_silence_both_checks_and_the_fit_check_says_so():
+    """G drawing faint, blurred squares at its codes and between them: samples read like the ceiling, so only
+    fit_ssim (the ceiling against the training images it stands for) tells that neither is any good."""
+    fitted = _shapes(30, 5)
+    faint = lambda x: 0.5 + 0.15 * (_box_blur(x, 5) - 0.5)  # a quarter of the contrast, edges over 5 px
+    ceiling, samples = faint(fitted), faint(_shapes(30, 6))
+    quiet = sampling_gap(samples, ceiling)
+    assert quiet["sharpness_ratio"] > BLURRED_BELOW and quiet["gap_note"] is None and quiet["fit_ssim"] is None
+    out = sampling_gap(samples, ceiling, fitted=fitted)
+    assert out["fit_ssim"] < POOR_FIT and "reconstructions of its training images are poor" in out["gap_note"]
+    good = sampling_gap(samples, ceiling, fitted=ceiling)  # reconstructions equal to their images
+    assert good["fit_ssim"] == pytest.approx(1) and good["gap_note"] is None
+    shuffled = sampling_gap(_shapes(30, 6), fitted, fitted=fitted.roll(1, dims=0))  # pairs out of order
+    assert shuffled["fit_ssim"] < POOR_FIT
+
+
 @pytest.mark.skipif(not stlpips_available()[0], reason="ST-LPIPS weights unavailable")
 def test_evaluate_images_scores_every_ceiling_image_against_as_many_samples():
     """The gap uses all ceiling images and that many samples, however few real images are held out; the
@@ -99,3 +115,20 @@ def test_the_samples_vgg_features_are_computed_once_for_both_the_vgg_metrics_and
     alone = evaluate_images(real, samples, **args)
     assert [count for net, count in seen if net == "VGGFeatureNet"] == [8, 8]
     assert all(out[k] == alone[k] for k in ("fd_vgg", "nn1_accuracy_vgg", "precision_vgg", "recall_vgg"))
+
+
+def test_at_the_codes_pairs_each_ceiling_image_with_the_training_image_of_its_code():
+    """The fit check pairs G(Ẑ_i) with X_{train_index_[i]}: a generator that decodes each code to its own
+    training image gives fitted == ceiling, whatever order train_index_ keeps."""
+    from types import SimpleNamespace
+
+    from neurosql.evaluation import at_the_codes
+
+    real_train = _shapes(12, 3)
+    train_index = torch.tensor([7, 2, 9, 0, 11, 4, 5, 1])  # the 8 images fitted, in the codes' order
+    model = SimpleNamespace(has_codes=True, codes_=torch.arange(8.0)[:, None], train_index_=train_index.numpy(),
+                            decode=lambda z: real_train[train_index[z[:, 0].long()]])
+    ceiling, fitted = at_the_codes(model, 5, seed=0, real_train=real_train)
+    assert len(ceiling) == 5 and torch.equal(ceiling, fitted)
+    assert at_the_codes(model, 5, seed=0)[1] is None
+    assert at_the_codes(SimpleNamespace(has_codes=False), 5, seed=0) == (None, None)

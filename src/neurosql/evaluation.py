@@ -82,9 +82,10 @@ def evaluate_model(
     fake = model.sample(min(n, max(len(real_test), GAP_IMAGES)), seed=seed)
     n_vgg = LIGHT_VGG if light else None
     m = min(len(real_test), len(fake), n, n_vgg or n)  # the real images behind the VGG metrics (matched_subsets)
+    ceiling, fitted = at_the_codes(model, max(m, min(n, GAP_IMAGES)), seed, real_train)
     out = evaluate_images(real_test, fake, n=n, seed=seed, n_nearest=20 if light else 200,
-                          kid_subsets=20 if light else 100, n_vgg=n_vgg,
-                          ceiling=at_the_codes(model, max(m, min(n, GAP_IMAGES)), seed), sampler=sampler_of(model))
+                          kid_subsets=20 if light else 100, n_vgg=n_vgg, ceiling=ceiling, fitted=fitted,
+                          sampler=sampler_of(model))
     if real_train is not None:
         out |= memorisation(fake[:MEMORISATION_SAMPLES], training_images(model, real_train, seed),
                             real_test[:MEMORISATION_SAMPLES], sampler=sampler_of(model))
@@ -112,16 +113,18 @@ def evaluate_model(
     return out
 
 
-def at_the_codes(model, m: int, seed: int) -> torch.Tensor | None:
+def at_the_codes(model, m: int, seed: int, real_train: torch.Tensor | None = None):
     """G at the codes of up to m training images (a seeded subset): the ceiling of its samples' VGG metrics
     (on 200 noisy synthetic brain slices, held-out slices blurred by σ = 0.5 px already score VGG precision
-    and recall 0, and so did G's reconstructions) and what the sampling gap compares samples with; None for
-    a model that keeps no codes."""
+    and recall 0, and so did G's reconstructions) and what the sampling gap compares samples with; and,
+    given the data set the model was fitted on (``real_train``, indexed by ``train_index_``), the training
+    images of those codes in the same order, else None. (None, None) for a model that keeps no codes."""
     if not model.has_codes:
-        return None
+        return None, None
     codes = model.codes_
     index = torch.randperm(len(codes), generator=torch.Generator().manual_seed(seed))[:m]
-    return model.decode(codes[index.to(codes.device)])
+    fitted = None if real_train is None else real_train[torch.as_tensor(model.train_index_)[index]]
+    return model.decode(codes[index.to(codes.device)]), fitted
 
 
 def sampler_of(model) -> str | None:

@@ -130,16 +130,17 @@ def _distribution_metrics(f_real, f_fake, kid_subsets: int, kid_subset_size: int
 
 
 def _vgg_metrics(real_sub, fake_order, n_fake: int, enabled: bool, kid_subsets: int, kid_subset_size: int,
-                 seed: int, batch_size: int, ceiling=None, sampler=None) -> dict:
+                 seed: int, batch_size: int, ceiling=None, fitted=None, sampler=None) -> dict:
     """The ``VGG_KEYS`` of the first ``n_fake`` of ``fake_order`` on pretrained VGG features, or all None
     with ``vgg_reason``; with ``ceiling`` images, also the CEILING_KEYS of the first ``len(real_sub)`` of
     those against the same real features, and the sampling gap of as many of ``fake_order`` against all of
-    them (its 1-NN test only with VGG features). Both sets of samples are prefixes of ``fake_order``, so
-    each sample's features are computed once."""
+    them (its 1-NN test only with VGG features; its fit check with ``fitted``, the training images of the
+    ceiling's codes). Both sets of samples are prefixes of ``fake_order``, so each sample's features are
+    computed once."""
     ok, reason = stlpips_available() if enabled else (False, "not requested (vgg_features=False)")
     n_gap = 0 if ceiling is None else min(len(ceiling), len(fake_order))
     gap = (lambda f_samples=None, f_ceiling=None: {} if ceiling is None else
-           sampling_gap(fake_order[:n_gap], ceiling, f_samples, f_ceiling, sampler))
+           sampling_gap(fake_order[:n_gap], ceiling, f_samples, f_ceiling, sampler, fitted))
     if not ok:
         return dict.fromkeys(VGG_KEYS) | {"vgg_reason": reason} | gap()
     net = VGGFeatureNet(load_stlpips(device=real_sub.device))
@@ -157,7 +158,7 @@ def _vgg_metrics(real_sub, fake_order, n_fake: int, enabled: bool, kid_subsets: 
 
 
 # What sees sample quality, in the order every summary, metrics.json and report.md shows it first.
-LEAD_KEYS = ("gap_nn1_vgg", "sharpness_ratio", "nn1_accuracy_vgg", "nn1_fake_vgg", "fd_vgg", "precision_vgg",
+LEAD_KEYS = ("gap_nn1_vgg", "sharpness_ratio", "fit_ssim", "nn1_accuracy_vgg", "nn1_fake_vgg", "fd_vgg", "precision_vgg",
              "recall_vgg", "memorisation_ratio", "copy_fraction")
 
 
@@ -198,7 +199,7 @@ def ceiling_note(nn1_ceiling: float | None, n: int = NN1_RELIABLE) -> str | None
 def evaluate_images(real, fake, *, real_labels=None, n: int = 2048, seed: int = 0, features="proxy",
                     n_pairs: int = 50, n_nearest: int = 200, kid_subsets: int = 100, kid_subset_size: int = 1000,
                     vgg_path=None, lin_path=None, vgg_features: bool = True, n_vgg: int | None = None,
-                    batch_size: int = 256, ceiling=None, sampler: str | None = None) -> dict:
+                    batch_size: int = 256, ceiling=None, fitted=None, sampler: str | None = None) -> dict:
     """All image metrics of generated ``fake`` against ``real``, in one dict.
 
     Feature metrics (pfid, kid, precision/recall/density/coverage) use
@@ -214,6 +215,7 @@ def evaluate_images(real, fake, *, real_labels=None, n: int = 2048, seed: int = 
     score (a generator's reconstructions of its training images, at least as many
     as the VGG metrics use); their VGG metrics are the ``*_ceiling`` keys, and all of them are behind the
     sampling gap of up to as many ``fake`` images (:func:`~neurosql.metrics.sampling_gap.sampling_gap`;
+    ``fitted``: the training images the ceiling images reconstruct, in their order, for its fit check;
     ``sampler`` names the --sampler in use, for its advice). SSIM and LPIPS use ``n_pairs`` random pairs;
     nearest-real SSIM scores ``n_nearest`` of the chosen generated images
     against all chosen real ones (O(n n_nearest) SSIMs). LPIPS is the original
@@ -238,9 +240,17 @@ def evaluate_images(real, fake, *, real_labels=None, n: int = 2048, seed: int = 
     if ceiling is not None:
         ceiling = check_images(ceiling, "ceiling", 2)
         check_same_image_shape(real, ceiling, "real and ceiling")
-        ceiling = ceiling[torch.randperm(len(ceiling), generator=torch.Generator().manual_seed(seed))]
+        order = torch.randperm(len(ceiling), generator=torch.Generator().manual_seed(seed))
+        ceiling = ceiling[order]
+        if fitted is not None:
+            fitted = check_images(fitted, "fitted", 1)
+            check_same_image_shape(ceiling, fitted, "ceiling and fitted")
+            if len(fitted) != len(order):
+                raise NeuroSQLError(f"fitted must hold one training image per ceiling image ({len(order)}); "
+                                    f"got {len(fitted)}")
+            fitted = fitted[order]
     out |= _vgg_metrics(real_vgg, fake_order, len(real_vgg), vgg_features, kid_subsets, kid_subset_size, seed,
-                        batch_size, ceiling, sampler)
+                        batch_size, ceiling, fitted, sampler)
     out["ceiling_note"] = ceiling_note(out.get("nn1_accuracy_vgg_ceiling"), len(real_vgg))
     out["n_vgg"] = None if out["vgg_reason"] else min(len(real_sub), n_vgg or len(real_sub))
     out["knn_note"] = None if out["prdc_reason"] else knn_note(out["n_vgg"] or real_sub.shape[0])  # skipped: said
