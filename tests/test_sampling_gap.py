@@ -132,3 +132,19 @@ def test_at_the_codes_pairs_each_ceiling_image_with_the_training_image_of_its_co
     assert len(ceiling) == 5 and torch.equal(ceiling, fitted)
     assert at_the_codes(model, 5, seed=0)[1] is None
     assert at_the_codes(SimpleNamespace(has_codes=False), 5, seed=0) == (None, None)
+
+
+@pytest.mark.skipif(not stlpips_available()[0], reason="ST-LPIPS weights unavailable")
+def test_vgg_batches_hold_a_bounded_number_of_pixels(monkeypatch):
+    """VGG's activations grow with the pixels of a batch: at most VGG_PIXELS image pixels go through it at once,
+    whatever batch_size the proxy features use."""
+    import neurosql.metrics as metrics
+
+    batches = []
+    real_extract = metrics.extract_features
+    monkeypatch.setattr(metrics, "extract_features", lambda net, x, batch_size=256: batches.append(
+        (type(net).__name__, batch_size)) or real_extract(net, x, batch_size))
+    images = torch.rand(6, 1, 128, 128, generator=torch.Generator().manual_seed(0))
+    evaluate_images(images, images.flip(0), n=6, n_pairs=2, n_nearest=2, kid_subsets=2, batch_size=256)
+    assert {b for net, b in batches if net == "VGGFeatureNet"} == {metrics.VGG_PIXELS // 128 ** 2}
+    assert {b for net, b in batches if net == "ProxyFeatureNet"} == {256}

@@ -129,6 +129,10 @@ def _distribution_metrics(f_real, f_fake, kid_subsets: int, kid_subset_size: int
     return out
 
 
+VGG_PIXELS = 1 << 17  # image pixels per VGG batch (32 images at 64 px): 256 of them took 1.5 GB, 32 half, as fast
+# (the end-of-train evaluation of 288 grey 64-px patches, whole process)
+
+
 def _vgg_metrics(real_sub, fake_order, n_fake: int, enabled: bool, kid_subsets: int, kid_subset_size: int,
                  seed: int, batch_size: int, ceiling=None, fitted=None, sampler=None) -> dict:
     """The ``VGG_KEYS`` of the first ``n_fake`` of ``fake_order`` on pretrained VGG features, or all None
@@ -138,6 +142,7 @@ def _vgg_metrics(real_sub, fake_order, n_fake: int, enabled: bool, kid_subsets: 
     ceiling's codes). Both sets of samples are prefixes of ``fake_order``, so each sample's features are
     computed once."""
     ok, reason = stlpips_available() if enabled else (False, "not requested (vgg_features=False)")
+    batch_size = min(batch_size, max(1, VGG_PIXELS // real_sub[0, 0].numel()))
     n_gap = 0 if ceiling is None else min(len(ceiling), len(fake_order))
     gap = (lambda f_samples=None, f_ceiling=None: {} if ceiling is None else
            sampling_gap(fake_order[:n_gap], ceiling, f_samples, f_ceiling, sampler, fitted))
