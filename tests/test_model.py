@@ -364,26 +364,20 @@ def test_code_noise_is_gaussian_at_f_h_over_root_d_auto_on_volumes_only(monkeypa
 TWO_EPOCHS = dict(TINY, latent_dim=3, width=8, epochs=2, assign_every=1, batch_size=8, val_fraction=0)
 
 
-@pytest.mark.parametrize("shape, given, recorded", [((16, 1, 16, 16, 16), None, 0.25), ((16, 1, 16, 16), None, 0.0),
-                                                    ((16, 1, 16, 16, 16), 0.0, 0.0), ((16, 1, 16, 16), 0.5, 0.5)])
-def test_fit_resolves_auto_code_noise_and_the_checkpoint_keeps_what_ran(tmp_path, shape, given, recorded):
+@pytest.mark.parametrize("option, shape, given, recorded", [
+    ("code_noise", (16, 1, 16, 16, 16), None, 0.25), ("code_noise", (16, 1, 16, 16), None, 0.0),
+    ("code_noise", (16, 1, 16, 16, 16), 0.0, 0.0), ("code_noise", (16, 1, 16, 16), 0.5, 0.5),
+    ("colour_warmup", (16, 3, 16, 16), None, 0.25), ("colour_warmup", (16, 1, 16, 16), None, 0.0),
+    ("colour_warmup", (16, 1, 16, 16, 16), None, 0.0), ("colour_warmup", (16, 3, 16, 16), 0.0, 0.0),
+    ("colour_warmup", (16, 1, 16, 16), 0.5, 0.5)])
+def test_fit_resolves_the_automatic_options_and_the_checkpoint_keeps_what_ran(tmp_path, option, shape, given,
+                                                                               recorded):
+    """Auto (None): code noise 0.25 for volumes, colour warm-up 0.25 for RGB images, else 0; given values stay."""
     X = torch.rand(shape, generator=torch.Generator().manual_seed(0))
-    model = NeuroSQL(**TWO_EPOCHS, code_noise=given)
+    model = NeuroSQL(**TWO_EPOCHS, **{option: given})
     model.fit(X, checkpoint=tmp_path / "model.pt")
-    assert model.config.code_noise == recorded
-    assert NeuroSQL.load(tmp_path / "model.pt").config.code_noise == recorded
-
-
-@pytest.mark.parametrize("shape, given, recorded", [((16, 3, 16, 16), None, 0.25), ((16, 1, 16, 16), None, 0.0),
-                                                    ((16, 1, 16, 16, 16), None, 0.0), ((16, 3, 16, 16), 0.0, 0.0),
-                                                    ((16, 1, 16, 16), 0.5, 0.5)])
-def test_fit_resolves_auto_colour_warmup_and_the_checkpoint_keeps_what_ran(tmp_path, shape, given, recorded):
-    """Auto: a quarter of the updates for RGB images, none for grey images and volumes; given values stay."""
-    X = torch.rand(shape, generator=torch.Generator().manual_seed(0))
-    model = NeuroSQL(**TWO_EPOCHS, colour_warmup=given)
-    model.fit(X, checkpoint=tmp_path / "model.pt")
-    assert model.config.colour_warmup == recorded
-    assert NeuroSQL.load(tmp_path / "model.pt").config.colour_warmup == recorded
+    assert getattr(model.config, option) == recorded
+    assert getattr(NeuroSQL.load(tmp_path / "model.pt").config, option) == recorded
 
 
 def test_a_checkpoint_from_before_code_noise_records_it_off(tmp_path):
