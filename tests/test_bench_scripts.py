@@ -194,3 +194,18 @@ def test_vgg_calibration_scores_real_images_well_and_blurred_ones_worse(tmp_path
     assert (tmp_path / "cal.md").read_text().count("| faces@32 |") == 3
     with pytest.raises(SystemExit):
         main(["--sets", "faces@33", "--out", str(tmp_path / "bad")])
+
+
+def test_sampling_frontier_table_marks_the_factor_the_copy_guard_chose(tmp_path):
+    from benchmarks.sampling_frontier import write_table
+
+    rows = [{"factor": f, "gap_nn1_vgg": 0.6, "sharpness_ratio": 0.7, "memorisation_ratio": 0.9, "copy_fraction": 0.1}
+            for f in (0.5, 1.0, None)]
+    results = {"a": {"set": "faces@32", "params": {}, "seed": 0, "fit_ssim": 0.99, "guard_factor": None, "rows": rows},
+               "b": {"set": "faces@32", "params": {"latent_dim": 8}, "seed": 0, "fit_ssim": 0.9, "guard_factor": 1.0,
+                     "rows": rows}}
+    write_table(results, tmp_path / "t.md")
+    text = (tmp_path / "t.md").read_text()
+    assert "| faces@32 | defaults | 0 | 0.99 | prior ← | 0.60 | 0.70 | 0.90 | 0.10 |" in text
+    assert '| faces@32 | {"latent_dim": 8} | 0 | 0.90 | kernel 1.00 h ← |' in text
+    assert text.count(" ← |") == 2 and "kernel 0.50 h |" in text
