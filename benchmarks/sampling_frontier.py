@@ -19,20 +19,18 @@ Results are cached in ``benchmarks/sampling_frontier.json``; the table goes to
 
 from __future__ import annotations
 
-import argparse
 import json
 from pathlib import Path
 
 import torch
 
-from benchmarks.small_data import SEED, SETS, key, label
+from benchmarks.small_data import SEED, SETS, key, label, load_cache, sweep_arguments
 from neurosql import NeuroSQL
 from neurosql.evaluation import at_the_codes
 from neurosql.methods.code_sampling import BANDWIDTHS, kernel_draws
 from neurosql.metrics import VGGFeatureNet, extract_features, load_stlpips, memorisation, sampling_gap
 from neurosql.persistence import write_text
 
-HERE = Path(__file__).resolve().parent
 FACTORS = (0.5, 2 ** -0.5, *BANDWIDTHS)  # f of the kernel's bandwidth f·h: narrower, then those the copy guard
 # tries; None below is the prior
 DRAWS = 200  # images per sampler, as the evaluation's sampling gap
@@ -79,17 +77,10 @@ def write_table(results: dict, path: Path) -> None:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--sets", default="colour-shapes@32,faces@32", help="comma-separated set names")
+    parser = sweep_arguments(__doc__, "colour-shapes@32,faces@32", "sampling_frontier")
     parser.add_argument("--params", default=None, help="one configuration as JSON instead of the three built in")
-    parser.add_argument("--seeds", default=str(SEED), help="comma-separated training seeds (default: 0)")
-    parser.add_argument("--cache", default=str(HERE / "sampling_frontier.json"))
-    parser.add_argument("--table", default=str(HERE / "sampling_frontier.md"))
-    parser.add_argument("--threads", type=int, default=2, help="torch threads (default: 2, the cores here)")
     args = parser.parse_args(argv)
-    torch.set_num_threads(args.threads)
-    cache = Path(args.cache)
-    results = json.loads(cache.read_text()) if cache.is_file() else {}
+    cache, results = Path(args.cache), load_cache(args)
     configs = [json.loads(args.params)] if args.params else CONFIGS
     for name in args.sets.split(","):
         if name not in SETS:

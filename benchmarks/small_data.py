@@ -344,20 +344,31 @@ def _quality_table(results: dict) -> list[str]:
             "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|", *lines]
 
 
-def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--sets", default=",".join(SETS), help="comma-separated set names")
-    parser.add_argument("--grid", action=argparse.BooleanOptionalAction, default=True, help="also run the grid")
-    parser.add_argument("--params", default=None, help="one extra configuration as JSON, e.g. '{\"lr\": 0.001}'")
-    parser.add_argument("--seeds", default=str(SEED), help="comma-separated training seeds (default: 0); "
-                        "more than one adds a mean ± sd table")
-    parser.add_argument("--cache", default=str(HERE / "small_data.json"))
-    parser.add_argument("--table", default=str(HERE / "small_data.md"))
+def sweep_arguments(doc: str, sets: str, stem: str) -> argparse.ArgumentParser:
+    """The options every sweep over SETS shares: sets, seeds, its cache and table (``stem``.json, .md), threads."""
+    parser = argparse.ArgumentParser(description=doc.splitlines()[0])
+    parser.add_argument("--sets", default=sets, help="comma-separated set names")
+    parser.add_argument("--seeds", default=str(SEED), help="comma-separated training seeds (default: 0)")
+    parser.add_argument("--cache", default=str(HERE / f"{stem}.json"))
+    parser.add_argument("--table", default=str(HERE / f"{stem}.md"))
     parser.add_argument("--threads", type=int, default=2, help="torch threads (default: 2, the cores here)")
-    args = parser.parse_args(argv)
+    return parser
+
+
+def load_cache(args: argparse.Namespace) -> dict:
+    """Set the threads and read the results cached so far."""
     torch.set_num_threads(args.threads)
     cache = Path(args.cache)
-    results = json.loads(cache.read_text()) if cache.is_file() else {}
+    return json.loads(cache.read_text()) if cache.is_file() else {}
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = sweep_arguments(__doc__, ",".join(SETS), "small_data")
+    parser.epilog = "More than one of --seeds adds a mean ± sd table."
+    parser.add_argument("--grid", action=argparse.BooleanOptionalAction, default=True, help="also run the grid")
+    parser.add_argument("--params", default=None, help="one extra configuration as JSON, e.g. '{\"lr\": 0.001}'")
+    args = parser.parse_args(argv)
+    cache, results = Path(args.cache), load_cache(args)
     configs = [{}] + (GRID if args.grid else []) + ([json.loads(args.params)] if args.params else [])
     for name in args.sets.split(","):
         if name not in SETS:
