@@ -60,8 +60,8 @@ def frontier(name: str, params: dict, seed: int = SEED) -> dict:
 
 def write_table(results: dict, path: Path) -> None:
     lines = ["Draws at f·h around the training codes, and from the prior; the factor the copy guard chose is "
-             "marked ← (gap: VGG 1-NN against G at the codes → 0.5 / sharpness ratio → 1; memorisation ≥ 0.8: not "
-             "copies, on the held-out images):", "",
+             "marked ← (gap: VGG 1-NN against G at the codes → 0.5 / sharpness ratio → 1; memorisation ≥ 0.8: "
+             "not copies, on the held-out images):", "",
              "| set | run | seed | fit SSIM | sampler | gap 1-NN | sharpness | memorisation | copy fraction |",
              "|---|---|---|---|---|---|---|---|---|"]
     for r in results.values():

@@ -138,9 +138,9 @@ class NeuroSQL(LatentGenerator):
 
     def fit(self, X, X_val=None, checkpoint=None, callback=None, labels=None) -> "NeuroSQL":
         """Algorithm 1, or Algorithm 2 with ``assign_batch`` m (auto: chosen from len(X), the rule in
-        ``assign_batch_rule_``), with ``code_noise`` f and ``colour_warmup`` (auto: from the data's kind). See :meth:`Method.fit`
-        for the arguments; labels: optional (n,) class of each image, kept with the training codes
-        (``labels_``) for ``sample(m, label=c)``."""
+        ``assign_batch_rule_``), with ``code_noise`` f and ``colour_warmup`` (auto: from the data's kind).
+        See :meth:`Method.fit` for the arguments; labels: optional (n,) class of each image, kept with the
+        training codes (``labels_``) for ``sample(m, label=c)``."""
         labels = None if labels is None else check_labels(labels, len(X))
         assign_batch, self.assign_batch_rule_ = resolve_assign_batch(self.config.assign_batch, len(X))
         code_noise, colour_warmup = self.config.code_noise, self.config.colour_warmup
