@@ -230,6 +230,7 @@ CLI_CASES = [  # (id, argv, words the one error line must contain)
     ("colour-warmup-2", [*T, "--colour-warmup", "2", "--out", "new"], "colour-warmup must be in [0, 1]"),
     ("code-noise-negative", [*T, "--code-noise", "-0.5", "--out", "new"], "code-noise must be >= 0, got -0.5"),
     ("code-noise-inf", [*T, "--code-noise", "inf", "--out", "new"], "code-noise must be a finite"),
+    ("redraw-lattice-2", [*T, "--redraw-lattice", "2", "--out", "new"], "redraw-lattice must be in [0, 1]"),
     ("loss-yuv-grey", [*T, "--loss", "ssim_l1_yuv", "--out", "new"], "needs RGB images"),
     ("assign-every-0", [*T, "--assign-every", "0", "--out", "new"], "assign-every"),
     ("assign-batch-1", [*T, "--assign-batch", "1", "--out", "new"], "assign-batch"),

@@ -161,12 +161,12 @@ def test_preset_fills_what_the_flags_leave_open():
     paper = parser.parse_args(["benchmark", "--out", "x", "--preset", "paper-mnist"])
     assert _resolved_budget(paper) == {"epochs": 120, "batch_size": 64, "lr": 2e-4, "warmup": 0.0, "ema": 0.0,
                                        "patience": 25, "sampler": "prior", "code_noise": 0.0,
-                                       "colour_warmup": 0.0}
+                                       "colour_warmup": 0.0, "redraw_lattice": 0.0}
     assert _resolved(paper)["eval_n"] == 2048 and _resolved(paper)["latent_dims"] == "2,3"
     paper = parser.parse_args(["benchmark", "--out", "x", "--preset", "paper-mnist", "--steps", "500"])
     assert _resolved_budget(paper) == {"steps": 500, "batch_size": 64, "lr": 2e-4, "warmup": 0.0, "ema": 0.0,
                                        "patience": 25, "sampler": "prior", "code_noise": 0.0,
-                                       "colour_warmup": 0.0}
+                                       "colour_warmup": 0.0, "redraw_lattice": 0.0}
     plain = parser.parse_args(["benchmark", "--out", "x", "--methods", "vae"])
     assert _resolved(plain)["methods"] == "vae" and _resolved(plain)["limit"] is None
     assert _resolved(plain)["latent_dims"] == "16" and _resolved_budget(plain) == {}

@@ -6,6 +6,7 @@ import torch
 
 import neurosql.methods.neurosql as model_module
 from neurosql import NeuroSQL, NeuroSQLConfig, NeuroSQLError
+from neurosql.core.lattice import make_lattice
 
 TINY = dict(latent_dim=4, width=16, epochs=6, assign_every=2, batch_size=16, lr=1e-2, progress=False, seed=1)
 
@@ -396,13 +397,48 @@ def test_a_checkpoint_from_before_code_noise_records_it_off(tmp_path):
     assert torch.equal(old.sample(4, seed=0), model.sample(4, seed=0))
 
 
+def redrawn_seed(seed: int, epoch: int) -> int:
+    return int(np.random.SeedSequence([seed, epoch]).generate_state(1)[0])
+
+
+@pytest.mark.parametrize("fraction, redrawn_at", [(0.5, (2,)), (1.0, (2, 4))])
+def test_redraw_lattice_moves_the_codes_towards_fresh_lattices(digits, fraction, redrawn_at):
+    """--redraw-lattice f: the rounds of the first f of the epochs assign to a fresh lattice of the same
+    kind (seeded by the run's seed and the epoch), the later ones keep it; Ẑ follows the momentum update
+    on each round's own lattice. Rounds at epochs 2 and 4 of 5."""
+    with recorded_assignments() as seen:
+        model = NeuroSQL(**{**TINY, "epochs": 5}, val_fraction=0.0, momentum=0.7, redraw_lattice=fraction).fit(digits)
+    p0, p1, p2 = (torch.as_tensor(perm) for _, perm in seen)
+    n, d, seed = len(digits), TINY["latent_dim"], TINY["seed"]
+    lattice = lambda s: make_lattice("sobol_gaussian", n, d, s).points
+    Q0, Q1 = lattice(seed), lattice(redrawn_seed(seed, 2))
+    Q2 = lattice(redrawn_seed(seed, 4)) if 4 in redrawn_at else Q1
+    assert torch.allclose(model.codes_, 0.7 * Q2[p2] + 0.3 * (0.7 * Q1[p1] + 0.3 * Q0[p0]), atol=1e-6)
+    assert model.lattice_.seed == redrawn_seed(seed, redrawn_at[-1]) and torch.equal(model.lattice_.points, Q2)
+    assert sorted(model.perm_.tolist()) == list(range(n))
+
+
+def test_redraw_lattice_under_algorithm_2_and_a_reload_samples_alike(digits, tmp_path):
+    """Alg. 2 redraws Q as an assigning epoch starts; the checkpoint keeps the last lattice, so a reloaded
+    model encodes and samples as the fitted one."""
+    cfg = {**TINY, "epochs": 4, "assign_batch": 8, "sampler": "prior"}
+    model = NeuroSQL(**cfg, val_fraction=0.0, redraw_lattice=0.5).fit(digits)
+    assert model.lattice_.seed == redrawn_seed(TINY["seed"], 2)
+    assert sorted(model.perm_.tolist()) == list(range(len(digits)))
+    off = NeuroSQL(**cfg, val_fraction=0.0).fit(digits)
+    assert off.lattice_.seed == TINY["seed"] and not torch.equal(off.codes_, model.codes_)
+    again = NeuroSQL.load(model.save(tmp_path / "m.pt"), device="cpu")
+    assert torch.equal(again.sample(4, seed=0), model.sample(4, seed=0))
+    assert torch.equal(again.encode(digits[:4]), model.encode(digits[:4]))
+
+
 def test_the_paper_preset_has_none_of_the_automatic_additions():
     """--preset paper is the paper's method: prior sampling, no code noise and no colour warm-up, whatever
     the data."""
     from neurosql.engine.config import merged_config
 
     paper = merged_config(NeuroSQLConfig, "neurosql", {}, "paper", {})
-    assert (paper.sampler, paper.code_noise, paper.colour_warmup) == ("prior", 0.0, 0.0)
+    assert (paper.sampler, paper.code_noise, paper.colour_warmup, paper.redraw_lattice) == ("prior", 0.0, 0.0, 0.0)
     assert merged_config(NeuroSQLConfig, "neurosql", {}, "paper", {"code_noise": 0.5}).code_noise == 0.5
     assert merged_config(NeuroSQLConfig, "neurosql", {}, None, {}).code_noise is None  # auto, resolved in fit
 

@@ -138,6 +138,13 @@ class CodeBank:
             order = torch.as_tensor(self.perm)[torch.randperm(len(self.local), generator=generator)]
         return iter(order.to(self.codes.device).split([len(B) for B in parts]))
 
+    def redraw(self, seed: int) -> None:
+        """Replace Q by a fresh lattice of the same prior (:meth:`Lattice.redrawn`) before a round: π keeps
+        its point indices, whose coordinates change, and the codes move towards the new points at ρ. Every
+        process draws the same lattice from the same seed."""
+        self.lattice = self.lattice.redrawn(seed)
+        self.points = self.lattice.points.to(self.codes.device)
+
     def to(self, device) -> None:
         """Move the codes (and the lattice's device copy) to ``device``."""
         self.codes, self.points = self.codes.to(device), self.lattice.points.to(device)

@@ -241,6 +241,11 @@ class Lattice:
         # A Gaussian draw of norm 0 has probability 0 but would give NaN.
         return radius * g / g.norm(dim=1, keepdim=True).clamp_min(torch.finfo(g.dtype).tiny)
 
+    def redrawn(self, seed: int) -> Lattice:
+        """A lattice of the same kind and size drawn with another seed (a fresh scrambling of the Sobol
+        points, fresh ball directions or uniform draws); the univariate grids have no seed and stay."""
+        return Lattice(self.kind, self.n, self.d, seed)
+
     def spec(self) -> dict:
         """The JSON-ready parameters that rebuild this lattice exactly."""
         return {"kind": self.kind, "n": self.n, "d": self.d, "seed": self.seed}

@@ -142,10 +142,11 @@ AUTO_STEPS = (2000, 20000)  # ... but at least / at most this many generator upd
 AUTO_MIN_STEPS_VOLUMES = 4000
 PRESETS = {
     # App. I: AdamW at 2e-4, batch 64, cosine decay, 120–250 epochs, no warm-up, no weight averaging,
-    # early stopping with patience 25–30; samples z from the prior (§2.5); no code noise and no colour
-    # warm-up. A method applies the fields it has.
+    # early stopping with patience 25–30; samples z from the prior (§2.5); one fixed lattice, no code noise
+    # and no colour warm-up. A method applies the fields it has.
     "paper": {"epochs": 120, "batch_size": 64, "lr": 2e-4, "warmup": 0.0, "ema": 0.0, "patience": 25,
-              "sampler": "prior", "code_noise": 0.0, "colour_warmup": 0.0},
+              "sampler": "prior", "code_noise": 0.0, "colour_warmup": 0.0,
+              "redraw_lattice": 0.0},
 }
 
 

@@ -81,6 +81,12 @@ class NeuroSQLConfig(LatentGeneratorConfig):
                                             "raised the samples with anatomy from 2 in 3 to over 4 in 5; on 2-D sets "
                                             "it lost recall; README)",
                                       type=float, within="[0, inf)")
+    redraw_lattice: float = option(0.0, "fraction of the epochs (the first ones) whose assignment draws a fresh "
+                                        "lattice Q of the same prior first, so G is fitted at ever new prior "
+                                        "points rather than at n fixed ones, and prior draws land where it was "
+                                        "trained; the rest of the epochs keep the last Q, so codes settle and "
+                                        "reconstructions sharpen; 0 = off (the paper)",
+                                   type=float, within="[0, 1]")
     assign_every_batch: bool = option(True, "Alg. 2: assign in every batch, as the paper; --no-assign-every-batch "
                                             "assigns only in the batches of every K-th epoch")
 
@@ -204,6 +210,8 @@ class NeuroSQL(LatentGenerator):
             return
         last = epoch == self.budget_.epochs
         self._assigns = cfg.assign_every_batch or (epoch % cfg.assign_every == 0 and not last)
+        if self._assigns:
+            self._redraw(epoch)
         self._subsets = self.bank_.subsets(parts, cfg.lattice_subset == "held", self._epoch_generator)
 
     def _train_step(self, x, idx) -> dict[str, float]:
@@ -239,10 +247,18 @@ class NeuroSQL(LatentGenerator):
         self._round_images = None  # G(Q) of this epoch's round, for its validation
         if self.config.assign_batch or epoch % self.config.assign_every or last:
             return {}
+        self._redraw(epoch)
         n, local = self.lattice_.n, self.bank_.local
         solve = lambda C: self._shard.solve_globally(C, n, lambda full: self._solve(full, warm=True))[local]
         row, self._round_images = algorithm1_round(self.bank_, X, self._decode_lattice, self._cost, solve)
         return row
+
+    def _redraw(self, epoch: int) -> None:
+        """A fresh lattice before this epoch's assignment while ``epoch`` is within the first
+        ``redraw_lattice`` of the epochs; its seed comes from the run's seed and the epoch, so a
+        resumed run and every torchrun process draw the same one."""
+        if epoch <= self.config.redraw_lattice * self.budget_.epochs:
+            self.bank_.redraw(int(np.random.SeedSequence([self.config.seed, epoch]).generate_state(1)[0]))
 
     def _validation_loss(self, X_val) -> float:
         """Each held-out image against its nearest image among G(Q_S), S a fixed seeded subset of at
@@ -353,8 +369,8 @@ class NeuroSQL(LatentGenerator):
     @classmethod
     def _from_state(cls, state: dict, device: str):
         """Checkpoints from before ``sampler`` existed drew from the prior, and keep doing so; those from
-        before ``code_noise`` trained without it."""
-        defaults = {"sampler": "prior", "code_noise": 0.0}
+        before ``code_noise`` or ``redraw_lattice`` trained without them."""
+        defaults = {"sampler": "prior", "code_noise": 0.0, "redraw_lattice": 0.0}
         return super()._from_state({**state, "config": {**defaults, **state["config"]}}, device)
 
     def _extra_state(self) -> dict:
