@@ -34,7 +34,7 @@ from neurosql.persistence import write_text
 FACTORS = (0.5, 2 ** -0.5, *BANDWIDTHS)  # f of the kernel's bandwidth f·h: narrower, then those the copy guard
 # tries; None below is the prior
 DRAWS = 200  # images per sampler, as the evaluation's sampling gap
-CONFIGS = ({}, {"code_noise": 0.25}, {"latent_dim": 8})
+CONFIGS = ({}, {"code_noise": 0.25}, {"latent_dim": 8}, {"redraw_lattice": 0.75})
 
 
 def frontier(name: str, params: dict, seed: int = SEED) -> dict:
