@@ -39,8 +39,8 @@ from ..errors import NeuroSQLError
 from ..persistence import images_digest, restoring
 from .config import resolve_device
 from .distributed import device_for, init_from_environment
-from .training import (EarlyStopping, EpochLog, Optimization, WeightAverage, averaged, batches, progress_bar,
-                       seed_everything, set_rng_state, show_losses)
+from .training import (EarlyStopping, EpochLog, Optimization, WeightAverage, averaged, batches, derived_seed,
+                       progress_bar, seed_everything, set_rng_state, show_losses)
 
 
 @dataclass
@@ -186,8 +186,7 @@ def epoch_batches(n: int, n_parts: int, seed: int, rank: int, epoch: int) -> tup
     Seeded by (seed, rank, epoch) rather than carried along, so a resumed run
     draws exactly what an uninterrupted one would.
     """
-    state = int(np.random.SeedSequence([seed, rank, epoch]).generate_state(1)[0])
-    generator = torch.Generator().manual_seed(state)
+    generator = torch.Generator().manual_seed(derived_seed(seed, rank, epoch))
     return batches(n, n_parts, generator), generator
 
 

@@ -35,6 +35,12 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
+def derived_seed(*keys: int) -> int:
+    """A 32-bit seed derived from ``keys`` (the run's seed, then e.g. the rank and the epoch), so that a
+    draw seeded by it is the same in a resumed run and on every process that shares the keys."""
+    return int(np.random.SeedSequence(list(keys)).generate_state(1)[0])
+
+
 def rng_state() -> dict:
     """The global RNG states as tensors and lists (safe for ``weights_only`` loading)."""
     np_state = np.random.get_state()

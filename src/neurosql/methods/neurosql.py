@@ -30,6 +30,7 @@ from ..data import check_images, check_lazy_images
 from ..errors import NeuroSQLError
 from ..engine.config import LatentGeneratorConfig, option
 from ..engine.trainer import start_training
+from ..engine.training import derived_seed
 from .auto_batch import M_AUTO, N_AUTO, resolve_assign_batch
 from .latent_generator import LatentGenerator
 from .latents import check_count, check_refinement, optimise_latents
@@ -258,7 +259,7 @@ class NeuroSQL(LatentGenerator):
         ``redraw_lattice`` of the epochs; its seed comes from the run's seed and the epoch, so a
         resumed run and every torchrun process draw the same one."""
         if epoch <= self.config.redraw_lattice * self.budget_.epochs:
-            self.bank_.redraw(int(np.random.SeedSequence([self.config.seed, epoch]).generate_state(1)[0]))
+            self.bank_.redraw(derived_seed(self.config.seed, epoch))
 
     def _validation_loss(self, X_val) -> float:
         """Each held-out image against its nearest image among G(Q_S), S a fixed seeded subset of at
