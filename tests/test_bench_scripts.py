@@ -51,8 +51,8 @@ def test_small_data_quality_table_puts_samples_beside_prior_draws_and_reconstruc
 
     def result(seed, fd, prior_fd):
         quality = {"pfid": 0.5, "kid": 0.01, "precision": 0.9, "recall": 0.5, "fd_vgg": fd, "precision_vgg": 0.7,
-                   "recall_vgg": 0.6, "memorisation_ratio": 0.9, "copy_fraction": 0.0,
-                   "nn1_accuracy_vgg": 0.5 + seed / 10, "nn1_fake_vgg": 0.8}
+                   "recall_vgg": 0.6, "memorisation_ratio": 0.9, "memorisation_ratio_2nn": 0.95 + seed / 50,
+                   "copy_fraction": 0.0, "nn1_accuracy_vgg": 0.5 + seed / 10, "nn1_fake_vgg": 0.8}
         return {"set": "brain@64", "params": {}, "seed": seed, "n_train": 200, "recon_ssim": 0.9, "wall_s": 60.0,
                 "updates": 2000, **quality, **{f"prior_{k}": v for k, v in quality.items()}, "prior_fd_vgg": prior_fd,
                 "recon_fd_vgg": 0.5, "fit_nn1_accuracy_vgg": 0.6, "fit_nn1_fake_vgg": 0.7,
@@ -62,7 +62,7 @@ def test_small_data_quality_table_puts_samples_beside_prior_draws_and_reconstruc
     write_table(results, tmp_path / "t.md")
     text = (tmp_path / "t.md").read_text()
     assert ("| brain@64 | defaults | 16 | codes | 2 | 0.55 / 0.80 | 0.60 / 0.70 | 0.500 | 1.000 | 2.00 | 0.70 | 0.60 | "
-            "0.90 | 0.00 |") in text
+            "0.90 / 0.96 | 0.00 |") in text
     assert "| brain@64 | defaults | 16 | prior (paper) | 2 | 0.55 / 0.80 | 0.60 / 0.70 | 0.500 | 2.500 | 5.00 |" in text
     del results[key("brain@64", {}, 1)]["nn1_accuracy_vgg"]  # a run from before the 1-NN test
     write_table(results, tmp_path / "t.md")
@@ -201,11 +201,27 @@ def test_sampling_frontier_table_marks_the_factor_the_copy_guard_chose(tmp_path)
 
     rows = [{"factor": f, "gap_nn1_vgg": 0.6, "sharpness_ratio": 0.7, "memorisation_ratio": 0.9, "copy_fraction": 0.1}
             for f in (0.5, 1.0, None)]
+    rows[-1] = {**rows[-1], "memorisation_ratio_2nn": 0.97}  # the others from before the 2-NN form
     results = {"a": {"set": "faces@32", "params": {}, "seed": 0, "fit_ssim": 0.99, "guard_factor": None, "rows": rows},
                "b": {"set": "faces@32", "params": {"latent_dim": 8}, "seed": 0, "fit_ssim": 0.9, "guard_factor": 1.0,
                      "rows": rows}}
     write_table(results, tmp_path / "t.md")
     text = (tmp_path / "t.md").read_text()
-    assert "| faces@32 | defaults | 0 | 0.99 | prior ← | 0.60 | 0.70 | 0.90 | 0.10 |" in text
+    assert "| faces@32 | defaults | 0 | 0.99 | prior ← | 0.60 | 0.70 | 0.90 / 0.97 | 0.10 |" in text
+    assert "| kernel 0.50 h | 0.60 | 0.70 | 0.90 / — | 0.10 |" in text
     assert '| faces@32 | {"latent_dim": 8} | 0 | 0.90 | kernel 1.00 h ← |' in text
-    assert text.count(" ← |") == 2 and "kernel 0.50 h |" in text
+    assert text.count(" ← |") == 2
+
+
+def test_memorisation_blur_scores_held_out_and_copies_at_each_blur(tmp_path, capsys):
+    import json
+
+    from benchmarks.memorisation_blur import SIGMAS, main
+
+    main(["--sets", "faces@32", "--out", str(tmp_path / "blur")])
+    rows = json.loads((tmp_path / "blur.json").read_text())
+    assert [(r["sigma"], r["images"]) for r in rows] == [(s, k) for s in SIGMAS for k in ("held-out", "training copies")]
+    plain = {(r["sigma"], r["images"]): (r["memorisation_ratio"], r["memorisation_ratio_2nn"]) for r in rows}
+    assert plain[0.0, "held-out"] == (1.0, 1.0) and plain[0.0, "training copies"] == (0.0, 0.0)
+    assert all(two > 0.9 for (_, kind), (_, two) in plain.items() if kind == "held-out")
+    assert (tmp_path / "blur.md").read_text().count("\n") == 2 + len(rows) and "2-NN" in capsys.readouterr().out

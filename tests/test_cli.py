@@ -156,8 +156,8 @@ def test_summary_leads_with_what_sees_sample_quality_and_marks_coarse_knn_number
                        "nn1_accuracy_vgg_ceiling": 1.0, "ceiling_note": ceiling_note(1.0)})
     assert ceiling_note(1.0, 19) is None and ceiling_note(0.9) is None  # too few images to say; not told apart
     lines = capsys.readouterr().out.splitlines()
-    assert lines == ["  nn1_accuracy_vgg     1.0000 (G's reconstructions of training images: 1.00)",
-                     "  precision_vgg        0.0000 (G's reconstructions of training images: 0.00)"]
+    assert lines == ["  nn1_accuracy_vgg       1.0000 (G's reconstructions of training images: 1.00)",
+                     "  precision_vgg          0.0000 (G's reconstructions of training images: 0.00)"]
 
 
 def test_summary_marks_the_memorisation_check_coarse_on_few_held_out_images(capsys):
@@ -171,6 +171,17 @@ def test_summary_marks_the_memorisation_check_coarse_on_few_held_out_images(caps
     assert [line.endswith("(coarse: 15 held-out images; open nearest.png)") for line in lines] == [True, True, False]
     print_metrics({**check, "n_memorisation": [64, 120, 20]})  # as read back from metrics.json
     assert "coarse" not in capsys.readouterr().out
+
+
+def test_summary_marks_a_memorisation_ratio_that_only_blur_lowers(capsys):
+    from neurosql.cli import print_metrics
+
+    print_metrics({"memorisation_ratio": 0.6, "memorisation_ratio_2nn": 0.98, "n_memorisation": (200, 160, 40)})
+    assert capsys.readouterr().out.splitlines() == [
+        "  memorisation_ratio     0.6000 (closer through blur, not copies: see memorisation_ratio_2nn)",
+        "  memorisation_ratio_2nn 0.9800"]
+    print_metrics({"memorisation_ratio": 0.6, "memorisation_ratio_2nn": 0.85, "n_memorisation": (200, 160, 40)})
+    assert "blur" not in capsys.readouterr().out
 
 
 def test_every_option_help_prints_as_written(capsys):

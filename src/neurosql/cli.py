@@ -23,7 +23,7 @@ from .engine.config import (PRESETS, EncodeOptions, EvaluateOptions, SampleOptio
 from .errors import NeuroSQLError
 from .loggers import LOGGERS
 from .metrics import LEAD_KEYS, PRDC_KEYS
-from .metrics.memorisation import NOTE_MIN_HELD_OUT
+from .metrics.memorisation import NOTE_MIN_HELD_OUT, soft_not_copies
 from .methods import CONFIGS, load_model, method_class
 from .warning_lines import one_line_warnings
 
@@ -153,7 +153,8 @@ PROXY_BLIND = ("nn1_accuracy", "nn1_fake", *PRDC_KEYS)
 
 def print_metrics(metrics: dict) -> None:
     """The summary, led by the metrics that see sample quality, each VGG one beside its ceiling (G at the
-    training codes), the memorisation check marked coarse on few held-out images; a warning when the
+    training codes), the memorisation check marked coarse on few held-out images and its ratio marked where
+    only blur brings samples closer than real images (the 2-NN ratio); a warning when the
     test set is too small, when the VGG features tell even that ceiling from real images, when the samples
     are worse than that ceiling (the sampling gap), or when the memorisation check finds copies or samples
     unlike the data."""
@@ -163,14 +164,16 @@ def print_metrics(metrics: dict) -> None:
         marks = []
         if metrics.get("knn_note") and key.removesuffix("_vgg") in PRDC_KEYS:  # k-NN: coarse on few images
             marks.append("coarse: too few test images")
-        if key in ("memorisation_ratio", "copy_fraction") and held_out < NOTE_MIN_HELD_OUT:
+        if key in ("memorisation_ratio", "memorisation_ratio_2nn", "copy_fraction") and held_out < NOTE_MIN_HELD_OUT:
             marks.append(f"coarse: {held_out} held-out images; open nearest.png")  # e.g. a 3-D run's 15 volumes
+        if key == "memorisation_ratio" and soft_not_copies(value, metrics.get("memorisation_ratio_2nn")):
+            marks.append("closer through blur, not copies: see memorisation_ratio_2nn")
         if key in PROXY_BLIND and metrics.get(f"{key}_vgg") is not None:
             marks.append(f"proxy features, blind to mush: read {key}_vgg")
         if metrics.get(f"{key}_ceiling") is not None:
             marks.append(f"G's reconstructions of training images: {metrics[f'{key}_ceiling']:.2f}")
         mark = f" ({'; '.join(marks)})" if marks else ""
-        print(f"  {key:<20} {value:.4f}{mark}" if isinstance(value, float) else f"  {key:<20} {value}")
+        print(f"  {key:<22} {value:.4f}{mark}" if isinstance(value, float) else f"  {key:<22} {value}")
     for note in ("gap_note", "knn_note", "ceiling_note", "memorisation_note"):
         if metrics.get(note):
             warnings.warn(metrics[note], stacklevel=1)

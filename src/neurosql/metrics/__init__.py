@@ -164,7 +164,7 @@ def _vgg_metrics(real_sub, fake_order, n_fake: int, enabled: bool, kid_subsets: 
 
 # What sees sample quality, in the order every summary, metrics.json and report.md shows it first.
 LEAD_KEYS = ("gap_nn1_vgg", "sharpness_ratio", "fit_ssim", "nn1_accuracy_vgg", "nn1_fake_vgg", "fd_vgg",
-             "precision_vgg", "recall_vgg", "memorisation_ratio", "copy_fraction")
+             "precision_vgg", "recall_vgg", "memorisation_ratio", "memorisation_ratio_2nn", "copy_fraction")
 
 
 def quality_first(metrics: dict) -> dict:
