@@ -12,7 +12,7 @@ than real images without copying any one of them. The 2-NN form of the check
 asks instead how much nearer each image lies to its nearest training image
 than to the next one, which blur leaves about where it was: σ = 1.2 px of
 blur moved it by at most 0.03 for held-out images of five small sets, where
-the plain ratio fell to 0.77 (benchmarks.small_data's sets).
+the plain ratio fell to 0.77 (`python -m benchmarks.memorisation_blur`).
 """
 from __future__ import annotations
 
