@@ -16,20 +16,14 @@ import argparse
 import json
 from pathlib import Path
 
-import torch
-from scipy.ndimage import gaussian_filter
-
 from benchmarks.small_data import SETS
+from benchmarks.vgg_calibration import blurred
 from neurosql.metrics import memorisation
 from neurosql.persistence import write_text
 
 HERE = Path(__file__).parent
 BLUR_SETS = ("faces@32", "cells@64", "brain@64", "colour-shapes@32", "gray-patches@64")
 SIGMAS = (0.0, 0.7, 1.2)  # pixels
-
-
-def blurred(images: torch.Tensor, sigma: float) -> torch.Tensor:
-    return images if sigma == 0 else torch.from_numpy(gaussian_filter(images.numpy(), (0, 0, sigma, sigma)))
 
 
 def score(name: str) -> list[dict]:

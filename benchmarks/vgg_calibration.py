@@ -27,6 +27,11 @@ DEFAULT_SETS = ("faces@32", "gray-patches@64", "rgb-patches@32", "brain@64", "ce
 BLURS = (0.0, 0.5, 1.0)  # σ in pixels of the Gaussian applied to the real images
 
 
+def blurred(images: torch.Tensor, sigma: float) -> torch.Tensor:
+    """``images`` (m, C, H, W) under a Gaussian of σ pixels over height and width; as they are at σ = 0."""
+    return images if sigma == 0 else torch.from_numpy(gaussian_filter(images.numpy(), (0, 0, sigma, sigma)))
+
+
 def calibrate(name: str, net) -> list[dict]:
     """One row per blur: the set's training images (as many as it holds out) against its held-out ones."""
     train, test = SETS[name]()
@@ -34,8 +39,7 @@ def calibrate(name: str, net) -> list[dict]:
     f_test = extract_features(net, test[:m])
     rows = []
     for sigma in BLURS:
-        images = train[:m] if sigma == 0 else torch.from_numpy(gaussian_filter(train[:m].numpy(), (0, 0, sigma, sigma)))
-        f = extract_features(net, images.float())
+        f = extract_features(net, blurred(train[:m], sigma).float())
         pr = prdc(f_test, f)
         rows.append({"set": name, "n": m, "blur_px": sigma, "fd_vgg": fid_from_features(f_test, f),
                      "nn1_accuracy_vgg": nn1_test(f_test, f)["nn1_accuracy"],
